@@ -1,0 +1,32 @@
+//! # bus-schemas: the govbus data standard
+//!
+//! What every govbus process and every agency agrees on: the Avro schema of each record type
+//! of articles 9–25 of the Guangzhou government information sharing rules, the data-element
+//! validators, and the single-object codec.
+//!
+//! ## Layout
+//! - `schemas/*.avsc`: one schema per record type (namespace `gov.gz.<department>`) and the
+//!   shared `gov.gz.common.Subject`; embedded at build time.
+//! - [`registry`]: record types made self-contained, fingerprinted, with reader and writer
+//!   built once; lookup by name or fingerprint.
+//! - [`canonical`]: Parsing Canonical Form and CRC-64-AVRO, as Java computes them.
+//! - [`codec`]: Avro single-object encoding (`C3 01`, CRC-64-AVRO fingerprint, datum).
+//! - [`json`]: the natural JSON form of a record, both ways.
+//! - [`validate`]: data-element standards (GB 11643, GB 32100, GB/T 2260, GB/T 2261, GB/T 3304)
+//!   and code tables; returns every violation.
+//! - [`compat`]: full transitive compatibility against `released/`, and releasing a version.
+//! - [`error`]: typed errors.
+
+pub mod canonical;
+pub mod codec;
+pub mod compat;
+pub mod error;
+pub mod json;
+pub mod registry;
+pub mod validate;
+
+pub use apache_avro;
+pub use codec::{split_header, HEADER_LEN, MAGIC};
+pub use error::{CodecError, JsonError, SchemaError};
+pub use registry::{Fingerprint, RecordType, Registry};
+pub use validate::{Element, Report, Violation};

@@ -1,0 +1,339 @@
+//! Data-element validators. [`validate`] checks a whole record and returns *every* violation
+//! with its field, never only the first. Messages describe the value's shape ("18 digits"),
+//! never the value itself, so a report can be logged without personal data.
+use apache_avro::{types::Value, Schema};
+use chrono::{FixedOffset, NaiveDate, Utc};
+
+use crate::registry::RecordType;
+
+pub mod citizen_id;
+pub mod codes;
+pub mod credit_code;
+pub mod division;
+
+/// The data-element standard a field follows, named in its schema by `govbus.element`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    /// Citizen ID number, GB 11643.
+    CitizenIdNumber,
+    /// ID document type code.
+    IdDocumentType,
+    /// ID document number, checked by GB 11643 when the sibling `id_type` is the resident ID card.
+    IdDocumentNumber,
+    /// Unified social credit code, GB 32100.
+    CreditCode,
+    /// Administrative division code, GB/T 2260.
+    DivisionCode,
+    /// Sex code, GB/T 2261.1.
+    Sex,
+    /// Ethnicity code, GB/T 3304.
+    Ethnicity,
+    /// Marital status code, GB/T 2261.2.
+    MaritalStatus,
+    /// Household registration status (article 9).
+    HouseholdStatus,
+    /// Household registration cancellation reason (article 9).
+    HouseholdCancellationReason,
+}
+
+impl Element {
+    /// The element named by a schema's `govbus.element` attribute.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "citizen_id_number" => Self::CitizenIdNumber,
+            "id_document_type" => Self::IdDocumentType,
+            "id_document_number" => Self::IdDocumentNumber,
+            "credit_code" => Self::CreditCode,
+            "division_code" => Self::DivisionCode,
+            "sex" => Self::Sex,
+            "ethnicity" => Self::Ethnicity,
+            "marital_status" => Self::MaritalStatus,
+            "household_status" => Self::HouseholdStatus,
+            "household_cancellation_reason" => Self::HouseholdCancellationReason,
+            _ => return None,
+        })
+    }
+
+    /// The code table of a coded element.
+    pub fn code_table(self) -> Option<&'static codes::CodeTable> {
+        Some(match self {
+            Self::IdDocumentType => &codes::ID_DOCUMENT_TYPE,
+            Self::Sex => &codes::SEX,
+            Self::Ethnicity => &codes::ETHNICITY,
+            Self::MaritalStatus => &codes::MARITAL_STATUS,
+            Self::HouseholdStatus => &codes::HOUSEHOLD_STATUS,
+            Self::HouseholdCancellationReason => &codes::HOUSEHOLD_CANCELLATION_REASON,
+            _ => return None,
+        })
+    }
+}
+
+/// A rule broken by a value, before it is tied to a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Rule id, e.g. `gb11643-check-digit`.
+    pub rule: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Fault {
+    pub(crate) fn new(rule: &'static str, message: impl Into<String>) -> Self {
+        Fault {
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+/// One violation of a data-element standard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Dotted path of the field (`subject.id_number`).
+    pub field: String,
+    /// The value's shape ("18 characters", "empty"), never the value.
+    pub class: String,
+    /// Rule id, e.g. `gb11643-check-digit`.
+    pub rule: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Something worth reporting that is not a violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Dotted path of the field.
+    pub field: String,
+    /// What was noticed.
+    pub message: String,
+}
+
+/// The outcome of validating one record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Every violation, in field order.
+    pub violations: Vec<Violation>,
+    /// Accepted but noteworthy values (a legacy 15-digit ID number).
+    pub notices: Vec<Notice>,
+}
+
+impl Report {
+    /// True when there is no violation.
+    pub fn is_valid(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Today's date in Asia/Shanghai (UTC+8 all year: China has no daylight saving time).
+pub fn today_in_shanghai() -> NaiveDate {
+    let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    Utc::now().with_timezone(&offset).date_naive()
+}
+
+/// The shape of a value, safe to print: length and character classes, not the characters.
+pub fn value_class(s: &str) -> String {
+    let n = s.chars().count();
+    let chars = if n == 1 { "character" } else { "characters" };
+    if n == 0 {
+        "empty".into()
+    } else if s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{n} digits")
+    } else if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("{n} letters and digits")
+    } else if s.is_ascii() {
+        format!("{n} ASCII {chars}")
+    } else {
+        format!("{n} {chars}, not all ASCII")
+    }
+}
+
+impl RecordType {
+    /// Validates a record against the data-element standards, with "today" in Asia/Shanghai.
+    pub fn validate(&self, value: &Value) -> Report {
+        self.validate_on(value, today_in_shanghai())
+    }
+
+    /// Validates a record with a given "today" (for reproducible tests).
+    pub fn validate_on(&self, value: &Value, today: NaiveDate) -> Report {
+        let mut report = Report::default();
+        for key in &self.key {
+            match lookup(value, key) {
+                Some(Value::String(s)) if !s.trim().is_empty() => {}
+                Some(Value::String(_)) | Some(Value::Null) | None => {
+                    report.violations.push(Violation {
+                        field: key.clone(),
+                        class: "empty".into(),
+                        rule: "record-key",
+                        message: "is part of the record key and must be present and not empty"
+                            .into(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        for (path, element) in &self.elements {
+            let Some(Value::String(s)) = lookup(value, path) else {
+                continue;
+            };
+            let fault = match element {
+                Element::CitizenIdNumber => self.citizen_id(path, s, today, &mut report),
+                Element::IdDocumentNumber => {
+                    let sibling = match path.rsplit_once('.') {
+                        Some((parent, _)) => format!("{parent}.id_type"),
+                        None => "id_type".into(),
+                    };
+                    match lookup(value, &sibling) {
+                        Some(Value::String(t)) if t == codes::RESIDENT_ID_CARD => {
+                            self.citizen_id(path, s, today, &mut report)
+                        }
+                        Some(Value::String(_)) if s.trim().is_empty() => {
+                            Some(Fault::new("id-number-empty", "an ID number must not be empty"))
+                        }
+                        Some(Value::String(_)) => None,
+                        _ => Some(Fault::new(
+                            "subject-id-type-required",
+                            format!("an ID number needs its ID document type in `{sibling}` (article 19)"),
+                        )),
+                    }
+                }
+                Element::CreditCode => credit_code::check(s).err(),
+                Element::DivisionCode => division::check(s).err(),
+                coded => {
+                    let table = coded.code_table().expect("coded element has a table");
+                    (!table.contains(s)).then(|| {
+                        let hint = table
+                            .code_for(s)
+                            .map(|c| format!("; the name given maps to code {c}, send the code"))
+                            .unwrap_or_default();
+                        Fault::new(
+                            "code-table",
+                            format!(
+                                "is not a code of {} ({}); allowed: {}{hint}",
+                                table.standard,
+                                table.id,
+                                table.codes()
+                            ),
+                        )
+                    })
+                }
+            };
+            if let Some(f) = fault {
+                report.violations.push(Violation {
+                    field: path.clone(),
+                    class: value_class(s),
+                    rule: f.rule,
+                    message: f.message,
+                });
+            }
+        }
+        self.walk_dates(self.schema, value, "", today, &mut report);
+        report
+            .violations
+            .sort_by_key(|v| self.field_position(&v.field));
+        report
+    }
+
+    fn citizen_id(
+        &self,
+        path: &str,
+        s: &str,
+        today: NaiveDate,
+        report: &mut Report,
+    ) -> Option<Fault> {
+        match citizen_id::check(s, today) {
+            Ok(citizen_id::CitizenId::Legacy15) => {
+                report.notices.push(Notice {
+                    field: path.to_string(),
+                    message: "legacy 15-digit citizen ID number (accepted; the holder has an 18-digit number since 1999)".into(),
+                });
+                None
+            }
+            Ok(_) => None,
+            Err(f) => Some(f),
+        }
+    }
+
+    /// Dates and timestamps must not lie in the future.
+    fn walk_dates(
+        &self,
+        schema: &'static Schema,
+        v: &Value,
+        path: &str,
+        today: NaiveDate,
+        report: &mut Report,
+    ) {
+        let schema = self.resolve(schema);
+        match (schema, v) {
+            (Schema::Union(u), Value::Union(i, inner)) => {
+                if let Some(branch) = u.variants().get(*i as usize) {
+                    self.walk_dates(branch, inner, path, today, report);
+                }
+            }
+            (Schema::Record(r), Value::Record(fields)) => {
+                for (name, x) in fields {
+                    if let Some(&i) = r.lookup.get(name) {
+                        let p = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
+                        self.walk_dates(&r.fields[i].schema, x, &p, today, report);
+                    }
+                }
+            }
+            (_, Value::Date(days)) => {
+                let d = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+                    + chrono::Duration::days(i64::from(*days));
+                if d > today {
+                    report.violations.push(Violation {
+                        field: path.to_string(),
+                        class: "date".into(),
+                        rule: "date-not-future",
+                        message: format!("is after today ({today}, Asia/Shanghai); a recorded event cannot be in the future"),
+                    });
+                }
+            }
+            (_, Value::TimestampMillis(ms)) => {
+                let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+                let d = chrono::DateTime::<Utc>::from_timestamp_millis(*ms)
+                    .map(|t| t.with_timezone(&offset).date_naive());
+                if d.is_none_or(|d| d > today) {
+                    report.violations.push(Violation {
+                        field: path.to_string(),
+                        class: "timestamp".into(),
+                        rule: "date-not-future",
+                        message: format!("is after today ({today}, Asia/Shanghai); a recorded event cannot be in the future"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn field_position(&self, path: &str) -> usize {
+        let top = path.split('.').next().unwrap_or(path);
+        self.field_names()
+            .iter()
+            .position(|f| *f == top)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// The value at a dotted path, through nullable unions; `None` where a parent is null.
+pub fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut current = unwrap_union(value);
+    for part in path.split('.') {
+        let Value::Record(fields) = current else {
+            return None;
+        };
+        current = unwrap_union(&fields.iter().find(|(n, _)| n == part)?.1);
+    }
+    Some(current)
+}
+
+fn unwrap_union(v: &Value) -> &Value {
+    match v {
+        Value::Union(_, inner) => unwrap_union(inner),
+        other => other,
+    }
+}
