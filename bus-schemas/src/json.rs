@@ -43,7 +43,7 @@ fn join(prefix: &str, name: &str) -> String {
 impl RecordType {
     /// Converts a natural JSON document into an Avro value of this record type.
     pub fn value_from_json(&self, json: &Json) -> Result<Value, JsonError> {
-        self.from_json(self.schema, json, "")
+        self.json_value(self.schema, json, "")
     }
 
     /// Converts an Avro value of this record type (or one resolved to it) into natural JSON.
@@ -51,7 +51,12 @@ impl RecordType {
         self.to_json(self.schema, value, "")
     }
 
-    fn from_json(&self, schema: &'static Schema, j: &Json, path: &str) -> Result<Value, JsonError> {
+    fn json_value(
+        &self,
+        schema: &'static Schema,
+        j: &Json,
+        path: &str,
+    ) -> Result<Value, JsonError> {
         let schema = self.resolve(schema);
         let mismatch =
             |expected: &str| err(path, format!("expected {expected}, found {}", kind(j)));
@@ -134,7 +139,7 @@ impl RecordType {
                     items
                         .iter()
                         .enumerate()
-                        .map(|(i, x)| self.from_json(&a.items, x, &format!("{path}[{i}]")))
+                        .map(|(i, x)| self.json_value(&a.items, x, &format!("{path}[{i}]")))
                         .collect::<Result<_, _>>()?,
                 )
             }
@@ -142,7 +147,9 @@ impl RecordType {
                 let obj = j.as_object().ok_or_else(|| mismatch("an object"))?;
                 Value::Map(
                     obj.iter()
-                        .map(|(k, x)| Ok((k.clone(), self.from_json(&m.types, x, &join(path, k))?)))
+                        .map(|(k, x)| {
+                            Ok((k.clone(), self.json_value(&m.types, x, &join(path, k))?))
+                        })
                         .collect::<Result<_, JsonError>>()?,
                 )
             }
@@ -158,7 +165,7 @@ impl RecordType {
                     if matches!(v, Schema::Null) {
                         continue;
                     }
-                    match self.from_json(v, j, path) {
+                    match self.json_value(v, j, path) {
                         Ok(x) => return Ok(Value::Union(i as u32, Box::new(x))),
                         Err(e) => {
                             first_err.get_or_insert(e);
@@ -184,8 +191,8 @@ impl RecordType {
                 for f in &r.fields {
                     let p = join(path, &f.name);
                     let v = match (obj.get(&f.name), &f.default) {
-                        (Some(x), _) => self.from_json(&f.schema, x, &p)?,
-                        (None, Some(default)) => self.from_json(&f.schema, default, &p)?,
+                        (Some(x), _) => self.json_value(&f.schema, x, &p)?,
+                        (None, Some(default)) => self.json_value(&f.schema, default, &p)?,
                         (None, None) => return Err(err(&p, "is required and missing")),
                     };
                     fields.push((f.name.clone(), v));

@@ -554,6 +554,21 @@ impl Registry {
         }
     }
 
+    /// Writes every shared named type and every record type as a self-contained, indented
+    /// `<full name>.avsc` into `dir` (created if missing). Returns how many files it wrote.
+    pub fn export(&self, dir: &std::path::Path) -> std::io::Result<usize> {
+        std::fs::create_dir_all(dir)?;
+        let shared = self.shared.iter().map(|(n, j)| (n.as_str(), j));
+        let types = self.types.iter().map(|t| (t.full_name.as_str(), &t.json));
+        let mut count = 0;
+        for (name, json) in shared.chain(types) {
+            let text = serde_json::to_string_pretty(json).expect("JSON serialises") + "\n";
+            std::fs::write(dir.join(format!("{name}.avsc")), text)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// A record type by the fingerprint of its schema.
     pub fn by_fingerprint(&self, fp: &Fingerprint) -> Option<&Arc<RecordType>> {
         self.by_fingerprint.get(fp).map(|&i| &self.types[i])

@@ -1,1 +1,299 @@
+//! # govbus-tests: the harness for tests against the real RabbitMQ and PostgreSQL
+//!
+//! ## Layout
+//! - [`Services`]: where the services are, from the same settings the programs read
+//!   (`GOVBUS__AMQP__URL`, `GOVBUS__AMQP__MANAGEMENT_URL`, `GOVBUS__DATABASE__URL`).
+//! - [`TestVhost`]: a RabbitMQ vhost of a test's own, deleted when dropped.
+//! - [`TestDatabase`]: a PostgreSQL database of a test's own, dropped when dropped.
+//! - [`python`]: the Python interpreter with the independent Avro implementation.
+//! - `tests/`: the end-to-end tests. A test that cannot reach a service fails and says how
+//!   to start it; none passes by skipping.
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use anyhow::{bail, Context};
+use sqlx::{Connection, PgConnection};
+
+/// Default broker URL: the local RabbitMQ's default vhost as guest.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default database URL: the local PostgreSQL (trust authentication).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+const HOW_TO_START: &str = "run the suite with `scripts/test`, which finds or starts RabbitMQ \
+(with its management plugin) and PostgreSQL; by hand: `rabbitmq-server -detached && \
+rabbitmq-plugins enable rabbitmq_management`, `pg_ctlcluster --skip-systemctl-redirect \
+$(ls /etc/postgresql) main start`, or `docker compose up -d rabbitmq postgres`; point the \
+tests elsewhere with GOVBUS__AMQP__URL, GOVBUS__AMQP__MANAGEMENT_URL and GOVBUS__DATABASE__URL";
+
+/// Where the services are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// AMQP URL of the broker (its vhost is replaced by each test's own).
+    pub amqp_url: String,
+    /// Base URL of the RabbitMQ management HTTP API.
+    pub management_url: String,
+    /// Management API user and password (those of the AMQP URL unless set in the URL).
+    pub management_auth: (String, String),
+    /// PostgreSQL URL with rights to create databases.
+    pub database_url: String,
+}
+
+impl Services {
+    /// Reads the settings from the environment, with the local defaults.
+    pub fn from_env() -> Self {
+        let amqp_url =
+            std::env::var("GOVBUS__AMQP__URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into());
+        let (user, pass, host) = split_amqp_url(&amqp_url);
+        let management_url = std::env::var("GOVBUS__AMQP__MANAGEMENT_URL")
+            .unwrap_or_else(|_| format!("http://{host}:15672"));
+        let database_url =
+            std::env::var("GOVBUS__DATABASE__URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        Services {
+            amqp_url,
+            management_url: management_url.trim_end_matches('/').to_string(),
+            management_auth: (user, pass),
+            database_url,
+        }
+    }
+}
+
+/// (user, password, host) of an AMQP URL; guest/guest where it names none.
+fn split_amqp_url(url: &str) -> (String, String, String) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (creds, hostport) = authority
+        .rsplit_once('@')
+        .unwrap_or(("guest:guest", authority));
+    let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    (user.to_string(), pass.to_string(), host.to_string())
+}
+
+/// A name no other test or run uses: `prefix` + process id + time + counter.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos:x}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn url_with_vhost(amqp_url: &str, vhost: &str) -> String {
+    let (scheme, rest) = amqp_url.split_once("://").unwrap_or(("amqp", amqp_url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{vhost}{query}")
+}
+
+/// A RabbitMQ vhost of one test's own, with full permissions for the test's user; deleted
+/// (with everything in it) when dropped.
+pub struct TestVhost {
+    /// The vhost's name.
+    pub name: String,
+    /// AMQP URL of the vhost.
+    pub amqp_url: String,
+    services: Services,
+}
+
+impl TestVhost {
+    /// Creates a fresh vhost through the management API. Fails, saying how to start the broker,
+    /// when it cannot.
+    pub async fn create(services: &Services) -> anyhow::Result<Self> {
+        let name = unique_name("govbus_test");
+        let client = reqwest::Client::new();
+        let (user, pass) = &services.management_auth;
+        let put = |path: String, body: serde_json::Value| {
+            client
+                .put(format!("{}/api/{path}", services.management_url))
+                .basic_auth(user, Some(pass))
+                .json(&body)
+                .send()
+        };
+        let resp = put(format!("vhosts/{name}"), serde_json::json!({}))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the RabbitMQ management API at {}: {HOW_TO_START}",
+                    services.management_url
+                )
+            })?;
+        if !resp.status().is_success() {
+            bail!(
+                "creating vhost {name} failed: HTTP {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let resp = put(
+            format!("permissions/{name}/{user}"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await?;
+        if !resp.status().is_success() {
+            bail!(
+                "granting {user} on vhost {name} failed: HTTP {}",
+                resp.status()
+            );
+        }
+        Ok(TestVhost {
+            amqp_url: url_with_vhost(&services.amqp_url, &name),
+            name,
+            services: services.clone(),
+        })
+    }
+
+    /// Connects to the vhost, failing with how to start the broker when it cannot.
+    pub async fn connect(&self) -> anyhow::Result<lapin::Connection> {
+        lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to RabbitMQ vhost {}: {HOW_TO_START}",
+                    self.name
+                )
+            })
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let url = format!("{}/api/vhosts/{}", self.services.management_url, self.name);
+        let (user, pass) = self.services.management_auth.clone();
+        // Drop may run inside a runtime: do the request on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(
+                reqwest::Client::new()
+                    .delete(url)
+                    .basic_auth(user, Some(pass))
+                    .send(),
+            )
+            .ok()
+        })
+        .join();
+    }
+}
+
+/// A PostgreSQL database of one test's own; dropped when dropped.
+pub struct TestDatabase {
+    /// The database's name.
+    pub name: String,
+    /// URL of the database.
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh database. Fails, saying how to start PostgreSQL, when it cannot.
+    pub async fn create(services: &Services) -> anyhow::Result<Self> {
+        let name = unique_name("govbus_test");
+        let mut conn = PgConnection::connect(&services.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to PostgreSQL at {}: {HOW_TO_START}",
+                    services.database_url
+                )
+            })?;
+        // `name` comes from unique_name: letters, digits and `_` only.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let base = services
+            .database_url
+            .split('?')
+            .next()
+            .unwrap_or(&services.database_url);
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        Ok(TestDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url: services.database_url.clone(),
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The workspace root (where `Cargo.toml` of the workspace is).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python interpreter that has `fastavro`: `GOVBUS_PYTHON`, else the virtualenv that
+/// `scripts/test` makes in `target/python`. Fails saying how to get one.
+pub fn python() -> anyhow::Result<PathBuf> {
+    let candidate = std::env::var_os("GOVBUS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/python/bin/python"));
+    let ok = Command::new(&candidate)
+        .args(["-c", "import fastavro"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        bail!(
+            "no Python with fastavro at {}: run `scripts/test` (it makes that virtualenv), or \
+             `python3 -m venv target/python && target/python/bin/pip install fastavro`, or set GOVBUS_PYTHON",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials and host come out of an AMQP URL; a vhost is put in its place.
+    #[test]
+    fn amqp_url_parts() {
+        assert_eq!(
+            split_amqp_url("amqp://u:p@rabbit:5672/%2f"),
+            ("u".into(), "p".into(), "rabbit".into())
+        );
+        assert_eq!(
+            url_with_vhost("amqp://u:p@h:5672/%2f?heartbeat=10", "v1"),
+            "amqp://u:p@h:5672/v1?heartbeat=10"
+        );
+        assert_eq!(url_with_vhost("amqp://h", "v"), "amqp://h/v");
+    }
+}

@@ -1,7 +1,6 @@
 //! `govbus schemas …`: the record types of the standard, for agencies generating classes and
 //! operators checking data by hand.
 use std::{
-    fs,
     io::{Read, Write},
     path::PathBuf,
     process::ExitCode,
@@ -72,20 +71,9 @@ pub fn run(cmd: SchemasCommand) -> anyhow::Result<ExitCode> {
             }
         }
         SchemasCommand::Export { dir } => {
-            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            let shared = registry.shared_types().iter().map(|(n, j)| (n.as_str(), j));
-            let types = registry
-                .types()
-                .iter()
-                .map(|t| (t.full_name.as_str(), &t.json));
-            let mut count = 0;
-            for (name, json) in shared.chain(types) {
-                let path = dir.join(format!("{name}.avsc"));
-                let text = serde_json::to_string_pretty(json)? + "\n";
-                fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                count += 1;
-            }
+            let count = registry
+                .export(&dir)
+                .with_context(|| format!("cannot write the schemas into {}", dir.display()))?;
             eprintln!("wrote {count} schemas to {}", dir.display());
         }
         SchemasCommand::Encode { type_name } => {

@@ -1,0 +1,89 @@
+# Shared by scripts/test, scripts/demo and scripts/bench: find RabbitMQ (with its management
+# plugin) and PostgreSQL from the GOVBUS__* settings, start local ones where they are installed
+# but stopped, else `docker compose up -d rabbitmq postgres`, else fail saying what to install.
+# Source it, then call `ensure_services`.
+
+# Whether the caller chose the URLs; if not, the compose fallback may switch them to the
+# compose file's accounts.
+[ -n "${GOVBUS__AMQP__URL:-}" ] && amqp_url_chosen=1 || amqp_url_chosen=
+[ -n "${GOVBUS__DATABASE__URL:-}" ] && db_url_chosen=1 || db_url_chosen=
+: "${GOVBUS__AMQP__URL:=amqp://guest:guest@127.0.0.1:5672/%2f}"
+: "${GOVBUS__DATABASE__URL:=postgres://postgres@127.0.0.1:5432/postgres}"
+export GOVBUS__AMQP__URL GOVBUS__DATABASE__URL
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# host and port of a URL like scheme://user:pass@host:port/path
+url_host() { local a=${1#*://}; a=${a%%/*}; a=${a##*@}; printf '%s' "${a%%:*}"; }
+url_port() { local a=${1#*://}; a=${a%%/*}; a=${a##*@}; [[ $a == *:* ]] && printf '%s' "${a##*:}" || printf '%s' "$2"; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() { # host port seconds what
+  local i
+  for ((i = 0; i < $3 * 2; i++)); do port_open "$1" "$2" && return 0; sleep 0.5; done
+  return 1
+}
+
+is_local() { [[ $1 == 127.* || $1 == localhost || $1 == ::1 ]]; }
+
+compose_up() {
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    say "starting RabbitMQ and PostgreSQL with docker compose"
+    docker compose up -d --wait rabbitmq postgres || die "docker compose up -d rabbitmq postgres failed"
+    [ -n "$amqp_url_chosen" ] || GOVBUS__AMQP__URL="amqp://${GOVBUS_RABBITMQ_ADMIN_USER:-govbus}:${GOVBUS_RABBITMQ_ADMIN_PASSWORD:-govbus}@127.0.0.1:5672/%2f"
+    [ -n "$db_url_chosen" ] || GOVBUS__DATABASE__URL="postgres://postgres:${GOVBUS_POSTGRES_PASSWORD:-govbus}@127.0.0.1:5432/govbus"
+    export GOVBUS__AMQP__URL GOVBUS__DATABASE__URL
+    return 0
+  fi
+  return 1
+}
+
+ensure_rabbitmq() {
+  local host port mport
+  host=$(url_host "$GOVBUS__AMQP__URL"); port=$(url_port "$GOVBUS__AMQP__URL" 5672)
+  : "${GOVBUS__AMQP__MANAGEMENT_URL:=http://$host:15672}"
+  export GOVBUS__AMQP__MANAGEMENT_URL
+  mport=$(url_port "$GOVBUS__AMQP__MANAGEMENT_URL" 15672)
+  if ! port_open "$host" "$port"; then
+    if is_local "$host" && command -v rabbitmq-server >/dev/null 2>&1; then
+      say "RabbitMQ is not running on $host:$port; starting the local one (rabbitmq-server -detached)"
+      rabbitmq-server -detached >/dev/null 2>&1 || true
+      wait_port "$host" "$port" 90 || die "RabbitMQ did not start within 90 s; see /var/log/rabbitmq"
+    else
+      compose_up || die "no RabbitMQ at $host:$port. Install it (Debian: apt-get install rabbitmq-server) or Docker, or set GOVBUS__AMQP__URL"
+      wait_port "$host" "$port" 90 || die "RabbitMQ did not come up on $host:$port"
+    fi
+  fi
+  if ! port_open "$host" "$mport"; then
+    if is_local "$host" && command -v rabbitmq-plugins >/dev/null 2>&1; then
+      say "enabling the RabbitMQ management plugin (rabbitmq-plugins enable rabbitmq_management)"
+      rabbitmq-plugins enable rabbitmq_management >/dev/null || die "could not enable rabbitmq_management"
+      wait_port "$host" "$mport" 60 || die "the management API did not come up on $host:$mport"
+    else
+      die "no RabbitMQ management API at $GOVBUS__AMQP__MANAGEMENT_URL: enable the rabbitmq_management plugin there"
+    fi
+  fi
+  say "RabbitMQ: $host:$port (management on port $mport)"
+}
+
+ensure_postgres() {
+  local host port
+  host=$(url_host "$GOVBUS__DATABASE__URL"); port=$(url_port "$GOVBUS__DATABASE__URL" 5432)
+  if ! port_open "$host" "$port"; then
+    if is_local "$host" && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+      local v
+      v=$(ls /etc/postgresql | sort -V | tail -n 1)
+      say "PostgreSQL is not running on $host:$port; starting the local cluster $v/main"
+      pg_ctlcluster --skip-systemctl-redirect "$v" main start || die "pg_ctlcluster $v main start failed"
+      wait_port "$host" "$port" 60 || die "PostgreSQL did not start within 60 s"
+    else
+      compose_up || die "no PostgreSQL at $host:$port. Install it (Debian: apt-get install postgresql) or Docker, or set GOVBUS__DATABASE__URL"
+      wait_port "$host" "$port" 60 || die "PostgreSQL did not come up on $host:$port"
+    fi
+  fi
+  say "PostgreSQL: $host:$port"
+}
+
+ensure_services() { ensure_rabbitmq; ensure_postgres; }
