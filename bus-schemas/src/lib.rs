@@ -15,8 +15,13 @@
 //! - [`validate`]: data-element standards (GB 11643, GB 32100, GB/T 2260, GB/T 2261, GB/T 3304)
 //!   and code tables; returns every violation.
 //! - [`compat`]: full transitive compatibility against `released/`, and releasing a version.
+//! - [`wire`]: the AMQP wire contract: names, headers, keyed message ids, signatures.
+//! - `amqp` (feature `amqp`): the runtime half both sides share: `[amqp]` config,
+//!   connector with backoff, confirmed publishing, topology.
 //! - [`error`]: typed errors.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod canonical;
 pub mod codec;
 pub mod compat;
@@ -24,9 +29,10 @@ pub mod error;
 pub mod json;
 pub mod registry;
 pub mod validate;
+pub mod wire;
 
 pub use apache_avro;
 pub use codec::{split_header, HEADER_LEN, MAGIC};
 pub use error::{CodecError, JsonError, SchemaError};
-pub use registry::{Fingerprint, RecordType, Registry};
+pub use registry::{FieldKind, Fingerprint, RecordType, Registry};
 pub use validate::{Element, Report, Violation};

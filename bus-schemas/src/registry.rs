@@ -62,6 +62,29 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// The kind of value a field holds, as far as mapping source data is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Text (also enums and UUIDs).
+    String,
+    /// `int` or `long`.
+    Integer,
+    /// `float` or `double`.
+    Number,
+    /// `boolean`.
+    Boolean,
+    /// `bytes` or `fixed` (base64 in JSON).
+    Bytes,
+    /// `date` (`YYYY-MM-DD` in JSON).
+    Date,
+    /// `timestamp-millis`/`-micros` (RFC 3339 in JSON).
+    Timestamp,
+    /// A nested record.
+    Record,
+    /// Anything else (arrays, maps, general unions).
+    Other,
+}
+
 /// One record type: its self-contained schema (JSON with docs, and parsed), fingerprint,
 /// key, data elements, and the Avro reader and writer built for it.
 pub struct RecordType {
@@ -176,6 +199,54 @@ impl RecordType {
         match self.schema {
             Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The kind of value a field (dotted path) holds, through nullable unions.
+    pub fn field_kind(&self, path: &str) -> Option<FieldKind> {
+        let schema = self.deref_nullable(self.field_schema(path)?);
+        Some(match schema {
+            Schema::String | Schema::Uuid(_) | Schema::Enum(_) => FieldKind::String,
+            Schema::Int | Schema::Long => FieldKind::Integer,
+            Schema::Float | Schema::Double => FieldKind::Number,
+            Schema::Boolean => FieldKind::Boolean,
+            Schema::Bytes | Schema::Fixed(_) => FieldKind::Bytes,
+            Schema::Date => FieldKind::Date,
+            Schema::TimestampMillis | Schema::TimestampMicros => FieldKind::Timestamp,
+            Schema::Record(_) => FieldKind::Record,
+            _ => FieldKind::Other,
+        })
+    }
+
+    /// Whether a field (dotted path) may be null.
+    pub fn field_nullable(&self, path: &str) -> Option<bool> {
+        let schema = self.resolve(self.field_schema(path)?);
+        Some(
+            matches!(schema, Schema::Union(u) if u.variants().iter().any(|v| matches!(v, Schema::Null))),
+        )
+    }
+
+    /// Every scalar field as a dotted path (descending into records), in schema order.
+    pub fn leaf_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_leaves(self.schema, "", &mut out);
+        out
+    }
+
+    fn collect_leaves(&self, schema: &'static Schema, prefix: &str, out: &mut Vec<String>) {
+        if let Schema::Record(r) = self.deref_nullable(schema) {
+            for f in &r.fields {
+                let p = if prefix.is_empty() {
+                    f.name.clone()
+                } else {
+                    format!("{prefix}.{}", f.name)
+                };
+                if matches!(self.deref_nullable(&f.schema), Schema::Record(_)) {
+                    self.collect_leaves(&f.schema, &p, out);
+                } else {
+                    out.push(p);
+                }
+            }
         }
     }
 

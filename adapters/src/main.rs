@@ -1,0 +1,93 @@
+//! `govbus-adapter`: parses the command line and config, starts tracing, runs.
+use std::{path::PathBuf, process::ExitCode};
+
+use adapters::config::AdapterConfig;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Publishes a department's authoritative records to govbus.
+#[derive(Debug, Parser)]
+#[command(name = "govbus-adapter", version, about)]
+struct Cli {
+    /// The adapter's TOML config file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Validate the config, connect to the source and the broker, print the first records as
+    /// JSON lines, publish nothing.
+    #[arg(long)]
+    check: bool,
+    /// How many records `--check` prints.
+    #[arg(long, default_value_t = 5)]
+    check_limit: usize,
+    /// Stop once the source has nothing new and every record is confirmed (for batch runs).
+    #[arg(long)]
+    once: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new Ed25519 key pair (<ID>.key mode 0600, <ID>.pub) and, if absent, an id-secret.
+    Keygen {
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Key id, as the catalogue will list it (e.g. police-2026).
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+fn init_tracing(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Keygen { out, key_id }) = cli.command {
+        let public = adapters::keys::keygen(&out, &key_id)?;
+        println!("wrote {}/{key_id}.key (0600) and {key_id}.pub; public key for the catalogue:\n{public}", out.display());
+        return Ok(());
+    }
+    let path = cli
+        .config
+        .ok_or_else(|| anyhow::anyhow!("--config FILE is required (or use `keygen`)"))?;
+    let cfg = AdapterConfig::load(&path)?;
+    init_tracing(&cfg.log.format, &cfg.log.level);
+    if cli.check {
+        return adapters::check(cfg, cli.check_limit, &mut std::io::stdout().lock()).await;
+    }
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop requested: draining");
+        signal_stop.cancel();
+    });
+    adapters::run(cfg, stop, cli.once).await.map(|_| ())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match main_inner(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

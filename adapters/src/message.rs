@@ -1,0 +1,125 @@
+//! The messages an adapter publishes, exactly as the wire contract says: a signed record to
+//! `govbus.ingest`, or a quarantined row to `govbus.quarantine`. No personal data goes into
+//! the routing key, properties or headers.
+use bus_schemas::{
+    amqp::OutgoingMessage,
+    wire::{self, header, Signer},
+    CodecError, RecordType,
+};
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::mapping::Mapped;
+
+/// Who publishes: the department, its item, and its secrets.
+pub struct Publisher {
+    /// Department id.
+    pub department: String,
+    /// Item id.
+    pub item: String,
+    /// Routing key `<department>.<item>`.
+    pub routing_key: String,
+    /// Ed25519 signer.
+    pub signer: Signer,
+    /// Department id secret for keyed message ids.
+    pub id_secret: Vec<u8>,
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Publisher {
+    /// The signed record message for a mapped row.
+    pub fn record(
+        &self,
+        rt: &RecordType,
+        m: &Mapped,
+    ) -> Result<(OutgoingMessage, String), CodecError> {
+        let body = rt.encode(&m.value)?;
+        let id = wire::ingest_message_id(&self.id_secret, &self.item, &m.key, m.version);
+        let signature = self.signer.sign(&id, &self.item, m.version, m.op, &body);
+        let mut h = FieldTable::default();
+        h.insert(header::DEPARTMENT.into(), long(&self.department));
+        h.insert(header::ITEM.into(), long(&self.item));
+        h.insert(header::VERSION.into(), AMQPValue::LongLongInt(m.version));
+        h.insert(header::OP.into(), long(m.op.as_str()));
+        h.insert(
+            header::SOURCE_TIME_MS.into(),
+            AMQPValue::LongLongInt(m.source_time_ms),
+        );
+        h.insert(header::KEY_ID.into(), long(&self.signer.key_id));
+        h.insert(header::SIGNATURE.into(), long(&signature));
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(wire::AVRO_CONTENT_TYPE))
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_timestamp(now_secs())
+            .with_app_id(ShortString::from("govbus-adapter"))
+            .with_headers(h);
+        let key_ref = wire::record_key_ref(&self.id_secret, &self.item, &m.key);
+        Ok((
+            OutgoingMessage {
+                exchange: wire::INGEST_EXCHANGE.into(),
+                routing_key: self.routing_key.clone(),
+                body,
+                properties: props,
+            },
+            key_ref,
+        ))
+    }
+
+    /// The quarantine message for a row that failed mapping or validation: the source row as
+    /// JSON, with the reason, the field and where the row is.
+    pub fn quarantine(
+        &self,
+        row: &Map<String, Json>,
+        field: &str,
+        reason: &str,
+        label: &str,
+    ) -> OutgoingMessage {
+        let mut h = FieldTable::default();
+        h.insert(header::DEPARTMENT.into(), long(&self.department));
+        h.insert(header::ITEM.into(), long(&self.item));
+        h.insert(header::REASON.into(), long(reason));
+        h.insert(header::FIELD.into(), long(field));
+        h.insert(header::SOURCE_POSITION.into(), long(label));
+        let id = wire::ingest_message_id(
+            &self.id_secret,
+            &self.item,
+            &format!("quarantine\n{label}"),
+            0,
+        );
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(wire::JSON_CONTENT_TYPE))
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_timestamp(now_secs())
+            .with_app_id(ShortString::from("govbus-adapter"))
+            .with_headers(h);
+        OutgoingMessage {
+            exchange: wire::QUARANTINE_EXCHANGE.into(),
+            routing_key: self.routing_key.clone(),
+            body: serde_json::to_vec(row).expect("a JSON map serialises"),
+            properties: props,
+        }
+    }
+}
+
+/// Whether a message is a record or a quarantined row (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A signed record to the ingest exchange.
+    Record,
+    /// A row to the quarantine exchange.
+    Quarantine,
+}

@@ -1,0 +1,428 @@
+//! Source → broker, at least once. Rows are mapped, signed and published with a pipelined
+//! window of confirms; the source position advances only past rows whose publish the broker
+//! confirmed (or that were quarantined, confirmed likewise). A failed channel is rebuilt with
+//! backoff and everything unconfirmed is published again with the same message id. On stop,
+//! intake ends, in-flight confirms are awaited, the position is saved.
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bus_schemas::amqp::{
+    connect::ConnectError,
+    publish::{classify, PublishError},
+    Connector, OutgoingMessage,
+};
+use futures::FutureExt;
+use lapin::{options::ConfirmSelectOptions, Channel, Connection, PublisherConfirm};
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    health::Health,
+    mapping::{Mapper, Outcome},
+    message::{Kind, Publisher},
+    source::{now_ms, Source, SourceError, SourceRecord},
+    telemetry,
+};
+
+/// How long one confirm may take before the channel is presumed dead.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the position is saved while records flow.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// How long a stopping adapter waits for outstanding confirms.
+const DRAIN_FOR: Duration = Duration::from_secs(30);
+
+struct Pending {
+    position: Json,
+    label: String,
+    msg: OutgoingMessage,
+    confirm: Option<PublisherConfirm>,
+    kind: Kind,
+    source_time_ms: i64,
+    /// (reason class, field) of a quarantined row.
+    quarantine: Option<(&'static str, String)>,
+}
+
+/// Counts of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Records confirmed on the ingest exchange.
+    pub published: u64,
+    /// Rows confirmed on the quarantine exchange.
+    pub quarantined: u64,
+}
+
+/// One adapter's publishing loop.
+pub struct Pipeline<S: Source> {
+    /// The source.
+    pub source: S,
+    /// Row → record.
+    pub mapper: Mapper,
+    /// Signs and builds messages.
+    pub publisher: Publisher,
+    /// Opens connections.
+    pub connector: Connector,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Cancelled on SIGTERM: stop intake and drain.
+    pub stop: CancellationToken,
+    /// Cancelled to end the run once the source has nothing new (tests, `--once`).
+    pub until_idle: bool,
+}
+
+enum Step {
+    Continue,
+    ChannelLost,
+}
+
+impl<S: Source> Pipeline<S> {
+    fn prepare(&self, rec: SourceRecord) -> Pending {
+        telemetry::record_read();
+        let rt = self.mapper.record_type();
+        let quarantine = |rule: &'static str, field: String, reason: String| Pending {
+            msg: self
+                .publisher
+                .quarantine(&rec.row, &field, &reason, &rec.label),
+            position: rec.position.clone(),
+            label: rec.label.clone(),
+            confirm: None,
+            kind: Kind::Quarantine,
+            source_time_ms: now_ms(),
+            quarantine: Some((telemetry::reason_class(rule), field)),
+        };
+        if let Some(problem) = &rec.problem {
+            return quarantine("unreadable", String::new(), problem.clone());
+        }
+        match self.mapper.map(&rec.row, rec.fallback_version, now_ms()) {
+            Outcome::Record(m) => match self.publisher.record(rt, &m) {
+                Ok((msg, key_ref)) => {
+                    tracing::trace!(key = %key_ref, version = m.version, op = m.op.as_str(), "record ready");
+                    Pending {
+                        position: rec.position.clone(),
+                        label: rec.label.clone(),
+                        msg,
+                        confirm: None,
+                        kind: Kind::Record,
+                        source_time_ms: m.source_time_ms,
+                        quarantine: None,
+                    }
+                }
+                Err(e) => quarantine("mapping", String::new(), e.to_string()),
+            },
+            Outcome::Invalid {
+                rule,
+                field,
+                reason,
+            } => quarantine(rule, field, reason),
+        }
+    }
+
+    /// A connection and a channel in confirm mode, retrying with backoff until both work;
+    /// `None` once the adapter is stopping.
+    async fn open_channel(&self) -> Result<Option<(Connection, Channel)>, anyhow::Error> {
+        let mut delay = Duration::from_millis(self.connector.config().reconnect_min_ms);
+        let max_delay = Duration::from_millis(self.connector.config().reconnect_max_ms);
+        loop {
+            let conn = match self
+                .connector
+                .connect(&self.stop, |e, d| {
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "RabbitMQ unreachable")
+                })
+                .await
+            {
+                Ok(c) => c,
+                Err(ConnectError::Cancelled) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let channel = match conn.create_channel().await {
+                Ok(ch) => match ch.confirm_select(ConfirmSelectOptions::default()).await {
+                    Ok(()) => Ok(ch),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match channel {
+                Ok(ch) => return Ok(Some((conn, ch))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a confirmed channel; reconnecting");
+                    let _ = conn.close(200, "reconnecting".into()).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.stop.cancelled() => return Ok(None),
+                    }
+                    delay = (delay * 2).min(max_delay);
+                }
+            }
+        }
+    }
+
+    /// Runs until stopped (or, with `until_idle`, until the source has nothing new and every
+    /// row is confirmed). Returns the counts.
+    pub async fn run(mut self) -> anyhow::Result<Summary> {
+        let cap = self.connector.config().confirm_window.max(1);
+        let min_delay = Duration::from_millis(self.connector.config().reconnect_min_ms);
+        let max_delay = Duration::from_millis(self.connector.config().reconnect_max_ms);
+        let mut summary = Summary::default();
+        let mut session: Option<(Connection, Channel)> = None;
+        let mut window: VecDeque<Pending> = VecDeque::with_capacity(cap);
+        let mut idle_until: Option<Instant> = None;
+        let mut caught_up = false;
+        let mut last_confirmed: Option<(Json, String)> = None;
+        let mut committed = false;
+        let mut last_commit = Instant::now();
+        let mut retry_delay = min_delay;
+        let mut fatal: Option<anyhow::Error> = None;
+        let mut drain_deadline: Option<Instant> = None;
+
+        loop {
+            let stopping =
+                self.stop.is_cancelled() || fatal.is_some() || (self.until_idle && caught_up);
+            if stopping {
+                self.health.set_draining();
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_FOR);
+                if window.is_empty() || Instant::now() > deadline {
+                    break;
+                }
+            }
+
+            if session.is_none() {
+                self.health.set_connected(false);
+                if self.stop.is_cancelled() {
+                    break; // unconfirmed rows are read again after a restart
+                }
+                let Some((conn, ch)) = self.open_channel().await? else {
+                    continue;
+                };
+                telemetry::reconnect(window.len());
+                let mut ok = true;
+                for p in window.iter_mut() {
+                    match p.msg.publish(&ch).await {
+                        Ok(c) => p.confirm = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "republishing failed; reconnecting");
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    let _ = conn.close(200, "reconnecting".into()).await;
+                    continue;
+                }
+                self.health.set_connected(true);
+                session = Some((conn, ch));
+            }
+            let ch = session
+                .as_ref()
+                .map(|(_, ch)| ch.clone())
+                .expect("session is open");
+
+            // Take rows while there is room.
+            if !stopping && idle_until.is_none_or(|t| Instant::now() >= t) {
+                idle_until = None;
+                while window.len() < cap {
+                    match self.source.next().await {
+                        Ok(Some(rec)) => {
+                            caught_up = false;
+                            let mut p = self.prepare(rec);
+                            match p.msg.publish(&ch).await {
+                                Ok(c) => {
+                                    p.confirm = Some(c);
+                                    if p.kind == Kind::Record {
+                                        telemetry::published();
+                                    }
+                                    window.push_back(p);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "publish failed; reconnecting");
+                                    window.push_back(p);
+                                    session = None;
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            caught_up = true;
+                            idle_until = Some(Instant::now() + self.source.poll_interval());
+                            break;
+                        }
+                        Err(SourceError::Transient(e)) => {
+                            tracing::warn!(error = %e, "source unavailable; retrying");
+                            idle_until =
+                                Some(Instant::now() + self.source.poll_interval().max(min_delay));
+                            break;
+                        }
+                        Err(SourceError::Fatal(e)) => {
+                            tracing::error!(error = %e, "source failed; draining and stopping");
+                            fatal = Some(anyhow::anyhow!(e));
+                            break;
+                        }
+                    }
+                }
+                if session.is_none() {
+                    continue;
+                }
+            }
+
+            // Settle confirms in order, as many as are ready.
+            if !window.is_empty() {
+                match self
+                    .settle(
+                        &mut window,
+                        &ch,
+                        &mut summary,
+                        &mut last_confirmed,
+                        &mut retry_delay,
+                        min_delay,
+                        max_delay,
+                    )
+                    .await
+                {
+                    Step::Continue => {}
+                    Step::ChannelLost => {
+                        if let Some((conn, _)) = session.take() {
+                            let _ = conn.close(200, "reconnecting".into()).await;
+                        }
+                    }
+                }
+            } else if let Some(t) = idle_until {
+                if !committed {
+                    self.commit(&mut last_confirmed, &mut committed, &mut last_commit)
+                        .await?;
+                }
+                if !stopping {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(t.into()) => {}
+                        () = self.stop.cancelled() => {}
+                    }
+                }
+            }
+
+            if last_confirmed.is_some() {
+                committed = false;
+            }
+            if !committed && (window.is_empty() || last_commit.elapsed() >= COMMIT_EVERY) {
+                self.commit(&mut last_confirmed, &mut committed, &mut last_commit)
+                    .await?;
+            }
+        }
+        self.commit(&mut last_confirmed, &mut committed, &mut last_commit)
+            .await?;
+        if !window.is_empty() {
+            tracing::warn!(
+                unconfirmed = window.len(),
+                "stopped with unconfirmed rows; they are read again after a restart"
+            );
+        }
+        if let Some((conn, _)) = session {
+            let _ = conn.close(200, "stopping".into()).await;
+        }
+        tracing::info!(
+            published = summary.published,
+            quarantined = summary.quarantined,
+            "adapter stopped"
+        );
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        last_confirmed: &mut Option<(Json, String)>,
+        committed: &mut bool,
+        last_commit: &mut Instant,
+    ) -> anyhow::Result<()> {
+        if let Some((pos, label)) = last_confirmed.take() {
+            self.source
+                .commit(&pos)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot save the source position: {e}"))?;
+            telemetry::committed(&label);
+        }
+        *committed = true;
+        *last_commit = Instant::now();
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        window: &mut VecDeque<Pending>,
+        ch: &Channel,
+        summary: &mut Summary,
+        last_confirmed: &mut Option<(Json, String)>,
+        retry_delay: &mut Duration,
+        min_delay: Duration,
+        max_delay: Duration,
+    ) -> Step {
+        let mut first = true;
+        while let Some(front) = window.front_mut() {
+            let Some(confirm) = front.confirm.as_mut() else {
+                return Step::ChannelLost;
+            };
+            let result = if first {
+                first = false;
+                match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            "no confirm within {}s; presuming the channel dead",
+                            CONFIRM_TIMEOUT.as_secs()
+                        );
+                        front.confirm = None;
+                        return Step::ChannelLost;
+                    }
+                }
+            } else {
+                match confirm.now_or_never() {
+                    Some(r) => r,
+                    None => return Step::Continue,
+                }
+            };
+            front.confirm = None;
+            match classify(result, &front.msg) {
+                Ok(()) => {
+                    let p = window.pop_front().expect("front exists");
+                    match p.kind {
+                        Kind::Record => {
+                            summary.published += 1;
+                            telemetry::confirmed(p.source_time_ms);
+                        }
+                        Kind::Quarantine => {
+                            summary.quarantined += 1;
+                            let (class, field) = p.quarantine.as_ref().expect("quarantine info");
+                            telemetry::quarantined(class, field, &p.label);
+                        }
+                    }
+                    *last_confirmed = Some((p.position, p.label));
+                    *retry_delay = min_delay;
+                }
+                Err(e) if e.needs_new_channel() => {
+                    tracing::warn!(error = %e, "channel lost; reconnecting");
+                    return Step::ChannelLost;
+                }
+                Err(e) => {
+                    telemetry::publish_retry(&e.to_string());
+                    if let PublishError::Unroutable { .. } = e {
+                        tracing::error!(error = %e, "unroutable: nothing is lost, the row waits and is retried");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(*retry_delay) => {}
+                        () = self.stop.cancelled() => {}
+                    }
+                    *retry_delay = (*retry_delay * 2).min(max_delay);
+                    match front.msg.publish(ch).await {
+                        Ok(c) => front.confirm = Some(c),
+                        Err(_) => return Step::ChannelLost,
+                    }
+                    return Step::Continue;
+                }
+            }
+        }
+        Step::Continue
+    }
+}

@@ -1,0 +1,95 @@
+//! Sources: where a department's records come from. Each kind is one file and is chosen by
+//! `kind` in the `[source]` section. A source yields rows with their position; the pipeline
+//! hands a position back through `commit` only when every row up to it is confirmed by the
+//! broker or quarantined, so a restart resumes without losing anything.
+use std::{future::Future, path::Path};
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+pub mod csv;
+pub mod http;
+pub mod postgres;
+
+/// A source row with where it came from.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Column → value (strings for CSV, JSON values for PostgreSQL and HTTP).
+    pub row: Map<String, Json>,
+    /// Where the row is, for `commit` (opaque to the pipeline).
+    pub position: Json,
+    /// Human-readable position (`file.csv:line 12`), sent with quarantined rows.
+    pub label: String,
+    /// Version to use when the mapping has no version column: when the adapter first read the
+    /// row, in milliseconds, kept with the position so a re-read gives the same version.
+    pub fallback_version: i64,
+    /// A row the source itself could not read (a CSV line with the wrong number of fields):
+    /// it goes to quarantine with this reason.
+    pub problem: Option<String>,
+}
+
+/// A source failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Worth retrying (a connection dropped, a 5xx).
+    #[error("{0} (retrying)")]
+    Transient(String),
+    /// Needs a person (a 4xx, a bad query, an unreadable folder): the adapter stops.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What every source does.
+pub trait Source: Send {
+    /// The next row, or `None` when the source has nothing new right now.
+    fn next(&mut self) -> impl Future<Output = Result<Option<SourceRecord>, SourceError>> + Send;
+    /// Every row up to and including `position` is confirmed or quarantined: remember it.
+    fn commit(&mut self, position: &Json) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// How long to wait before asking again after `next` returned `None`.
+    fn poll_interval(&self) -> std::time::Duration;
+}
+
+/// The `[source]` section: `kind = "csv" | "postgres" | "http"` and that kind's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// CSV files dropped into a folder.
+    Csv(csv::CsvConfig),
+    /// A PostgreSQL query polled incrementally.
+    Postgres(postgres::PostgresConfig),
+    /// A JSON HTTP API polled page by page.
+    Http(http::HttpSourceConfig),
+}
+
+impl SourceConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            SourceConfig::Csv(c) => {
+                if c.path.is_relative() {
+                    c.path = base.join(&c.path);
+                }
+                if let Some(d) = &mut c.done_dir {
+                    if d.is_relative() {
+                        *d = base.join(&*d);
+                    }
+                }
+            }
+            SourceConfig::Http(h) => h.resolve_paths(base),
+            SourceConfig::Postgres(_) => {}
+        }
+    }
+
+    /// The kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Csv(_) => "csv",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Http(_) => "http",
+        }
+    }
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

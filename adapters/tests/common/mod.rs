@@ -1,0 +1,345 @@
+//! Helpers for the adapter's tests against the real RabbitMQ (and PostgreSQL).
+#![allow(dead_code)]
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use adapters::config::AdapterConfig;
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use bus_schemas::{
+    amqp::topology,
+    validate::{citizen_id, credit_code},
+    wire::{self, header, Op},
+    Registry,
+};
+use govbus_tests::{Services, TestVhost};
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tokio_stream_shim::next_with_timeout;
+
+/// A test's own vhost with the govbus topology, a work directory and keys.
+pub struct Env {
+    pub vhost: TestVhost,
+    pub dir: tempfile::TempDir,
+    pub public_key: String,
+}
+
+impl Env {
+    /// Vhost + topology for `department`, keys in `dir/keys`.
+    pub async fn new(department: &str) -> Env {
+        let vhost = TestVhost::create(&Services::from_env()).await.unwrap();
+        let conn = vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        topology::declare_core(&ch).await.unwrap();
+        topology::declare_department(&ch, department).await.unwrap();
+        conn.close(200, "ok".into()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let public_key = adapters::keys::keygen(&dir.path().join("keys"), "test-key").unwrap();
+        Env {
+            vhost,
+            dir,
+            public_key,
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// An example config with this environment's paths, broker and a free port.
+    pub fn config(&self, example: &str) -> AdapterConfig {
+        let mut cfg = AdapterConfig::load(&example_dir(example).join("adapter.toml")).unwrap();
+        self.adapt(&mut cfg);
+        cfg
+    }
+
+    pub fn adapt(&self, cfg: &mut AdapterConfig) {
+        cfg.state_dir = self.path("state");
+        cfg.signing.key_file = self.path("keys/test-key.key");
+        cfg.signing.key_id = "test-key".into();
+        cfg.signing.id_secret_file = self.path("keys/id-secret");
+        cfg.amqp.url = self.vhost.amqp_url.clone();
+        cfg.amqp.reconnect_min_ms = 100;
+        cfg.amqp.reconnect_max_ms = 1000;
+        cfg.http.listen = "127.0.0.1:0".parse().unwrap();
+        if let adapters::source::SourceConfig::Csv(c) = &mut cfg.source {
+            c.path = self.path("inbox");
+            c.done_dir = None;
+            c.poll_interval_ms = 100;
+            std::fs::create_dir_all(&c.path).unwrap();
+        }
+    }
+
+    /// The same config as a TOML file, for running the binary.
+    pub fn config_file(&self, example: &str, drop_lines_starting: &[&str]) -> PathBuf {
+        let text = std::fs::read_to_string(example_dir(example).join("adapter.toml")).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            if drop_lines_starting.iter().any(|p| line.starts_with(p)) {
+                continue;
+            }
+            let replaced = match line.split(" = ").next().unwrap_or("") {
+                "state_dir" => format!("state_dir = {:?}", self.path("state")),
+                "key_file" => format!("key_file = {:?}", self.path("keys/test-key.key")),
+                "key_id" => "key_id = \"test-key\"".into(),
+                "id_secret_file" => format!("id_secret_file = {:?}", self.path("keys/id-secret")),
+                "url" if text.contains("amqp://") && line.contains("amqp://") => {
+                    format!("url = {:?}", self.vhost.amqp_url)
+                }
+                "listen" => "listen = \"127.0.0.1:0\"".into(),
+                "path" => format!("path = {:?}\npoll_interval_ms = 100", self.path("inbox")),
+                _ => line.to_string(),
+            };
+            out.push_str(&replaced);
+            out.push('\n');
+        }
+        std::fs::create_dir_all(self.path("inbox")).unwrap();
+        let path = self.path("adapter.toml");
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+}
+
+pub fn example_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+/// A citizen ID number with a correct check digit, unique per `n`.
+pub fn citizen_id(n: u64) -> String {
+    assert!(n < 28_000, "unique for n < 28,000");
+    let first17 = format!("440106{}{:03}", 19_800_101 + n / 1000, n % 1000);
+    let c = citizen_id::check_character(&first17).unwrap();
+    format!("{first17}{c}")
+}
+
+/// A household registration export: `n` rows, every `invalid_every`-th row invalid in one of
+/// several ways. Returns the CSV text and the valid rows' ID numbers.
+pub fn household_csv(n: u64, invalid_every: u64, with_version: bool) -> (String, Vec<String>) {
+    let mut text = String::from("姓名,公民身份号码,性别,民族,户籍地镇街道,户籍地派出所,户籍状态,注销前行政区划,注销日期,注销原因,变更时间,操作");
+    if with_version {
+        text.push_str(",版本号");
+    }
+    text.push_str("\r\n");
+    let mut valid = Vec::new();
+    for i in 0..n {
+        let mut id = citizen_id(i);
+        let mut sex = if i % 2 == 0 { "男" } else { "女" }.to_string();
+        let mut date = String::new();
+        if invalid_every > 0 && i % invalid_every == invalid_every - 1 {
+            match (i / invalid_every) % 4 {
+                0 => {
+                    let last = id.pop().unwrap();
+                    id.push(if last == '0' { '1' } else { '0' });
+                }
+                1 => sex = "M".into(),
+                2 => date = "2099-01-01".into(),
+                _ => date = "2016-13-45".into(),
+            }
+        } else {
+            valid.push(id.clone());
+        }
+        let status = if date.is_empty() { "正常" } else { "注销" };
+        text.push_str(&format!(
+            "姓名{i},{id},{sex},汉族,石牌街道,\"石牌派出所\",{status},,{date},,2016-05-17 09:30:00,U"
+        ));
+        if with_version {
+            text.push_str(&format!(",{}", 1000 + i));
+        }
+        text.push_str("\r\n");
+    }
+    (text, valid)
+}
+
+/// Writes `text` as GB18030 into `path`, atomically (write then rename), as an export would land.
+pub fn drop_gb18030(path: &Path, text: &str) {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, encoding_rs::GB18030.encode(text).0).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// Messages in a queue, counted over AMQP (passive declare).
+pub async fn queue_count(vhost: &TestVhost, queue: &str) -> u32 {
+    let conn = vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    q.message_count()
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub message_id: String,
+    pub headers: HashMap<String, AMQPValue>,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub delivery_mode: u8,
+    pub routing_key: String,
+}
+
+impl Got {
+    pub fn header_str(&self, name: &str) -> String {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            Some(AMQPValue::ShortString(s)) => s.to_string(),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+    pub fn header_i64(&self, name: &str) -> i64 {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongLongInt(n)) => *n,
+            Some(AMQPValue::LongInt(n)) => i64::from(*n),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+}
+
+/// Consumes (and acks) everything in a queue, stopping after `idle` without a message.
+pub async fn drain(vhost: &TestVhost, queue: &str, idle: Duration) -> Vec<Got> {
+    let conn = vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "test-drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(Some(d)) = next_with_timeout(&mut consumer, idle).await {
+        let d = d.unwrap();
+        let p = &d.properties;
+        let headers = p
+            .headers()
+            .as_ref()
+            .map(|t| {
+                t.inner()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Got {
+            message_id: p
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            headers,
+            body: d.data.clone(),
+            content_type: p
+                .content_type()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            delivery_mode: p.delivery_mode().unwrap_or(0),
+            routing_key: d.routing_key.to_string(),
+        });
+        assert!(
+            d.ack(BasicAckOptions::default()).await.unwrap(),
+            "ack refused"
+        );
+    }
+    let _ = conn.close(200, "ok".into()).await;
+    out
+}
+
+/// Checks every ingest message against the wire contract and returns, per record key, the
+/// message ids seen (a duplicate must reuse its id).
+pub fn check_records(
+    got: &[Got],
+    public_key_b64: &str,
+    department: &str,
+    item: &str,
+    key_field: &str,
+) -> HashMap<String, HashSet<String>> {
+    let key_bytes: [u8; 32] = B64
+        .decode(public_key_b64.trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).unwrap();
+    let reg = Registry::standard();
+    let mut by_key: HashMap<String, HashSet<String>> = HashMap::new();
+    for g in got {
+        assert_eq!(g.content_type, wire::AVRO_CONTENT_TYPE);
+        assert_eq!(g.delivery_mode, 2, "persistent");
+        assert_eq!(g.routing_key, format!("{department}.{item}"));
+        assert_eq!(g.header_str(header::DEPARTMENT), department);
+        assert_eq!(g.header_str(header::ITEM), item);
+        assert_eq!(g.header_str(header::KEY_ID), "test-key");
+        let version = g.header_i64(header::VERSION);
+        let op = Op::parse(&g.header_str(header::OP)).unwrap();
+        assert!(g.header_i64(header::SOURCE_TIME_MS) > 0);
+        assert_eq!(g.message_id.len(), 64, "hex HMAC-SHA256 message id");
+        assert!(
+            wire::verify(
+                &vk,
+                &g.header_str(header::SIGNATURE),
+                &g.message_id,
+                item,
+                version,
+                op,
+                &g.body
+            ),
+            "signature must verify"
+        );
+        let (_, json) = reg.decode_to_json(&g.body).unwrap();
+        let key = json
+            .pointer(key_field)
+            .and_then(|v| v.as_str())
+            .unwrap()
+            .to_string();
+        for v in g.headers.values() {
+            assert!(
+                !format!("{v:?}").contains(&key),
+                "no personal data in headers"
+            );
+        }
+        assert!(!g.message_id.contains(&key));
+        by_key.entry(key).or_default().insert(g.message_id.clone());
+    }
+    by_key
+}
+
+/// `tokio-stream`-free `next` with a timeout.
+mod tokio_stream_shim {
+    use std::time::Duration;
+
+    use futures::{Stream, StreamExt};
+
+    pub async fn next_with_timeout<S: Stream + Unpin>(
+        s: &mut S,
+        idle: Duration,
+    ) -> Option<Option<S::Item>> {
+        tokio::time::timeout(idle, s.next()).await.ok()
+    }
+}
+
+/// Valid unified social credit codes, unique per `n`.
+pub fn credit_code(n: u64) -> String {
+    let first17 = format!("91440106MA{:07}", n);
+    let c = credit_code::check_character(&first17).unwrap();
+    format!("{first17}{c}")
+}

@@ -1,0 +1,121 @@
+//! The `[amqp]` section of every govbus process's configuration.
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// How a process reaches RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// AMQP URL with the account and vhost: `amqp://user:pass@host:5672/%2f`, or `amqps://` for TLS.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// PEM file of the CA that signed the broker's certificate (for `amqps://`); the system roots when unset.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Publishes in flight awaiting the broker's confirm (about 1,000 is fastest here).
+    #[serde(default = "default_confirm_window")]
+    pub confirm_window: usize,
+    /// Deliveries the broker sends a consumer ahead of its acks.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Heartbeat interval in seconds; a dead connection is noticed within about twice this.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u16,
+    /// First delay before reconnecting, in milliseconds (doubles, with jitter, up to `reconnect_max_ms`).
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest delay between reconnection attempts, in milliseconds.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn default_confirm_window() -> usize {
+    1000
+}
+fn default_prefetch() -> u16 {
+    1000
+}
+fn default_heartbeat_secs() -> u16 {
+    10
+}
+fn default_reconnect_min_ms() -> u64 {
+    200
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: default_url(),
+            tls_ca_file: None,
+            confirm_window: default_confirm_window(),
+            prefetch: default_prefetch(),
+            heartbeat_secs: default_heartbeat_secs(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// The URL with the heartbeat set (unless the URL sets one itself).
+    pub fn url_with_heartbeat(&self) -> String {
+        if self.url.contains("heartbeat=") {
+            return self.url.clone();
+        }
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}heartbeat={}", self.url, self.heartbeat_secs)
+    }
+
+    /// The URL without its password, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// A URL with the password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords never reach logs; the heartbeat is added once.
+    #[test]
+    fn redaction_and_heartbeat() {
+        assert_eq!(
+            redact("amqp://u:secret@h:5672/%2f"),
+            "amqp://u:***@h:5672/%2f"
+        );
+        assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
+        let c = AmqpConfig {
+            url: "amqp://h/v".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.url_with_heartbeat(), "amqp://h/v?heartbeat=10");
+        let c = AmqpConfig {
+            url: "amqp://h/v?heartbeat=3".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.url_with_heartbeat(), "amqp://h/v?heartbeat=3");
+    }
+}

@@ -1,0 +1,310 @@
+//! The AMQP wire contract both sides share: exchange and queue names, headers, keyed
+//! message ids, and the signed bytes. See DESIGN.md, "Wire contract".
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Topic exchange departments publish records to, routing key `<department>.<item>`.
+pub const INGEST_EXCHANGE: &str = "govbus.ingest";
+/// Topic exchange for records that failed mapping or validation, routing key `<department>.<item>`.
+pub const QUARANTINE_EXCHANGE: &str = "govbus.quarantine";
+/// Direct exchange the router delivers through, routing key `<agency>`.
+pub const DELIVER_EXCHANGE: &str = "govbus.deliver";
+/// Direct exchange for dead letters, routing key = the dead-letter queue's name.
+pub const DLX_EXCHANGE: &str = "govbus.dlx";
+/// The router's input queue, bound to the ingest exchange.
+pub const ROUTER_QUEUE: &str = "govbus.router";
+/// Where messages the router cannot process end up.
+pub const ROUTER_DLQ: &str = "govbus.router.dlq";
+
+/// The queue a department reads its quarantined records from.
+pub fn quarantine_queue(department: &str) -> String {
+    format!("quarantine.{department}")
+}
+
+/// An agency's delivery queue.
+pub fn agency_queue(agency: &str) -> String {
+    format!("agency.{agency}")
+}
+
+/// Routing key of a record: `<department>.<item>`.
+pub fn routing_key(department: &str, item: &str) -> String {
+    format!("{department}.{item}")
+}
+
+/// Whether an id (department, agency, item) has the allowed shape: `[a-z0-9_]+`, starting
+/// with a letter, at most 64 characters. Ids appear in routing keys, queue names and
+/// permission patterns, so nothing else is allowed.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.as_bytes()[0].is_ascii_lowercase()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Header names. None of them carries personal data.
+pub mod header {
+    pub const DEPARTMENT: &str = "govbus-department";
+    pub const ITEM: &str = "govbus-item";
+    pub const VERSION: &str = "govbus-version";
+    pub const OP: &str = "govbus-op";
+    pub const SOURCE_TIME_MS: &str = "govbus-source-time-ms";
+    pub const KEY_ID: &str = "govbus-key-id";
+    pub const SIGNATURE: &str = "govbus-signature";
+    pub const GRANT: &str = "govbus-grant";
+    pub const GRANT_REVISION: &str = "govbus-grant-revision";
+    pub const REASON: &str = "govbus-reason";
+    pub const FIELD: &str = "govbus-field";
+    pub const SOURCE_POSITION: &str = "govbus-source-position";
+}
+
+/// Content type of record bodies.
+pub const AVRO_CONTENT_TYPE: &str = "avro/binary";
+/// Content type of quarantine bodies (the source row as JSON).
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// What a record message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Create or replace the record.
+    Upsert,
+    /// Tombstone: the body carries only the key.
+    Delete,
+}
+
+impl Op {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// Parses the header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "upsert" => Some(Op::Upsert),
+            "delete" => Some(Op::Delete),
+            _ => None,
+        }
+    }
+}
+
+fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(b"|");
+        }
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The record key as one string: the value of a single key field, or for a composite key the
+/// JSON array of the values (unambiguous whatever the values contain).
+pub fn record_key_string(values: &[&str]) -> String {
+    match values {
+        [one] => (*one).to_string(),
+        many => serde_json::to_string(many).expect("strings serialise"),
+    }
+}
+
+/// Ingest message id: hex HMAC-SHA256(department id secret, `item|record key|version`).
+/// Deterministic, so a republished record keeps its id, and keyed, so it reveals nothing.
+pub fn ingest_message_id(
+    department_secret: &[u8],
+    item: &str,
+    record_key: &str,
+    version: i64,
+) -> String {
+    hmac_hex(
+        department_secret,
+        &[
+            item.as_bytes(),
+            record_key.as_bytes(),
+            version.to_string().as_bytes(),
+        ],
+    )
+}
+
+/// Delivery message id: hex HMAC-SHA256(platform secret, `agency|grant id|grant revision|ingest id`).
+pub fn delivery_message_id(
+    platform_secret: &[u8],
+    agency: &str,
+    grant: &str,
+    grant_revision: i64,
+    ingest_id: &str,
+) -> String {
+    hmac_hex(
+        platform_secret,
+        &[
+            agency.as_bytes(),
+            grant.as_bytes(),
+            grant_revision.to_string().as_bytes(),
+            ingest_id.as_bytes(),
+        ],
+    )
+}
+
+/// A short keyed reference to a record key, safe for logs (16 hex characters).
+pub fn record_key_ref(secret: &[u8], item: &str, record_key: &str) -> String {
+    hmac_hex(secret, &[b"log", item.as_bytes(), record_key.as_bytes()])[..16].to_string()
+}
+
+/// The bytes a signature covers: `message_id ‖ 0x0A ‖ item ‖ 0x0A ‖ version ‖ 0x0A ‖ op ‖ 0x0A ‖ body`.
+pub fn signed_bytes(message_id: &str, item: &str, version: i64, op: Op, body: &[u8]) -> Vec<u8> {
+    let version = version.to_string();
+    let mut out =
+        Vec::with_capacity(message_id.len() + item.len() + version.len() + 10 + body.len());
+    for part in [
+        message_id.as_bytes(),
+        item.as_bytes(),
+        version.as_bytes(),
+        op.as_str().as_bytes(),
+    ] {
+        out.extend_from_slice(part);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// An Ed25519 signing key with its key id.
+pub struct Signer {
+    /// Key id, sent in `govbus-key-id`.
+    pub key_id: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer from the 32-byte Ed25519 secret seed.
+    pub fn from_seed(key_id: impl Into<String>, seed: &[u8; 32]) -> Self {
+        Signer {
+            key_id: key_id.into(),
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// Signs a message as the wire contract says; returns base64 of the signature.
+    pub fn sign(&self, message_id: &str, item: &str, version: i64, op: Op, body: &[u8]) -> String {
+        let sig = self
+            .key
+            .sign(&signed_bytes(message_id, item, version, op, body));
+        B64.encode(sig.to_bytes())
+    }
+
+    /// The public key, for the catalogue and agencies.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+}
+
+/// Verifies a base64 signature over a message with a public key.
+pub fn verify(
+    key: &VerifyingKey,
+    signature_b64: &str,
+    message_id: &str,
+    item: &str,
+    version: i64,
+    op: Op,
+    body: &[u8],
+) -> bool {
+    let Ok(raw) = B64.decode(signature_b64) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_slice(&raw) else {
+        return false;
+    };
+    key.verify(&signed_bytes(message_id, item, version, op, body), &sig)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Message ids are deterministic, keyed, and differ by item, key, version and secret.
+    #[test]
+    fn message_ids() {
+        let a = ingest_message_id(b"s1", "household", "440106198001010019", 7);
+        assert_eq!(
+            a,
+            ingest_message_id(b"s1", "household", "440106198001010019", 7)
+        );
+        assert_eq!(a.len(), 64);
+        assert_ne!(
+            a,
+            ingest_message_id(b"s2", "household", "440106198001010019", 7)
+        );
+        assert_ne!(
+            a,
+            ingest_message_id(b"s1", "household", "440106198001010019", 8)
+        );
+        assert_ne!(
+            a,
+            ingest_message_id(b"s1", "residence", "440106198001010019", 7)
+        );
+        assert!(!a.contains("440106"));
+        let d1 = delivery_message_id(b"p", "tax", "g1", 1, &a);
+        assert_ne!(d1, delivery_message_id(b"p", "tax", "g1", 2, &a));
+        assert_ne!(d1, delivery_message_id(b"p", "health", "g1", 1, &a));
+        assert_eq!(record_key_string(&["a"]), "a");
+        assert_eq!(record_key_string(&["111", "x|y"]), r#"["111","x|y"]"#);
+    }
+
+    /// A signature verifies with the right key over the same bytes, and fails on any change.
+    #[test]
+    fn signatures() {
+        let s = Signer::from_seed("police-2026", &[7u8; 32]);
+        let sig = s.sign("id", "household", 3, Op::Upsert, b"body");
+        let k = s.verifying_key();
+        assert!(verify(&k, &sig, "id", "household", 3, Op::Upsert, b"body"));
+        assert!(!verify(&k, &sig, "id", "household", 4, Op::Upsert, b"body"));
+        assert!(!verify(&k, &sig, "id", "household", 3, Op::Delete, b"body"));
+        assert!(!verify(&k, &sig, "id", "household", 3, Op::Upsert, b"bodz"));
+        assert!(!verify(
+            &k,
+            "not base64!",
+            "id",
+            "household",
+            3,
+            Op::Upsert,
+            b"body"
+        ));
+        let other = Signer::from_seed("x", &[8u8; 32]).verifying_key();
+        assert!(!verify(
+            &other,
+            &sig,
+            "id",
+            "household",
+            3,
+            Op::Upsert,
+            b"body"
+        ));
+    }
+
+    /// Ids for routing keys and queue names are lowercase words.
+    #[test]
+    fn ids() {
+        assert!(valid_id("police"));
+        assert!(valid_id("tax_2"));
+        assert!(!valid_id("Police"));
+        assert!(!valid_id("a.b"));
+        assert!(!valid_id("a*"));
+        assert!(!valid_id("1a"));
+        assert!(!valid_id(""));
+    }
+}
