@@ -100,19 +100,53 @@ impl Default for LogConfig {
     }
 }
 
+/// Top-level keys of the adapter's config, for environment overrides.
+const SECTIONS: &[&str] = &[
+    "department",
+    "item",
+    "record_type",
+    "state_dir",
+    "signing",
+    "amqp",
+    "source",
+    "mapping",
+    "http",
+    "log",
+];
+
+/// An environment value as a config value: integers and booleans typed, the rest text.
+fn parse_env_value(v: &str) -> config::Value {
+    if let Ok(n) = v.parse::<i64>() {
+        return n.into();
+    }
+    match v {
+        "true" => true.into(),
+        "false" => false.into(),
+        _ => v.into(),
+    }
+}
+
 impl AdapterConfig {
     /// Reads the file, then the `GOVBUS__…` environment over it. Relative paths in the file
     /// are taken relative to the file's directory. Unknown keys are errors naming the key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with(path, std::env::vars())
+    }
+
+    /// [`Self::load`] with the environment given.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let built = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("GOVBUS")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml));
+        for (key, value) in bus_schemas::settings::env_overrides(vars, SECTIONS) {
+            builder = builder
+                .set_override(key.clone(), parse_env_value(&value))
+                .with_context(|| format!("environment override {key}"))?;
+        }
+        let built = builder
             .build()
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let mut cfg: AdapterConfig = built.try_deserialize().with_context(|| {
@@ -149,5 +183,59 @@ impl AdapterConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/police-household/adapter.toml")
+    }
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `GOVBUS__SECTION__KEY` overrides the file; other programs' sections are ignored;
+    /// relative paths are relative to the file.
+    #[test]
+    fn environment_overrides() {
+        let cfg = AdapterConfig::load_with(
+            &example(),
+            vars(&[
+                ("GOVBUS__AMQP__URL", "amqp://u:p@broker:5672/gz"),
+                ("GOVBUS__AMQP__CONFIRM_WINDOW", "250"),
+                ("GOVBUS__SOURCE__PATH", "/data/inbox"),
+                ("GOVBUS__DATABASE__URL", "postgres://elsewhere"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.amqp.url, "amqp://u:p@broker:5672/gz");
+        assert_eq!(cfg.amqp.confirm_window, 250);
+        let crate::source::SourceConfig::Csv(c) = &cfg.source else {
+            panic!()
+        };
+        assert_eq!(c.path, PathBuf::from("/data/inbox"));
+        assert!(cfg.state_dir.ends_with("examples/police-household/state"));
+    }
+
+    /// A misspelt key, in the environment or the file, is an error naming it.
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            AdapterConfig::load_with(&example(), vars(&[("GOVBUS__AMQP__URLL", "x")])).unwrap_err();
+        assert!(format!("{e:#}").contains("urll"), "{e:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(example())
+            .unwrap()
+            .replace("encoding = \"auto\"", "encodng = \"auto\"");
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = AdapterConfig::load_with(&path, vars(&[])).unwrap_err();
+        assert!(format!("{e:#}").contains("encodng"), "{e:#}");
     }
 }

@@ -2,7 +2,7 @@
 //! row quarantined with its reason, nothing twice on a rerun, nothing lost when killed.
 mod common;
 
-use std::{collections::HashSet, process::Command, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use bus_schemas::wire::{self, header};
 use common::*;
@@ -150,13 +150,7 @@ async fn sigkill_mid_file_loses_nothing() {
     let (csv, valid) = household_csv(20_000, 0, false);
     drop_gb18030(&env.path("inbox/big.csv"), &csv);
 
-    let bin = env!("CARGO_BIN_EXE_govbus-adapter");
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let child = Adapter::spawn(&config);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let n = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
@@ -169,19 +163,11 @@ async fn sigkill_mid_file_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
     let before = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
     assert!(before < 20_000, "killed mid-file ({before} published)");
 
-    let status = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .arg("--once")
-        .env("RUST_LOG", "warn")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    Adapter::run_once(&config);
     assert!(env.path("inbox/done/big.csv").exists());
 
     let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;

@@ -18,6 +18,7 @@
 //! - [`wire`]: the AMQP wire contract: names, headers, keyed message ids, signatures.
 //! - `amqp` (feature `amqp`): the runtime half both sides share: `[amqp]` config,
 //!   connector with backoff, confirmed publishing, topology.
+//! - [`settings`]: `GOVBUS__SECTION__KEY` environment overrides, shared by every program.
 //! - [`error`]: typed errors.
 
 #[cfg(feature = "amqp")]
@@ -28,6 +29,7 @@ pub mod compat;
 pub mod error;
 pub mod json;
 pub mod registry;
+pub mod settings;
 pub mod validate;
 pub mod wire;
 

@@ -76,6 +76,16 @@ impl Env {
 
     /// The same config as a TOML file, for running the binary.
     pub fn config_file(&self, example: &str, drop_lines_starting: &[&str]) -> PathBuf {
+        self.config_file_with_source(example, drop_lines_starting, None)
+    }
+
+    /// Like `config_file`, pointing the source's `url` at `source_url`.
+    pub fn config_file_with_source(
+        &self,
+        example: &str,
+        drop_lines_starting: &[&str],
+        source_url: Option<&str>,
+    ) -> PathBuf {
         let text = std::fs::read_to_string(example_dir(example).join("adapter.toml")).unwrap();
         let mut out = String::new();
         for line in text.lines() {
@@ -87,8 +97,9 @@ impl Env {
                 "key_file" => format!("key_file = {:?}", self.path("keys/test-key.key")),
                 "key_id" => "key_id = \"test-key\"".into(),
                 "id_secret_file" => format!("id_secret_file = {:?}", self.path("keys/id-secret")),
-                "url" if text.contains("amqp://") && line.contains("amqp://") => {
-                    format!("url = {:?}", self.vhost.amqp_url)
+                "url" if line.contains("amqp://") => format!("url = {:?}", self.vhost.amqp_url),
+                "url" if source_url.is_some() => {
+                    format!("url = {:?}", source_url.unwrap_or_default())
                 }
                 "listen" => "listen = \"127.0.0.1:0\"".into(),
                 "path" => format!("path = {:?}\npoll_interval_ms = 100", self.path("inbox")),
@@ -342,4 +353,44 @@ pub fn credit_code(n: u64) -> String {
     let first17 = format!("91440106MA{:07}", n);
     let c = credit_code::check_character(&first17).unwrap();
     format!("{first17}{c}")
+}
+
+/// The adapter binary as a child process, without the `GOVBUS__*` variables of the test
+/// environment (they would override its config file); killed if the test fails.
+pub struct Adapter(pub std::process::Child);
+
+impl Adapter {
+    pub fn command(config: &Path) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_govbus-adapter"));
+        c.arg("--config").arg(config).env("RUST_LOG", "warn");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GOVBUS__") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub fn spawn(config: &Path) -> Adapter {
+        Adapter(Self::command(config).spawn().unwrap())
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// Runs `--once` to completion.
+    pub fn run_once(config: &Path) {
+        let status = Self::command(config).arg("--once").status().unwrap();
+        assert!(status.success(), "govbus-adapter --once failed");
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

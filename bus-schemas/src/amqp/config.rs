@@ -28,6 +28,10 @@ pub struct AmqpConfig {
     /// Longest delay between reconnection attempts, in milliseconds.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Base URL of the RabbitMQ management HTTP API (provisioning accounts, operators' tools);
+    /// default: port 15672 on the broker's host.
+    #[serde(default)]
+    pub management_url: Option<String>,
 }
 
 fn default_url() -> String {
@@ -59,6 +63,7 @@ impl Default for AmqpConfig {
             heartbeat_secs: default_heartbeat_secs(),
             reconnect_min_ms: default_reconnect_min_ms(),
             reconnect_max_ms: default_reconnect_max_ms(),
+            management_url: None,
         }
     }
 }

@@ -1,0 +1,115 @@
+//! The broker stopped and started (`rabbitmqctl stop_app` / `start_app`) while the adapter
+//! publishes: every valid row arrives at least once, duplicates share the message id, none is
+//! missing. These tests restart the shared local broker, so they are ignored in the main run
+//! and run by `scripts/test` in a step of their own, one at a time.
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use bus_schemas::wire;
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run rabbitmqctl ({e}): these tests restart a local RabbitMQ; run them through scripts/test")
+    });
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cfg` until idle while the broker restarts once it has taken `after` messages.
+async fn run_through_restart(env: &Env, cfg: adapters::config::AdapterConfig, after: u32) {
+    let run = tokio::spawn(adapters::run(cfg, CancellationToken::new(), true));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while queue_count(&env.vhost, wire::ROUTER_QUEUE).await < after {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "too slow before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rabbitmqctl(&["stop_app"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    let summary = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the adapter finished")
+        .unwrap()
+        .unwrap();
+    assert!(summary.published > 0);
+}
+
+/// CSV: the broker restarts mid-file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the broker: run by scripts/test after the rest"]
+async fn csv_survives_broker_restart() {
+    let env = Env::new("police").await;
+    let mut cfg = env.config("police-household");
+    cfg.mapping.version_column = None;
+    let (csv, valid) = household_csv(20_000, 0, false);
+    drop_gb18030(&env.path("inbox/big.csv"), &csv);
+    run_through_restart(&env, cfg, 3_000).await;
+    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let by_key = check_records(
+        &got,
+        &env.public_key,
+        "police",
+        "household",
+        "/citizen_id_number",
+    );
+    assert_eq!(by_key.len(), valid.len(), "none missing");
+    assert!(
+        by_key.values().all(|ids| ids.len() == 1),
+        "duplicates share the message id"
+    );
+    assert!(env.path("inbox/done/big.csv").exists());
+}
+
+/// PostgreSQL: the broker restarts mid-stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the broker: run by scripts/test after the rest"]
+async fn postgres_survives_broker_restart() {
+    use govbus_tests::{Services, TestDatabase};
+    use sqlx::{Connection, PgConnection};
+    let env = Env::new("commerce").await;
+    let db = TestDatabase::create(&Services::from_env()).await.unwrap();
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let schema =
+        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let codes: Vec<String> = (0..20_000).map(credit_code).collect();
+    sqlx::query(
+        "INSERT INTO enterprise_registration (uscc, updated_at)
+         SELECT c, TIMESTAMPTZ '2016-06-01 00:00:00+08' + o * INTERVAL '1 second' FROM UNNEST($1::text[]) WITH ORDINALITY AS t(c, o)",
+    )
+    .bind(&codes)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut cfg = env.config("commerce-enterprise");
+    if let adapters::source::SourceConfig::Postgres(p) = &mut cfg.source {
+        p.url = db.url.clone();
+    }
+    run_through_restart(&env, cfg, 3_000).await;
+    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let by_key = check_records(
+        &got,
+        &env.public_key,
+        "commerce",
+        "enterprise",
+        "/unified_social_credit_code",
+    );
+    assert_eq!(by_key.len(), 20_002, "none missing");
+    assert!(
+        by_key.values().all(|ids| ids.len() == 1),
+        "duplicates share the message id"
+    );
+}
