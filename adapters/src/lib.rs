@@ -89,15 +89,9 @@ pub async fn run(
     );
     macro_rules! go {
         ($source:expr) => {
-            Pipeline {
-                source: $source,
-                mapper,
-                publisher,
-                connector,
-                health,
-                stop,
-                until_idle,
-            }
+            Pipeline::new(
+                $source, mapper, publisher, connector, health, stop, until_idle,
+            )
             .run()
             .await
         };

@@ -40,11 +40,7 @@ fn now_secs() -> u64 {
 
 impl Publisher {
     /// The signed record message for a mapped row.
-    pub fn record(
-        &self,
-        rt: &RecordType,
-        m: &Mapped,
-    ) -> Result<(OutgoingMessage, String), CodecError> {
+    pub fn record(&self, rt: &RecordType, m: &Mapped) -> Result<OutgoingMessage, CodecError> {
         let body = rt.encode(&m.value)?;
         let id = wire::ingest_message_id(&self.id_secret, &self.item, &m.key, m.version);
         let signature = self.signer.sign(&id, &self.item, m.version, m.op, &body);
@@ -66,16 +62,17 @@ impl Publisher {
             .with_timestamp(now_secs())
             .with_app_id(ShortString::from("govbus-adapter"))
             .with_headers(h);
-        let key_ref = wire::record_key_ref(&self.id_secret, &self.item, &m.key);
-        Ok((
-            OutgoingMessage {
-                exchange: wire::INGEST_EXCHANGE.into(),
-                routing_key: self.routing_key.clone(),
-                body,
-                properties: props,
-            },
-            key_ref,
-        ))
+        Ok(OutgoingMessage {
+            exchange: wire::INGEST_EXCHANGE.into(),
+            routing_key: self.routing_key.clone(),
+            body,
+            properties: props,
+        })
+    }
+
+    /// A keyed reference to a record key, safe for logs.
+    pub fn key_ref(&self, m: &Mapped) -> String {
+        wire::record_key_ref(&self.id_secret, &self.item, &m.key)
     }
 
     /// The quarantine message for a row that failed mapping or validation: the source row as

@@ -54,30 +54,17 @@ pub struct Summary {
     pub quarantined: u64,
 }
 
-/// One adapter's publishing loop.
-pub struct Pipeline<S: Source> {
-    /// The source.
-    pub source: S,
-    /// Row → record.
-    pub mapper: Mapper,
-    /// Signs and builds messages.
-    pub publisher: Publisher,
-    /// Opens connections.
-    pub connector: Connector,
-    /// Readiness.
-    pub health: Arc<Health>,
-    /// Cancelled on SIGTERM: stop intake and drain.
-    pub stop: CancellationToken,
-    /// Cancelled to end the run once the source has nothing new (tests, `--once`).
-    pub until_idle: bool,
+/// Rows read ahead and prepared on a blocking thread while the previous batch is published.
+const BATCH: usize = 256;
+
+/// What turns a source row into a message: mapping, validation, encoding, signing. Shared
+/// with the blocking threads that prepare batches ahead of publishing.
+struct Prep {
+    mapper: Mapper,
+    publisher: Publisher,
 }
 
-enum Step {
-    Continue,
-    ChannelLost,
-}
-
-impl<S: Source> Pipeline<S> {
+impl Prep {
     fn prepare(&self, rec: SourceRecord) -> Pending {
         telemetry::record_read();
         let rt = self.mapper.record_type();
@@ -97,8 +84,10 @@ impl<S: Source> Pipeline<S> {
         }
         match self.mapper.map(&rec.row, rec.fallback_version, now_ms()) {
             Outcome::Record(m) => match self.publisher.record(rt, &m) {
-                Ok((msg, key_ref)) => {
-                    tracing::trace!(key = %key_ref, version = m.version, op = m.op.as_str(), "record ready");
+                Ok(msg) => {
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        tracing::trace!(key = %self.publisher.key_ref(&m), version = m.version, op = m.op.as_str(), "record ready");
+                    }
                     Pending {
                         position: rec.position.clone(),
                         label: rec.label.clone(),
@@ -118,7 +107,101 @@ impl<S: Source> Pipeline<S> {
             } => quarantine(rule, field, reason),
         }
     }
+}
 
+/// Why the source gave no more rows for now.
+enum SourceState {
+    Open,
+    /// Nothing new (or a transient failure): ask again at this instant.
+    IdleUntil(Instant),
+}
+
+/// One adapter's publishing loop.
+pub struct Pipeline<S: Source> {
+    source: S,
+    prep: Arc<Prep>,
+    connector: Connector,
+    health: Arc<Health>,
+    stop: CancellationToken,
+    until_idle: bool,
+    state: SourceState,
+    caught_up: bool,
+    fatal: Option<anyhow::Error>,
+}
+
+enum Step {
+    Continue,
+    ChannelLost,
+}
+
+impl<S: Source> Pipeline<S> {
+    /// A pipeline from `source` through `mapper` and `publisher` to the broker. `stop` is
+    /// cancelled on SIGTERM (stop intake, drain); with `until_idle` the run also ends once the
+    /// source has nothing new and every row is confirmed (`--once`, tests).
+    pub fn new(
+        source: S,
+        mapper: Mapper,
+        publisher: Publisher,
+        connector: Connector,
+        health: Arc<Health>,
+        stop: CancellationToken,
+        until_idle: bool,
+    ) -> Self {
+        Pipeline {
+            source,
+            prep: Arc::new(Prep { mapper, publisher }),
+            connector,
+            health,
+            stop,
+            until_idle,
+            state: SourceState::Open,
+            caught_up: false,
+            fatal: None,
+        }
+    }
+
+    /// Up to `BATCH` rows from the source, noting when it has nothing new or failed.
+    async fn read_batch(&mut self, min_delay: Duration) -> Vec<SourceRecord> {
+        if let SourceState::IdleUntil(t) = self.state {
+            if Instant::now() < t {
+                return Vec::new();
+            }
+            self.state = SourceState::Open;
+        }
+        let mut rows = Vec::new();
+        while rows.len() < BATCH && self.fatal.is_none() {
+            match self.source.next().await {
+                Ok(Some(rec)) => {
+                    self.caught_up = false;
+                    rows.push(rec);
+                }
+                Ok(None) => {
+                    self.caught_up = true;
+                    self.state =
+                        SourceState::IdleUntil(Instant::now() + self.source.poll_interval());
+                    break;
+                }
+                Err(SourceError::Transient(e)) => {
+                    tracing::warn!(error = %e, "source unavailable; retrying");
+                    self.state = SourceState::IdleUntil(
+                        Instant::now() + self.source.poll_interval().max(min_delay),
+                    );
+                    break;
+                }
+                Err(SourceError::Fatal(e)) => {
+                    tracing::error!(error = %e, "source failed; draining and stopping");
+                    self.fatal = Some(anyhow::anyhow!(e));
+                    break;
+                }
+            }
+        }
+        rows
+    }
+
+    fn prepare_ahead(&self, rows: Vec<SourceRecord>) -> tokio::task::JoinHandle<Vec<Pending>> {
+        let prep = self.prep.clone();
+        tokio::task::spawn_blocking(move || rows.into_iter().map(|r| prep.prepare(r)).collect())
+    }
     /// A connection and a channel in confirm mode, retrying with backoff until both work;
     /// `None` once the adapter is stopping.
     async fn open_channel(&self) -> Result<Option<(Connection, Channel)>, anyhow::Error> {
@@ -167,18 +250,19 @@ impl<S: Source> Pipeline<S> {
         let mut summary = Summary::default();
         let mut session: Option<(Connection, Channel)> = None;
         let mut window: VecDeque<Pending> = VecDeque::with_capacity(cap);
-        let mut idle_until: Option<Instant> = None;
-        let mut caught_up = false;
+        let mut ready: VecDeque<Pending> = VecDeque::new();
+        let mut ahead: Option<tokio::task::JoinHandle<Vec<Pending>>> = None;
         let mut last_confirmed: Option<(Json, String)> = None;
         let mut committed = false;
         let mut last_commit = Instant::now();
         let mut retry_delay = min_delay;
-        let mut fatal: Option<anyhow::Error> = None;
         let mut drain_deadline: Option<Instant> = None;
 
         loop {
-            let stopping =
-                self.stop.is_cancelled() || fatal.is_some() || (self.until_idle && caught_up);
+            let done_for_now = self.caught_up && ready.is_empty() && ahead.is_none();
+            let stopping = self.stop.is_cancelled()
+                || self.fatal.is_some()
+                || (self.until_idle && done_for_now);
             if stopping {
                 self.health.set_draining();
                 let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_FOR);
@@ -219,44 +303,49 @@ impl<S: Source> Pipeline<S> {
                 .map(|(_, ch)| ch.clone())
                 .expect("session is open");
 
-            // Take rows while there is room.
-            if !stopping && idle_until.is_none_or(|t| Instant::now() >= t) {
-                idle_until = None;
+            // Publish prepared rows while there is room; the next batch is mapped, validated
+            // and signed on a blocking thread meanwhile.
+            if !stopping {
                 while window.len() < cap {
-                    match self.source.next().await {
-                        Ok(Some(rec)) => {
-                            caught_up = false;
-                            let mut p = self.prepare(rec);
-                            match p.msg.publish(&ch).await {
-                                Ok(c) => {
-                                    p.confirm = Some(c);
-                                    if p.kind == Kind::Record {
-                                        telemetry::published();
-                                    }
-                                    window.push_back(p);
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "publish failed; reconnecting");
-                                    window.push_back(p);
-                                    session = None;
-                                    break;
-                                }
+                    if ready.is_empty() {
+                        if let Some(h) = ahead.take() {
+                            ready.extend(
+                                h.await
+                                    .map_err(|e| anyhow::anyhow!("preparing rows failed: {e}"))?,
+                            );
+                        } else {
+                            let rows = self.read_batch(min_delay).await;
+                            if rows.is_empty() {
+                                break;
                             }
+                            let h = self.prepare_ahead(rows);
+                            ready.extend(
+                                h.await
+                                    .map_err(|e| anyhow::anyhow!("preparing rows failed: {e}"))?,
+                            );
                         }
-                        Ok(None) => {
-                            caught_up = true;
-                            idle_until = Some(Instant::now() + self.source.poll_interval());
-                            break;
+                    }
+                    if ahead.is_none() {
+                        let rows = self.read_batch(min_delay).await;
+                        if !rows.is_empty() {
+                            ahead = Some(self.prepare_ahead(rows));
                         }
-                        Err(SourceError::Transient(e)) => {
-                            tracing::warn!(error = %e, "source unavailable; retrying");
-                            idle_until =
-                                Some(Instant::now() + self.source.poll_interval().max(min_delay));
-                            break;
+                    }
+                    let Some(mut p) = ready.pop_front() else {
+                        break;
+                    };
+                    match p.msg.publish(&ch).await {
+                        Ok(c) => {
+                            p.confirm = Some(c);
+                            if p.kind == Kind::Record {
+                                telemetry::published();
+                            }
+                            window.push_back(p);
                         }
-                        Err(SourceError::Fatal(e)) => {
-                            tracing::error!(error = %e, "source failed; draining and stopping");
-                            fatal = Some(anyhow::anyhow!(e));
+                        Err(e) => {
+                            tracing::warn!(error = %e, "publish failed; reconnecting");
+                            window.push_back(p);
+                            session = None;
                             break;
                         }
                     }
@@ -287,7 +376,10 @@ impl<S: Source> Pipeline<S> {
                         }
                     }
                 }
-            } else if let Some(t) = idle_until {
+            } else if let (SourceState::IdleUntil(t), true, true) =
+                (&self.state, ready.is_empty(), ahead.is_none())
+            {
+                let t = *t;
                 if !committed {
                     self.commit(&mut last_confirmed, &mut committed, &mut last_commit)
                         .await?;
@@ -324,7 +416,7 @@ impl<S: Source> Pipeline<S> {
             quarantined = summary.quarantined,
             "adapter stopped"
         );
-        match fatal {
+        match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(summary),
         }
@@ -366,15 +458,20 @@ impl<S: Source> Pipeline<S> {
             };
             let result = if first {
                 first = false;
-                match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(
-                            "no confirm within {}s; presuming the channel dead",
-                            CONFIRM_TIMEOUT.as_secs()
-                        );
-                        front.confirm = None;
-                        return Step::ChannelLost;
+                // A confirm that is already in needs no timer.
+                if let Some(r) = (&mut *confirm).now_or_never() {
+                    r
+                } else {
+                    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(
+                                "no confirm within {}s; presuming the channel dead",
+                                CONFIRM_TIMEOUT.as_secs()
+                            );
+                            front.confirm = None;
+                            return Step::ChannelLost;
+                        }
                     }
                 }
             } else {

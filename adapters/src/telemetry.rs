@@ -17,21 +17,44 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles of the per-record metrics, registered once: looking a metric up by name on every
+/// record costs a hash of its key each time.
+struct Hot {
+    read: metrics::Counter,
+    published: metrics::Counter,
+    confirmed: metrics::Counter,
+    behind: metrics::Gauge,
+}
+
+fn hot() -> &'static Hot {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HOT.get_or_init(|| {
+        prometheus();
+        Hot {
+            read: counter!("govbus_adapter_records_read_total"),
+            published: counter!("govbus_adapter_records_published_total"),
+            confirmed: counter!("govbus_adapter_records_confirmed_total"),
+            behind: gauge!("govbus_adapter_seconds_behind_source"),
+        }
+    })
+}
+
 /// A row came out of the source.
 pub fn record_read() {
-    counter!("govbus_adapter_records_read_total").increment(1);
+    hot().read.increment(1);
 }
 
 /// A record was handed to the broker.
 pub fn published() {
-    counter!("govbus_adapter_records_published_total").increment(1);
+    hot().published.increment(1);
 }
 
 /// The broker confirmed a record; `source_time_ms` is when the source changed it.
 pub fn confirmed(source_time_ms: i64) {
-    counter!("govbus_adapter_records_confirmed_total").increment(1);
+    let h = hot();
+    h.confirmed.increment(1);
     let behind = (chrono::Utc::now().timestamp_millis() - source_time_ms).max(0) as f64 / 1000.0;
-    gauge!("govbus_adapter_seconds_behind_source").set(behind);
+    h.behind.set(behind);
 }
 
 /// A row was quarantined (counted once its quarantine message is confirmed).

@@ -67,10 +67,86 @@ struct CsvState {
 /// A CSV row: its line, and its columns or why it cannot be read.
 type CsvRow = (u64, Result<Map<String, Json>, String>);
 
+/// A file being read: its decoded text, parsed one record at a time (memory stays about the
+/// size of the text, whatever the number of rows).
 struct OpenFile {
     name: String,
-    rows: Vec<CsvRow>,
+    reader: ::csv::Reader<std::io::Cursor<Vec<u8>>>,
+    headers: Vec<String>,
+    total: usize,
+    /// Index of the next record to yield.
+    index: usize,
+    lines: LineCounter,
+    record: ::csv::StringRecord,
     version_base: i64,
+}
+
+/// Line numbers from byte offsets. The csv crate's own are one short after CRLF line ends (a
+/// record's position points at the `\n` ending the previous line).
+#[derive(Default)]
+struct LineCounter {
+    counted_to: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, text: &[u8], byte: u64) -> u64 {
+        let mut b = byte as usize;
+        if text.get(b) == Some(&b'\n') {
+            b += 1;
+        }
+        let b = b.min(text.len());
+        if b > self.counted_to {
+            self.newlines += text[self.counted_to..b]
+                .iter()
+                .filter(|&&c| c == b'\n')
+                .count() as u64;
+            self.counted_to = b;
+        }
+        self.newlines + 1
+    }
+}
+
+impl OpenFile {
+    /// The next record as (line, columns or why it cannot be read); `None` at the end.
+    fn read(&mut self) -> Option<CsvRow> {
+        if self.index >= self.total {
+            return None;
+        }
+        self.index += 1;
+        let result = self.reader.read_record(&mut self.record);
+        let text = self.reader.get_ref().get_ref();
+        match result {
+            Ok(true) => {
+                let line = self
+                    .record
+                    .position()
+                    .map_or(0, |p| self.lines.line_at(text, p.byte()));
+                if self.record.len() != self.headers.len() {
+                    let why = format!(
+                        "the row has {} fields but the header has {}",
+                        self.record.len(),
+                        self.headers.len()
+                    );
+                    return Some((line, Err(why)));
+                }
+                let row = self
+                    .headers
+                    .iter()
+                    .zip(self.record.iter())
+                    .map(|(h, v)| (h.clone(), Json::String(v.to_string())))
+                    .collect();
+                Some((line, Ok(row)))
+            }
+            Ok(false) => None,
+            Err(e) => {
+                let line = e
+                    .position()
+                    .map_or(0, |p| self.lines.line_at(text, p.byte()));
+                Some((line, Err(format!("unreadable CSV: {e}"))))
+            }
+        }
+    }
 }
 
 /// The CSV folder source.
@@ -81,7 +157,7 @@ pub struct CsvSource {
     state: CsvState,
     /// Files read (or being read) whose rows are not all committed yet, oldest first.
     open: VecDeque<(String, usize, i64)>,
-    current: Option<(OpenFile, usize)>,
+    current: Option<OpenFile>,
 }
 
 impl CsvSource {
@@ -155,9 +231,10 @@ impl CsvSource {
         };
         let path = self.cfg.path.join(&name);
         let (encoding, delimiter) = (self.cfg.encoding.to_lowercase(), self.cfg.delimiter as u8);
-        let rows = tokio::task::spawn_blocking(move || read_csv(&path, &encoding, delimiter))
+        let mut file = tokio::task::spawn_blocking(move || open_csv(&path, &encoding, delimiter))
             .await
             .map_err(|e| SourceError::Fatal(format!("reading {name} panicked: {e}")))??;
+        file.name = name.clone();
         let start = if self.state.file.as_deref() == Some(name.as_str()) {
             self.state.next
         } else {
@@ -168,7 +245,7 @@ impl CsvSource {
             None => {
                 let b = now_ms().max(self.state.version_floor);
                 self.state.bases.insert(name.clone(), b);
-                self.state.version_floor = b + rows.len() as i64 + 1;
+                self.state.version_floor = b + file.total as i64 + 1;
                 if self.state.file.is_none() {
                     self.state.file = Some(name.clone());
                     self.state.next = 0;
@@ -177,16 +254,13 @@ impl CsvSource {
                 b
             }
         };
-        tracing::info!(file = %name, rows = rows.len(), resume_at = start, "reading CSV file");
-        self.open.push_back((name.clone(), rows.len(), base));
-        self.current = Some((
-            OpenFile {
-                name,
-                rows,
-                version_base: base,
-            },
-            start,
-        ));
+        file.version_base = base;
+        while file.index < start.min(file.total) {
+            file.read();
+        }
+        tracing::info!(file = %name, rows = file.total, resume_at = start, "reading CSV file");
+        self.open.push_back((name, file.total, base));
+        self.current = Some(file);
         Ok(true)
     }
 
@@ -214,35 +288,54 @@ impl CsvSource {
     }
 }
 
-/// Reads and decodes a whole CSV file: (line, row or why it cannot be read) per record.
-fn read_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<Vec<CsvRow>, SourceError> {
-    let bytes = std::fs::read(path)
+/// Reads and decodes a CSV file, reads its header and counts its records (a cheap pass
+/// without allocation), and returns it ready to be read record by record.
+fn open_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<OpenFile, SourceError> {
+    let mut bytes = std::fs::read(path)
         .map_err(|e| SourceError::Transient(format!("cannot read {}: {e}", path.display())))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let text: String = match encoding {
-        "utf-8" | "utf8" => String::from_utf8(bytes.to_vec()).map_err(|e| {
-            SourceError::Fatal(format!(
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    let text: Vec<u8> = match encoding {
+        "utf-8" | "utf8" => String::from_utf8(bytes)
+            .map_err(|e| {
+                SourceError::Fatal(format!(
                 "{} is not valid UTF-8 (byte {}); set source.encoding = \"gb18030\" or \"auto\"",
                 path.display(),
                 e.utf8_error().valid_up_to()
             ))
-        })?,
+            })?
+            .into_bytes(),
         "gb18030" => encoding_rs::GB18030
-            .decode_without_bom_handling(bytes)
+            .decode_without_bom_handling(&bytes)
             .0
-            .into_owned(),
-        _ => match std::str::from_utf8(bytes) {
-            Ok(s) => s.to_string(),
+            .into_owned()
+            .into_bytes(),
+        _ => match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes,
             Err(_) => encoding_rs::GB18030
-                .decode_without_bom_handling(bytes)
+                .decode_without_bom_handling(&bytes)
                 .0
-                .into_owned(),
+                .into_owned()
+                .into_bytes(),
         },
     };
-    let mut reader = ::csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(text.as_bytes());
+    let builder = || {
+        let mut b = ::csv::ReaderBuilder::new();
+        b.delimiter(delimiter).flexible(true);
+        b
+    };
+    let mut counter = builder().from_reader(text.as_slice());
+    let mut record = ::csv::ByteRecord::new();
+    let mut total = 0usize;
+    while let Ok(true) | Err(_) = counter.read_byte_record(&mut record) {
+        total += 1;
+        if counter.is_done() {
+            break;
+        }
+    }
+    drop(counter);
+    let mut reader = builder().from_reader(std::io::Cursor::new(text));
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| {
@@ -254,65 +347,27 @@ fn read_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<Vec<CsvRow>, S
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let mut rows = Vec::new();
-    // The csv crate's line numbers are one short after CRLF line ends (a record's position
-    // points at the `\n` ending the previous line), so count lines from byte offsets.
-    let bytes = text.as_bytes();
-    let (mut counted_to, mut newlines) = (0usize, 0u64);
-    let mut line_at = |byte: u64| {
-        let mut b = byte as usize;
-        if bytes.get(b) == Some(&b'\n') {
-            b += 1;
-        }
-        let b = b.min(bytes.len());
-        if b > counted_to {
-            newlines += bytes[counted_to..b].iter().filter(|&&c| c == b'\n').count() as u64;
-            counted_to = b;
-        }
-        newlines + 1
-    };
-    for rec in reader.records() {
-        match rec {
-            Ok(r) => {
-                let line = r.position().map_or(0, |p| line_at(p.byte()));
-                if r.len() != headers.len() {
-                    rows.push((
-                        line,
-                        Err(format!(
-                            "the row has {} fields but the header has {}",
-                            r.len(),
-                            headers.len()
-                        )),
-                    ));
-                    continue;
-                }
-                let row = headers
-                    .iter()
-                    .zip(r.iter())
-                    .map(|(h, v)| (h.clone(), Json::String(v.to_string())))
-                    .collect();
-                rows.push((line, Ok(row)));
-            }
-            Err(e) => {
-                let line = e.position().map_or(0, |p| line_at(p.byte()));
-                rows.push((line, Err(format!("unreadable CSV: {e}"))));
-            }
-        }
-    }
-    Ok(rows)
+    Ok(OpenFile {
+        name: String::new(),
+        reader,
+        headers,
+        total,
+        index: 0,
+        lines: LineCounter::default(),
+        record: ::csv::StringRecord::new(),
+        version_base: 0,
+    })
 }
 
 impl Source for CsvSource {
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError> {
         loop {
-            if let Some((file, idx)) = &mut self.current {
-                if *idx < file.rows.len() {
-                    let i = *idx;
-                    *idx += 1;
-                    let (line, row) = &file.rows[i];
+            if let Some(file) = &mut self.current {
+                let i = file.index;
+                if let Some((line, row)) = file.read() {
                     let (row, problem) = match row {
-                        Ok(r) => (r.clone(), None),
-                        Err(p) => (Map::new(), Some(p.clone())),
+                        Ok(r) => (r, None),
+                        Err(p) => (Map::new(), Some(p)),
                     };
                     return Ok(Some(SourceRecord {
                         row,
@@ -328,10 +383,9 @@ impl Source for CsvSource {
                 return Ok(None);
             }
             // An empty file (header only, or resumed at its end) finishes at once.
-            if let Some((file, idx)) = &self.current {
-                if *idx >= file.rows.len() {
-                    let name = file.name.clone();
-                    let pos = json!({"file": name, "next": file.rows.len()});
+            if let Some(file) = &self.current {
+                if file.index >= file.total {
+                    let pos = json!({"file": file.name, "next": file.total});
                     self.current = None;
                     self.commit(&pos).await?;
                 }
@@ -384,7 +438,8 @@ mod tests {
         std::fs::write(dir.path().join("b.csv"), &utf).unwrap();
         std::fs::write(dir.path().join("c.csv"), text.replace("\r\n", "\n")).unwrap();
         for f in ["a.csv", "b.csv", "c.csv"] {
-            let rows = read_csv(&dir.path().join(f), "auto", b',').unwrap();
+            let mut file = open_csv(&dir.path().join(f), "auto", b',').unwrap();
+            let rows: Vec<_> = std::iter::from_fn(|| file.read()).collect();
             assert_eq!(rows.len(), 3, "{f}");
             let first = rows[0].1.as_ref().unwrap();
             assert_eq!(first["姓名"], "张伟");
@@ -407,7 +462,7 @@ mod tests {
             assert_eq!(rows[2].0, 5);
         }
         assert!(matches!(
-            read_csv(&dir.path().join("a.csv"), "utf-8", b','),
+            open_csv(&dir.path().join("a.csv"), "utf-8", b','),
             Err(SourceError::Fatal(_))
         ));
     }

@@ -123,8 +123,10 @@ pub fn example_dir(name: &str) -> PathBuf {
 
 /// A citizen ID number with a correct check digit, unique per `n`.
 pub fn citizen_id(n: u64) -> String {
-    assert!(n < 28_000, "unique for n < 28,000");
-    let first17 = format!("440106{}{:03}", 19_800_101 + n / 1000, n % 1000);
+    // 1,000 sequence numbers per birth date, birth dates from 1950 on: unique for any test size.
+    let birth = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap()
+        + chrono::Duration::days((n / 1000) as i64);
+    let first17 = format!("440106{}{:03}", birth.format("%Y%m%d"), n % 1000);
     let c = citizen_id::check_character(&first17).unwrap();
     format!("{first17}{c}")
 }

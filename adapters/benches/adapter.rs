@@ -1,0 +1,261 @@
+//! `scripts/bench adapter`: confirmed records/s of `govbus-adapter` on a 100,000-row GB18030
+//! household registration CSV, next to a plain lapin publisher's confirmed msgs/s for the same
+//! message (size, headers, persistence, mandatory, window) to the same broker and quorum queue,
+//! measured in the same run, alternating, median of the rounds. Prints `ratio=<x>`.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{collections::VecDeque, time::Instant};
+
+use adapters::{mapping::Mapper, mapping::Outcome, message::Publisher};
+use bus_schemas::{
+    amqp::publish::{classify, OutgoingMessage},
+    wire, Registry,
+};
+use common::*;
+use lapin::{
+    options::{ConfirmSelectOptions, QueuePurgeOptions},
+    types::{AMQPValue, ShortString},
+};
+
+const ROWS: u64 = 100_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The adapter's own record type, mapper and publisher for the police example.
+fn adapter_parts(env: &Env) -> (std::sync::Arc<bus_schemas::RecordType>, Mapper, Publisher) {
+    let cfg = env.config("police-household");
+    let rt = Registry::standard().get(&cfg.record_type).unwrap().clone();
+    let mapper = Mapper::new(rt.clone(), cfg.mapping.clone()).unwrap();
+    let publisher = Publisher {
+        department: "police".into(),
+        item: "household".into(),
+        routing_key: "police.household".into(),
+        signer: adapters::keys::load_signer(&cfg.signing.key_file, "test-key").unwrap(),
+        id_secret: adapters::keys::load_id_secret(&cfg.signing.id_secret_file).unwrap(),
+    };
+    (rt, mapper, publisher)
+}
+
+/// One adapter message, built by the adapter's own code from the CSV's first row.
+fn sample_message(env: &Env) -> OutgoingMessage {
+    let (rt, mapper, publisher) = adapter_parts(env);
+    let (csv, _) = household_csv(1, 0, true);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|v| v.trim_matches('"'));
+    let row = header
+        .iter()
+        .zip(row)
+        .map(|(h, v)| (h.to_string(), serde_json::Value::from(v)))
+        .collect();
+    let Outcome::Record(m) = mapper.map(&row, 1, 0) else {
+        panic!("sample row invalid")
+    };
+    publisher.record(&rt, &m).unwrap()
+}
+
+/// CPU cost of mapping, validating, encoding and signing one row (no broker), in µs.
+fn prepare_cost(env: &Env) -> (f64, f64, f64) {
+    let (rt, mapper, publisher) = adapter_parts(env);
+    let (csv, _) = household_csv(20_000, 0, true);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(',').map(|v| v.trim_matches('"')))
+                .map(|(h, v)| (h.to_string(), serde_json::Value::from(v)))
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    let mapped: Vec<_> = rows
+        .iter()
+        .map(|r| match mapper.map(r, 1, 0) {
+            Outcome::Record(m) => m,
+            _ => panic!(),
+        })
+        .collect();
+    let map_us = t.elapsed().as_secs_f64() * 1e6 / rows.len() as f64;
+    let t = Instant::now();
+    for m in &mapped {
+        std::hint::black_box(rt.encode(&m.value).unwrap());
+    }
+    let enc_us = t.elapsed().as_secs_f64() * 1e6 / rows.len() as f64;
+    let t = Instant::now();
+    for m in &mapped {
+        std::hint::black_box(publisher.record(&rt, m).unwrap());
+    }
+    let rec_us = t.elapsed().as_secs_f64() * 1e6 / rows.len() as f64;
+    (map_us, enc_us, rec_us)
+}
+
+/// CPU seconds this process has used so far.
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// The plain publisher: the same message (fresh message ids), confirms pipelined with the
+/// same window, awaited in order.
+async fn baseline(env: &Env, msg: &OutgoingMessage, window: usize) -> f64 {
+    let conn = env.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut inflight = VecDeque::with_capacity(window);
+    let mut m = msg.clone();
+    for i in 0..ROWS {
+        m.properties = msg
+            .properties
+            .clone()
+            .with_message_id(ShortString::from(format!("{i:064x}")));
+        let mut h = msg.properties.headers().clone().unwrap_or_default();
+        h.insert("bench-seq".into(), AMQPValue::LongLongInt(i as i64));
+        m.properties = m.properties.with_headers(h);
+        if inflight.len() == window {
+            let c = inflight.pop_front().unwrap();
+            classify(c.await, &m).unwrap();
+        }
+        inflight.push_back(m.publish(&ch).await.unwrap());
+    }
+    for c in inflight {
+        classify(c.await, &m).unwrap();
+    }
+    let rate = ROWS as f64 / start.elapsed().as_secs_f64();
+    conn.close(200, "done".into()).await.unwrap();
+    rate
+}
+
+/// The adapter binary on a fresh 100,000-row file; returns (records/s, peak RSS in MiB, CPU
+/// seconds used by the adapter process, wall seconds).
+fn adapter_run(
+    env: &Env,
+    config: &std::path::Path,
+    csv: &[u8],
+    round: usize,
+) -> (f64, f64, f64, f64) {
+    let _ = std::fs::remove_dir_all(env.path("state"));
+    std::fs::write(env.path(&format!("inbox/household-{round}.csv")), csv).unwrap();
+    let start = Instant::now();
+    let mut child = Adapter::command(config).arg("--once").spawn().unwrap();
+    let pid = child.id();
+    let mut peak_kib = 0u64;
+    let mut cpu_ticks = 0u64;
+    loop {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            let ticks = fields
+                .get(11)
+                .and_then(|u| u.parse::<u64>().ok())
+                .unwrap_or(0)
+                + fields
+                    .get(12)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0);
+            cpu_ticks = cpu_ticks.max(ticks);
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kib: u64 = l
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "the adapter failed");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    (
+        ROWS as f64 / wall,
+        peak_kib as f64 / 1024.0,
+        cpu_ticks as f64 / 100.0,
+        wall,
+    )
+}
+
+async fn purge(env: &Env) {
+    let conn = env.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge(wire::ROUTER_QUEUE.into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let env = Env::new("police").await;
+    let config = env.config_file("police-household", &["version_column"]);
+    let window = env.config("police-household").amqp.confirm_window;
+    let (csv, valid) = household_csv(ROWS, 0, false);
+    assert_eq!(valid.len() as u64, ROWS);
+    let csv = encoding_rs::GB18030.encode(&csv).0.into_owned();
+    let msg = sample_message(&env);
+    println!(
+        "adapter bench: {ROWS} rows of household registration (GB18030 CSV), message {} bytes body, window {window}, {rounds} rounds",
+        msg.body.len()
+    );
+    let (map_us, enc_us, rec_us) = prepare_cost(&env);
+    println!("cpu per row (no broker): map+validate {map_us:.1} µs, encode {enc_us:.1} µs, encode+id+sign+headers {rec_us:.1} µs");
+    let (mut base, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let cpu0 = own_cpu();
+        let b = baseline(&env, &msg, window).await;
+        let base_cpu = own_cpu() - cpu0;
+        purge(&env).await;
+        let (a, peak, cpu, wall) = adapter_run(&env, &config, &csv, round);
+        assert_eq!(
+            queue_count(&env.vhost, wire::ROUTER_QUEUE).await as u64,
+            ROWS,
+            "every row confirmed"
+        );
+        purge(&env).await;
+        println!(
+            "round {round}: baseline {b:.0} msgs/s (client CPU {base_cpu:.1} s), adapter {a:.0} records/s, ratio {:.2}, adapter peak RSS {peak:.1} MiB, adapter CPU {cpu:.1} s in {wall:.1} s",
+            a / b
+        );
+        base.push(b);
+        ours.push(a);
+        peaks.push(peak);
+    }
+    let (b, a) = (median(base), median(ours));
+    let peak = peaks.iter().cloned().fold(0.0, f64::max);
+    println!("baseline_msgs_per_s={b:.0} adapter_records_per_s={a:.0} peak_rss_mib={peak:.1}");
+    println!("ratio={:.2}", a / b);
+}
