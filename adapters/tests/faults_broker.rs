@@ -113,3 +113,39 @@ async fn postgres_survives_broker_restart() {
         "duplicates share the message id"
     );
 }
+
+/// HTTP: the broker restarts mid-stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the broker: run by scripts/test after the rest"]
+async fn http_survives_broker_restart() {
+    use std::sync::{Arc, Mutex};
+
+    use common::tax_api::{rows, serve, Api, Shared, TOKEN};
+    let env = Env::new("localtax").await;
+    let (data, valid) = rows(0, 20_000, 0);
+    let api: Shared = Arc::new(Mutex::new(Api {
+        rows: data,
+        ..Default::default()
+    }));
+    let url = serve(api).await;
+    std::fs::write(env.path("keys/api-token"), format!("{TOKEN}\n")).unwrap();
+    let mut cfg = env.config("tax-registration");
+    if let adapters::source::SourceConfig::Http(h) = &mut cfg.source {
+        h.url = url;
+        h.bearer_token_file = Some(env.path("keys/api-token"));
+    }
+    run_through_restart(&env, cfg, 3_000).await;
+    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let by_key = check_records(
+        &got,
+        &env.public_key,
+        "localtax",
+        "registration",
+        "/taxpayer_id",
+    );
+    assert_eq!(by_key.len(), valid.len(), "none missing");
+    assert!(
+        by_key.values().all(|ids| ids.len() == 1),
+        "duplicates share the message id"
+    );
+}

@@ -1,5 +1,7 @@
 //! Helpers for the adapter's tests against the real RabbitMQ (and PostgreSQL).
 #![allow(dead_code)]
+
+pub mod tax_api;
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
