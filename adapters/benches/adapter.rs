@@ -35,7 +35,9 @@ fn adapter_parts(env: &Env) -> (std::sync::Arc<bus_schemas::RecordType>, Mapper,
         item: "household".into(),
         routing_key: "police.household".into(),
         signer: adapters::keys::load_signer(&cfg.signing.key_file, "test-key").unwrap(),
-        id_secret: adapters::keys::load_id_secret(&cfg.signing.id_secret_file).unwrap(),
+        id_key: bus_schemas::wire::IdKey::new(
+            &adapters::keys::load_id_secret(&cfg.signing.id_secret_file).unwrap(),
+        ),
     };
     (rt, mapper, publisher)
 }

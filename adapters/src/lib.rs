@@ -56,7 +56,7 @@ fn parts(cfg: &AdapterConfig) -> anyhow::Result<Parts> {
         item: cfg.item.clone(),
         routing_key: wire::routing_key(&cfg.department, &cfg.item),
         signer: keys::load_signer(&cfg.signing.key_file, &cfg.signing.key_id)?,
-        id_secret: keys::load_id_secret(&cfg.signing.id_secret_file)?,
+        id_key: wire::IdKey::new(&keys::load_id_secret(&cfg.signing.id_secret_file)?),
     };
     let connector = Connector::new(
         cfg.amqp.clone(),

@@ -126,6 +126,8 @@ fn table(name: &str) -> Option<&'static codes::CodeTable> {
 
 struct Field {
     cfg: FieldMapping,
+    /// `cfg.target` split at the dots, once.
+    path: Vec<String>,
     kind: FieldKind,
     table: Option<&'static codes::CodeTable>,
 }
@@ -239,8 +241,10 @@ impl Mapper {
                 },
                 None => None,
             };
+            let path = f.target.split('.').map(str::to_string).collect();
             fields.push(Field {
                 cfg: f.clone(),
+                path,
                 kind,
                 table,
             });
@@ -353,7 +357,7 @@ impl Mapper {
                 (None, None) => Json::Null,
             };
             let v = convert(f, raw)?;
-            set_path(&mut doc, &f.cfg.target, v);
+            set_path(&mut doc, &f.path, v);
         }
         for parent in &self.nullable_parents {
             if let Some(Json::Object(o)) = doc.get(parent) {
@@ -437,7 +441,8 @@ impl Mapper {
         let mut doc = Map::new();
         for k in &self.rt.key {
             if let Some(Value::String(s)) = lookup(full, k) {
-                set_path(&mut doc, k, Json::String(s.clone()));
+                let path: Vec<String> = k.split('.').map(str::to_string).collect();
+                set_path(&mut doc, &path, Json::String(s.clone()));
             }
         }
         self.rt
@@ -528,14 +533,15 @@ fn convert(f: &Field, raw: Json) -> Result<Json, MapError> {
     })
 }
 
-fn set_path(doc: &mut Map<String, Json>, path: &str, v: Json) {
-    match path.split_once('.') {
-        None => {
-            doc.insert(path.to_string(), v);
+fn set_path(doc: &mut Map<String, Json>, path: &[String], v: Json) {
+    match path {
+        [] => {}
+        [last] => {
+            doc.insert(last.clone(), v);
         }
-        Some((head, rest)) => {
+        [head, rest @ ..] => {
             let entry = doc
-                .entry(head.to_string())
+                .entry(head.clone())
                 .or_insert_with(|| Json::Object(Map::new()));
             if !entry.is_object() {
                 *entry = Json::Object(Map::new());

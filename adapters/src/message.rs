@@ -24,8 +24,8 @@ pub struct Publisher {
     pub routing_key: String,
     /// Ed25519 signer.
     pub signer: Signer,
-    /// Department id secret for keyed message ids.
-    pub id_secret: Vec<u8>,
+    /// Department id secret, keyed once, for message ids.
+    pub id_key: wire::IdKey,
 }
 
 fn long(s: &str) -> AMQPValue {
@@ -42,7 +42,7 @@ impl Publisher {
     /// The signed record message for a mapped row.
     pub fn record(&self, rt: &RecordType, m: &Mapped) -> Result<OutgoingMessage, CodecError> {
         let body = rt.encode(&m.value)?;
-        let id = wire::ingest_message_id(&self.id_secret, &self.item, &m.key, m.version);
+        let id = self.id_key.ingest_message_id(&self.item, &m.key, m.version);
         let signature = self.signer.sign(&id, &self.item, m.version, m.op, &body);
         let mut h = FieldTable::default();
         h.insert(header::DEPARTMENT.into(), long(&self.department));
@@ -72,7 +72,7 @@ impl Publisher {
 
     /// A keyed reference to a record key, safe for logs.
     pub fn key_ref(&self, m: &Mapped) -> String {
-        wire::record_key_ref(&self.id_secret, &self.item, &m.key)
+        self.id_key.record_key_ref(&self.item, &m.key)
     }
 
     /// The quarantine message for a row that failed mapping or validation: the source row as
@@ -90,12 +90,9 @@ impl Publisher {
         h.insert(header::REASON.into(), long(reason));
         h.insert(header::FIELD.into(), long(field));
         h.insert(header::SOURCE_POSITION.into(), long(label));
-        let id = wire::ingest_message_id(
-            &self.id_secret,
-            &self.item,
-            &format!("quarantine\n{label}"),
-            0,
-        );
+        let id = self
+            .id_key
+            .ingest_message_id(&self.item, &format!("quarantine\n{label}"), 0);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from(wire::JSON_CONTENT_TYPE))
