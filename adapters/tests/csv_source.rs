@@ -150,42 +150,15 @@ async fn sigkill_mid_file_loses_nothing() {
     let (csv, valid) = household_csv(20_000, 0, false);
     drop_gb18030(&env.path("inbox/big.csv"), &csv);
 
-    let child = Adapter::spawn(&config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
-        if n >= 4_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the adapter published only {n} in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill(); // SIGKILL
-    let before = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
-    assert!(before < 20_000, "killed mid-file ({before} published)");
-
-    Adapter::run_once(&config);
+    let at_kill = kill_mid_stream_then_finish(&env, &config, 4_000).await;
+    assert!(at_kill < 20_000, "killed mid-file ({at_kill} published)");
     assert!(env.path("inbox/done/big.csv").exists());
-
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
-    assert!(got.len() >= 20_000, "at least once: {} messages", got.len());
-    let by_key = check_records(
-        &got,
-        &env.public_key,
+    assert_each_record_arrived(
+        &env,
         "police",
         "household",
         "/citizen_id_number",
-    );
-    assert_eq!(by_key.len(), valid.len(), "none missing");
-    for (key, ids) in &by_key {
-        assert_eq!(
-            ids.len(),
-            1,
-            "a duplicate has the same message id (record {})",
-            &key[..6]
-        );
-    }
+        valid.len(),
+    )
+    .await;
 }

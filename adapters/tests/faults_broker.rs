@@ -54,19 +54,14 @@ async fn csv_survives_broker_restart() {
     let (csv, valid) = household_csv(20_000, 0, false);
     drop_gb18030(&env.path("inbox/big.csv"), &csv);
     run_through_restart(&env, cfg, 3_000).await;
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
-    let by_key = check_records(
-        &got,
-        &env.public_key,
+    assert_each_record_arrived(
+        &env,
         "police",
         "household",
         "/citizen_id_number",
-    );
-    assert_eq!(by_key.len(), valid.len(), "none missing");
-    assert!(
-        by_key.values().all(|ids| ids.len() == 1),
-        "duplicates share the message id"
-    );
+        valid.len(),
+    )
+    .await;
     assert!(env.path("inbox/done/big.csv").exists());
 }
 
@@ -99,19 +94,14 @@ async fn postgres_survives_broker_restart() {
         p.url = db.url.clone();
     }
     run_through_restart(&env, cfg, 3_000).await;
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
-    let by_key = check_records(
-        &got,
-        &env.public_key,
+    assert_each_record_arrived(
+        &env,
         "commerce",
         "enterprise",
         "/unified_social_credit_code",
-    );
-    assert_eq!(by_key.len(), 20_002, "none missing");
-    assert!(
-        by_key.values().all(|ids| ids.len() == 1),
-        "duplicates share the message id"
-    );
+        20_002,
+    )
+    .await;
 }
 
 /// HTTP: the broker restarts mid-stream.
@@ -135,17 +125,12 @@ async fn http_survives_broker_restart() {
         h.bearer_token_file = Some(env.path("keys/api-token"));
     }
     run_through_restart(&env, cfg, 3_000).await;
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
-    let by_key = check_records(
-        &got,
-        &env.public_key,
+    assert_each_record_arrived(
+        &env,
         "localtax",
         "registration",
         "/taxpayer_id",
-    );
-    assert_eq!(by_key.len(), valid.len(), "none missing");
-    assert!(
-        by_key.values().all(|ids| ids.len() == 1),
-        "duplicates share the message id"
-    );
+        valid.len(),
+    )
+    .await;
 }

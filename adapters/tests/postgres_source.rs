@@ -132,25 +132,13 @@ async fn sigkill_mid_stream_loses_nothing() {
     let db = TestDatabase::create(&Services::from_env()).await.unwrap();
     let valid = fill(&db, 20_000, 0).await;
     let config = env.config_file_with_source("commerce-enterprise", &[], Some(&db.url));
-    let child = Adapter::spawn(&config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while queue_count(&env.vhost, wire::ROUTER_QUEUE).await < 4_000 {
-        assert!(std::time::Instant::now() < deadline, "too slow");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill(); // SIGKILL
-    Adapter::run_once(&config);
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
-    let by_key = check_records(
-        &got,
-        &env.public_key,
+    kill_mid_stream_then_finish(&env, &config, 4_000).await;
+    assert_each_record_arrived(
+        &env,
         "commerce",
         "enterprise",
         "/unified_social_credit_code",
-    );
-    assert_eq!(by_key.len(), valid.len(), "none missing");
-    assert!(
-        by_key.values().all(|ids| ids.len() == 1),
-        "duplicates share the message id"
-    );
+        valid.len(),
+    )
+    .await;
 }

@@ -398,3 +398,50 @@ impl Drop for Adapter {
         let _ = self.0.wait();
     }
 }
+
+/// Starts the adapter binary, SIGKILLs it once `after` records reached the ingest queue, and
+/// runs it again with `--once` to the end. Returns how many records had arrived at the kill.
+pub async fn kill_mid_stream_then_finish(env: &Env, config: &Path, after: u32) -> u32 {
+    let child = Adapter::spawn(config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
+        if n >= after {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the adapter published only {n} in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill(); // SIGKILL
+    let at_kill = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
+    Adapter::run_once(config);
+    at_kill
+}
+
+/// Drains the ingest queue and checks what at-least-once promises: every message follows the
+/// wire contract, exactly `expected` distinct records arrived (none missing), and every
+/// duplicate of a record carries the same message id.
+pub async fn assert_each_record_arrived(
+    env: &Env,
+    department: &str,
+    item: &str,
+    key_field: &str,
+    expected: usize,
+) -> Vec<Got> {
+    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    assert!(
+        got.len() >= expected,
+        "at least once: {} messages for {expected} records",
+        got.len()
+    );
+    let by_key = check_records(&got, &env.public_key, department, item, key_field);
+    assert_eq!(by_key.len(), expected, "none missing");
+    assert!(
+        by_key.values().all(|ids| ids.len() == 1),
+        "duplicates share the message id"
+    );
+    got
+}
