@@ -68,43 +68,44 @@ impl Prep {
     fn prepare(&self, rec: SourceRecord) -> Pending {
         telemetry::record_read();
         let rt = self.mapper.record_type();
-        let quarantine = |rule: &'static str, field: String, reason: String| Pending {
-            msg: self
-                .publisher
-                .quarantine(&rec.row, &field, &reason, &rec.label),
-            position: rec.position.clone(),
-            label: rec.label.clone(),
-            confirm: None,
-            kind: Kind::Quarantine,
-            source_time_ms: now_ms(),
-            quarantine: Some((telemetry::reason_class(rule), field)),
-        };
-        if let Some(problem) = &rec.problem {
-            return quarantine("unreadable", String::new(), problem.clone());
-        }
-        match self.mapper.map(&rec.row, rec.fallback_version, now_ms()) {
-            Outcome::Record(m) => match self.publisher.record(rt, &m) {
-                Ok(msg) => {
-                    if tracing::enabled!(tracing::Level::TRACE) {
-                        tracing::trace!(key = %self.publisher.key_ref(&m), version = m.version, op = m.op.as_str(), "record ready");
+        // A record to publish, or (rule, field, reason) of a row to quarantine.
+        let outcome = match &rec.problem {
+            Some(problem) => Err(("unreadable", String::new(), problem.clone())),
+            None => match self.mapper.map(&rec.row, rec.fallback_version, now_ms()) {
+                Outcome::Record(m) => match self.publisher.record(rt, &m) {
+                    Ok(msg) => {
+                        if tracing::enabled!(tracing::Level::TRACE) {
+                            tracing::trace!(key = %self.publisher.key_ref(&m), version = m.version, op = m.op.as_str(), "record ready");
+                        }
+                        Ok((msg, m.source_time_ms))
                     }
-                    Pending {
-                        position: rec.position.clone(),
-                        label: rec.label.clone(),
-                        msg,
-                        confirm: None,
-                        kind: Kind::Record,
-                        source_time_ms: m.source_time_ms,
-                        quarantine: None,
-                    }
-                }
-                Err(e) => quarantine("mapping", String::new(), e.to_string()),
+                    Err(e) => Err(("mapping", String::new(), e.to_string())),
+                },
+                Outcome::Invalid {
+                    rule,
+                    field,
+                    reason,
+                } => Err((rule, field, reason)),
             },
-            Outcome::Invalid {
-                rule,
-                field,
-                reason,
-            } => quarantine(rule, field, reason),
+        };
+        let (msg, kind, source_time_ms, quarantine) = match outcome {
+            Ok((msg, source_time_ms)) => (msg, Kind::Record, source_time_ms, None),
+            Err((rule, field, reason)) => (
+                self.publisher
+                    .quarantine(&rec.row, &field, &reason, &rec.label),
+                Kind::Quarantine,
+                now_ms(),
+                Some((telemetry::reason_class(rule), field)),
+            ),
+        };
+        Pending {
+            position: rec.position,
+            label: rec.label,
+            msg,
+            confirm: None,
+            kind,
+            source_time_ms,
+            quarantine,
         }
     }
 }

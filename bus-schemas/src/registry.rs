@@ -571,8 +571,6 @@ impl Registry {
                 continue;
             }
             let rt = RecordType::from_self_contained(contained, &file)?;
-            reg.by_name.insert(rt.full_name.clone(), reg.types.len());
-            reg.by_fingerprint.insert(rt.fingerprint, reg.types.len());
             reg.types.push(Arc::new(rt));
         }
         reg.types.sort_by(|a, b| a.full_name.cmp(&b.full_name));
