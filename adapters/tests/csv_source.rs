@@ -147,8 +147,7 @@ async fn deletes_codes_and_broken_rows() {
 async fn sigkill_mid_file_loses_nothing() {
     let env = Env::new("police").await;
     let config = env.config_file("police-household", &["version_column"]);
-    let (csv, valid) = household_csv(20_000, 0, false);
-    drop_gb18030(&env.path("inbox/big.csv"), &csv);
+    let valid = drop_big_household_file(&env);
 
     let at_kill = kill_mid_stream_then_finish(&env, &config, 4_000).await;
     assert!(at_kill < 20_000, "killed mid-file ({at_kill} published)");

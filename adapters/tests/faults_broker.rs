@@ -51,8 +51,7 @@ async fn csv_survives_broker_restart() {
     let env = Env::new("police").await;
     let mut cfg = env.config("police-household");
     cfg.mapping.version_column = None;
-    let (csv, valid) = household_csv(20_000, 0, false);
-    drop_gb18030(&env.path("inbox/big.csv"), &csv);
+    let valid = drop_big_household_file(&env);
     run_through_restart(&env, cfg, 3_000).await;
     assert_each_record_arrived(
         &env,
@@ -70,25 +69,9 @@ async fn csv_survives_broker_restart() {
 #[ignore = "restarts the broker: run by scripts/test after the rest"]
 async fn postgres_survives_broker_restart() {
     use govbus_tests::{Services, TestDatabase};
-    use sqlx::{Connection, PgConnection};
     let env = Env::new("commerce").await;
     let db = TestDatabase::create(&Services::from_env()).await.unwrap();
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    let schema =
-        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let codes: Vec<String> = (0..20_000).map(credit_code).collect();
-    sqlx::query(
-        "INSERT INTO enterprise_registration (uscc, updated_at)
-         SELECT c, TIMESTAMPTZ '2016-06-01 00:00:00+08' + o * INTERVAL '1 second' FROM UNNEST($1::text[]) WITH ORDINALITY AS t(c, o)",
-    )
-    .bind(&codes)
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let valid = fill_commerce(&db, 20_000, 0).await;
     let mut cfg = env.config("commerce-enterprise");
     if let adapters::source::SourceConfig::Postgres(p) = &mut cfg.source {
         p.url = db.url.clone();
@@ -99,7 +82,7 @@ async fn postgres_survives_broker_restart() {
         "commerce",
         "enterprise",
         "/unified_social_credit_code",
-        20_002,
+        valid.len(),
     )
     .await;
 }
@@ -108,22 +91,10 @@ async fn postgres_survives_broker_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the broker: run by scripts/test after the rest"]
 async fn http_survives_broker_restart() {
-    use std::sync::{Arc, Mutex};
-
-    use common::tax_api::{rows, serve, Api, Shared, TOKEN};
+    use common::tax_api::{start_with_rows, tax_config};
     let env = Env::new("localtax").await;
-    let (data, valid) = rows(0, 20_000, 0);
-    let api: Shared = Arc::new(Mutex::new(Api {
-        rows: data,
-        ..Default::default()
-    }));
-    let url = serve(api).await;
-    std::fs::write(env.path("keys/api-token"), format!("{TOKEN}\n")).unwrap();
-    let mut cfg = env.config("tax-registration");
-    if let adapters::source::SourceConfig::Http(h) = &mut cfg.source {
-        h.url = url;
-        h.bearer_token_file = Some(env.path("keys/api-token"));
-    }
+    let (_api, url, valid) = start_with_rows(&env, 20_000).await;
+    let cfg = tax_config(&env, &url);
     run_through_restart(&env, cfg, 3_000).await;
     assert_each_record_arrived(
         &env,

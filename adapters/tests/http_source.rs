@@ -1,26 +1,11 @@
 //! The HTTP source against a real HTTP server of the test's own (loopback) and the real broker.
 mod common;
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use bus_schemas::wire;
 use common::{tax_api::*, *};
 use tokio_util::sync::CancellationToken;
-
-fn config(env: &Env, url: &str) -> adapters::config::AdapterConfig {
-    std::fs::write(env.path("keys/api-token"), format!("{TOKEN}\n")).unwrap();
-    let mut cfg = env.config("tax-registration");
-    if let adapters::source::SourceConfig::Http(h) = &mut cfg.source {
-        h.url = url.to_string();
-        h.bearer_token_file = Some(env.path("keys/api-token"));
-        h.poll_interval_ms = 100;
-    }
-    cfg
-}
 
 /// 10,000 rows over 20 pages with 100 invalid and a 503 on one page: exactly the valid rows
 /// published, the invalid quarantined, the 503 retried; a rerun publishes nothing; rows added
@@ -29,12 +14,13 @@ fn config(env: &Env, url: &str) -> adapters::config::AdapterConfig {
 async fn cursor_pages_retries_and_increments() {
     let env = Env::new("localtax").await;
     let (data, mut valid) = rows(0, 10_000, 100);
-    let api: Shared = Arc::new(Mutex::new(Api {
+    let api = Api {
         rows: data,
         fail_once: ["5000".to_string()].into(),
         requests: 0,
-    }));
-    let cfg = config(&env, &serve(api.clone()).await);
+    };
+    let (api, url) = start(&env, api).await;
+    let cfg = tax_config(&env, &url);
     let s = adapters::run(cfg.clone(), CancellationToken::new(), true)
         .await
         .unwrap();
@@ -88,15 +74,13 @@ async fn cursor_pages_retries_and_increments() {
 #[tokio::test]
 async fn unauthorized_stops_clearly() {
     let env = Env::new("localtax").await;
-    let api: Shared = Arc::new(Mutex::new(Api {
+    let api = Api {
         rows: rows(0, 5, 0).0,
         ..Default::default()
-    }));
-    let mut cfg = config(&env, &serve(api.clone()).await);
+    };
+    let (api, url) = start(&env, api).await;
+    let cfg = tax_config(&env, &url);
     std::fs::write(env.path("keys/api-token"), "wrong\n").unwrap();
-    if let adapters::source::SourceConfig::Http(h) = &mut cfg.source {
-        h.bearer_token_file = Some(env.path("keys/api-token"));
-    }
     let e = adapters::run(cfg, CancellationToken::new(), true)
         .await
         .unwrap_err()
@@ -109,13 +93,7 @@ async fn unauthorized_stops_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing() {
     let env = Env::new("localtax").await;
-    let (data, valid) = rows(0, 20_000, 0);
-    let api: Shared = Arc::new(Mutex::new(Api {
-        rows: data,
-        ..Default::default()
-    }));
-    let url = serve(api).await;
-    std::fs::write(env.path("keys/api-token"), format!("{TOKEN}\n")).unwrap();
+    let (_api, url, valid) = start_with_rows(&env, 20_000).await;
     let config = env.config_file_with_source("tax-registration", &[], Some(&url));
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "bearer_token_file = \"keys/api-token\"",

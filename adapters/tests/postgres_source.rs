@@ -9,54 +9,13 @@ use govbus_tests::{Services, TestDatabase};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-/// Creates the example's table and fills it with `n` registrations, every `invalid_every`-th
-/// with a wrong credit-code check character. Returns the valid codes (with the example's two).
-async fn fill(db: &TestDatabase, n: u64, invalid_every: u64) -> Vec<String> {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    let schema =
-        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let mut valid = vec![
-        "91440106MA59C0XK09".to_string(),
-        "91440104MA59D1YL15".to_string(),
-    ];
-    let (mut codes, mut ids) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut code = credit_code(i);
-        if invalid_every > 0 && i % invalid_every == invalid_every - 1 {
-            let last = code.pop().unwrap();
-            code.push(if last == '0' { '1' } else { '0' });
-        } else {
-            valid.push(code.clone());
-        }
-        codes.push(code);
-        ids.push(citizen_id(i));
-    }
-    sqlx::query(
-        "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id, division_code, established, updated_at)
-         SELECT c, '示例企业' || o, '法人' || o, l, '440106', DATE '2016-01-01',
-                TIMESTAMPTZ '2016-06-01 00:00:00+08' + o * INTERVAL '1 second'
-         FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS t(c, l, o)",
-    )
-    .bind(&codes)
-    .bind(&ids)
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
-    valid
-}
-
 /// 10,000 rows with 100 invalid: exactly the valid ones published, the invalid quarantined;
 /// a rerun publishes nothing; afterwards only new, updated and deleted rows are published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyset_polling_publishes_each_change_once() {
     let env = Env::new("commerce").await;
     let db = TestDatabase::create(&Services::from_env()).await.unwrap();
-    let valid = fill(&db, 10_000, 100).await;
+    let valid = fill_commerce(&db, 10_000, 100).await;
     let mut cfg = env.config("commerce-enterprise");
     if let adapters::source::SourceConfig::Postgres(p) = &mut cfg.source {
         p.url = db.url.clone();
@@ -130,7 +89,7 @@ async fn keyset_polling_publishes_each_change_once() {
 async fn sigkill_mid_stream_loses_nothing() {
     let env = Env::new("commerce").await;
     let db = TestDatabase::create(&Services::from_env()).await.unwrap();
-    let valid = fill(&db, 20_000, 0).await;
+    let valid = fill_commerce(&db, 20_000, 0).await;
     let config = env.config_file_with_source("commerce-enterprise", &[], Some(&db.url));
     kill_mid_stream_then_finish(&env, &config, 4_000).await;
     assert_each_record_arrived(

@@ -21,6 +21,7 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
+use sqlx::{Connection, PgConnection};
 use tokio_stream_shim::next_with_timeout;
 
 /// A test's own vhost with the govbus topology, a work directory and keys.
@@ -444,4 +445,57 @@ pub async fn assert_each_record_arrived(
         "duplicates share the message id"
     );
     got
+}
+
+/// Creates the example's table and fills it with `n` registrations, every `invalid_every`-th
+/// with a wrong credit-code check character. Returns the valid codes (with the example's two).
+pub async fn fill_commerce(
+    db: &govbus_tests::TestDatabase,
+    n: u64,
+    invalid_every: u64,
+) -> Vec<String> {
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let schema =
+        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut valid = vec![
+        "91440106MA59C0XK09".to_string(),
+        "91440104MA59D1YL15".to_string(),
+    ];
+    let (mut codes, mut ids) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut code = credit_code(i);
+        if invalid_every > 0 && i % invalid_every == invalid_every - 1 {
+            let last = code.pop().unwrap();
+            code.push(if last == '0' { '1' } else { '0' });
+        } else {
+            valid.push(code.clone());
+        }
+        codes.push(code);
+        ids.push(citizen_id(i));
+    }
+    sqlx::query(
+        "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id, division_code, established, updated_at)
+         SELECT c, '示例企业' || o, '法人' || o, l, '440106', DATE '2016-01-01',
+                TIMESTAMPTZ '2016-06-01 00:00:00+08' + o * INTERVAL '1 second'
+         FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS t(c, l, o)",
+    )
+    .bind(&codes)
+    .bind(&ids)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    valid
+}
+
+/// Drops a 20,000-row household export without a version column into the inbox; returns the
+/// rows' ID numbers (all valid).
+pub fn drop_big_household_file(env: &Env) -> Vec<String> {
+    let (csv, valid) = household_csv(20_000, 0, false);
+    drop_gb18030(&env.path("inbox/big.csv"), &csv);
+    valid
 }

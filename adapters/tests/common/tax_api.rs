@@ -14,7 +14,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::credit_code;
+use super::{credit_code, Env};
 
 pub const TOKEN: &str = "s3cret-token";
 
@@ -78,4 +78,38 @@ pub fn rows(from: u64, n: u64, invalid_every: u64) -> (Vec<Value>, Vec<String>) 
         out.push(json!({"nsrsbh": taxpayer, "tyshxydm": code, "zcdz": "广州市天河区", "djrq": "2016/5/17", "djjg": "广州市地方税务局", "xgsj": 1000 + i}));
     }
     (out, valid)
+}
+
+/// Serves `api` on loopback and writes its bearer token to `keys/api-token` of `env`;
+/// returns the shared state (to inspect or change) and the list URL.
+pub async fn start(env: &Env, api: Api) -> (Shared, String) {
+    let shared: Shared = Arc::new(Mutex::new(api));
+    let url = serve(shared.clone()).await;
+    std::fs::write(env.path("keys/api-token"), format!("{TOKEN}\n")).unwrap();
+    (shared, url)
+}
+
+/// The tax example's config against `url`, with the token file of `env` and a short poll.
+pub fn tax_config(env: &Env, url: &str) -> adapters::config::AdapterConfig {
+    let mut cfg = env.config("tax-registration");
+    if let adapters::source::SourceConfig::Http(h) = &mut cfg.source {
+        h.url = url.to_string();
+        h.bearer_token_file = Some(env.path("keys/api-token"));
+        h.poll_interval_ms = 100;
+    }
+    cfg
+}
+
+/// [`start`] with `n` valid rows; also returns their taxpayer ids.
+pub async fn start_with_rows(env: &Env, n: u64) -> (Shared, String, Vec<String>) {
+    let (data, valid) = rows(0, n, 0);
+    let (api, url) = start(
+        env,
+        Api {
+            rows: data,
+            ..Default::default()
+        },
+    )
+    .await;
+    (api, url, valid)
 }
