@@ -1,9 +1,6 @@
 //! The adapter's configuration: one TOML file per deployment, any key overridable from the
 //! environment as `GOVBUS__SECTION__KEY` (e.g. `GOVBUS__SOURCE__PATH`, `GOVBUS__AMQP__URL`).
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use bus_schemas::amqp::AmqpConfig;
 use serde::Deserialize;
@@ -51,54 +48,7 @@ pub struct SigningConfig {
     pub id_secret_file: PathBuf,
 }
 
-/// The `[http]` listener for `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free one.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-}
-
-fn default_listen() -> SocketAddr {
-    "127.0.0.1:9101".parse().expect("valid address")
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-        }
-    }
-}
-
-/// The `[log]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` for people, `json` for log collectors.
-    #[serde(default = "default_log_format")]
-    pub format: String,
-    /// Filter in `tracing` syntax (`info`, `adapters=debug,info`); `RUST_LOG` overrides it.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-}
-
-fn default_log_format() -> String {
-    "text".into()
-}
-fn default_log_level() -> String {
-    "info".into()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: default_log_format(),
-            level: default_log_level(),
-        }
-    }
-}
+pub use bus_schemas::settings::{HttpConfig, LogConfig};
 
 /// Top-level keys of the adapter's config, for environment overrides.
 const SECTIONS: &[&str] = &[
@@ -114,18 +64,6 @@ const SECTIONS: &[&str] = &[
     "log",
 ];
 
-/// An environment value as a config value: integers and booleans typed, the rest text.
-fn parse_env_value(v: &str) -> config::Value {
-    if let Ok(n) = v.parse::<i64>() {
-        return n.into();
-    }
-    match v {
-        "true" => true.into(),
-        "false" => false.into(),
-        _ => v.into(),
-    }
-}
-
 impl AdapterConfig {
     /// Reads the file, then the `GOVBUS__…` environment over it. Relative paths in the file
     /// are taken relative to the file's directory. Unknown keys are errors naming the key.
@@ -138,23 +76,7 @@ impl AdapterConfig {
         path: &Path,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml));
-        for (key, value) in bus_schemas::settings::env_overrides(vars, SECTIONS) {
-            builder = builder
-                .set_override(key.clone(), parse_env_value(&value))
-                .with_context(|| format!("environment override {key}"))?;
-        }
-        let built = builder
-            .build()
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let mut cfg: AdapterConfig = built.try_deserialize().with_context(|| {
-            format!(
-                "config {}: fix the key named above (or its GOVBUS__ variable)",
-                path.display()
-            )
-        })?;
+        let mut cfg: AdapterConfig = bus_schemas::settings::load_toml(path, vars, SECTIONS)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
         cfg.check_ids()?;

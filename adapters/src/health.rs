@@ -1,33 +1,10 @@
 //! `/metrics`, `/healthz` and `/readyz` (503 while the broker is unreachable or while draining).
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
+use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// What readiness depends on.
-#[derive(Debug, Default)]
-pub struct Health {
-    connected: AtomicBool,
-    draining: AtomicBool,
-}
-
-impl Health {
-    /// Connected to the broker (or not).
-    pub fn set_connected(&self, v: bool) {
-        self.connected.store(v, Ordering::Relaxed);
-    }
-    /// Stopping: take no more work.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-    /// Ready for work.
-    pub fn ready(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
-    }
-}
+pub use bus_schemas::health::Health;
 
 /// The router of the listener.
 pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {

@@ -11,13 +11,14 @@
 //! - `mapping.rs`: columns → schema fields, conversions, version, deletes.
 //! - `message.rs`: signed record and quarantine messages (the wire contract).
 //! - `pipeline.rs`: the confirm window, reconnects, checkpoints, draining.
-//! - `checkpoint.rs`: durable positions. `keys.rs`: key material.
+//! - `checkpoint.rs`: durable positions (key material: `bus_schemas::keys`).
 //! - `telemetry.rs`: events and metrics. `health.rs`: `/metrics`, `/healthz`, `/readyz`.
+
+pub use bus_schemas::keys;
 
 pub mod checkpoint;
 pub mod config;
 pub mod health;
-pub mod keys;
 pub mod mapping;
 pub mod message;
 pub mod pipeline;

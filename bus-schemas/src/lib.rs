@@ -18,6 +18,8 @@
 //! - [`wire`]: the AMQP wire contract: names, headers, keyed message ids, signatures.
 //! - `amqp` (feature `amqp`): the runtime half both sides share: `[amqp]` config,
 //!   connector with backoff, confirmed publishing, topology.
+//! - [`health`]: what `/readyz` answers.
+//! - [`keys`]: key material files (Ed25519 keys, secrets), written 0600.
 //! - [`settings`]: `GOVBUS__SECTION__KEY` environment overrides, shared by every program.
 //! - [`error`]: typed errors.
 
@@ -27,7 +29,9 @@ pub mod canonical;
 pub mod codec;
 pub mod compat;
 pub mod error;
+pub mod health;
 pub mod json;
+pub mod keys;
 pub mod registry;
 pub mod settings;
 pub mod validate;

@@ -131,6 +131,28 @@ impl IdKey {
         ])
     }
 
+    /// See [`delivery_message_id`].
+    pub fn delivery_message_id(
+        &self,
+        agency: &str,
+        grant: &str,
+        grant_revision: i64,
+        ingest_id: &str,
+    ) -> String {
+        self.hex(&[
+            agency.as_bytes(),
+            grant.as_bytes(),
+            grant_revision.to_string().as_bytes(),
+            ingest_id.as_bytes(),
+        ])
+    }
+
+    /// Keyed hash of a record key for the router's ledger and version table (64 hex
+    /// characters): the same record always has the same hash, and the hash reveals nothing.
+    pub fn record_key_hash(&self, item: &str, record_key: &str) -> String {
+        self.hex(&[b"ledger", item.as_bytes(), record_key.as_bytes()])
+    }
+
     /// See [`record_key_ref`].
     pub fn record_key_ref(&self, item: &str, record_key: &str) -> String {
         self.hex(&[b"log", item.as_bytes(), record_key.as_bytes()])[..16].to_string()
@@ -176,15 +198,7 @@ pub fn delivery_message_id(
     grant_revision: i64,
     ingest_id: &str,
 ) -> String {
-    hmac_hex(
-        platform_secret,
-        &[
-            agency.as_bytes(),
-            grant.as_bytes(),
-            grant_revision.to_string().as_bytes(),
-            ingest_id.as_bytes(),
-        ],
-    )
+    IdKey::new(platform_secret).delivery_message_id(agency, grant, grant_revision, ingest_id)
 }
 
 /// A short keyed reference to a record key, safe for logs (16 hex characters).
