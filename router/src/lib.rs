@@ -1,10 +1,113 @@
-//! # router: delivers each record only to granted agencies, and the `govbus` command line
+//! # router: delivers each record only to granted agencies, only the granted fields
+//!
+//! `govbus-router --config FILE` consumes `govbus.router`, checks each record (schema,
+//! department signature, responsible department), and for every grant in force projects it
+//! to the granted fields, pseudonymises identities where the grant says so, signs it with the
+//! platform key and publishes it to `agency.<id>`; each confirmed delivery goes into a
+//! hash-chained ledger before the ingest message is acked. The crate also holds the `govbus`
+//! command line.
 //!
 //! ## Layout
+//! - `config.rs`: the TOML config with `GOVBUS__SECTION__KEY` overrides.
+//! - `catalogue.rs`: the sharing catalogue file and its check. `grants.rs`: the catalogue
+//!   compiled for routing (grants in force, regions).
+//! - `route.rs`: the decision for one message, without I/O. `projection.rs`: granted fields
+//!   only. `pseudonym.rs`: per-agency tokens.
+//! - `pipeline.rs`: consume, publish with confirms, ledger, ack; reconnects. `retry.rs`:
+//!   deliveries kept while an agency's queue was full. `reload.rs`: catalogue reloads.
+//! - `ledger.rs`: the hash-chained ledger and its verification. `store.rs`: schemas,
+//!   kept deliveries, refusals, versions (migrations in `migrations/`).
+//! - `provision.rs`: RabbitMQ accounts through the management API.
+//! - `http.rs`: `/metrics`, `/healthz`, `/readyz`, `/keys`, `/schemas/{fingerprint}`.
+//!   `telemetry.rs`: events and metrics.
 //! - [`cli`]: the `govbus` command line (`src/bin/govbus.rs` only parses and dispatches).
-//!   - `cli/schemas.rs`: `govbus schemas list|export|encode|decode|validate|release`.
-//!   - `cli/topology.rs`: `govbus topology`, declaring the wire contract's exchanges and queues.
-//!
-//! The router itself (grants, projection, pseudonyms, ledger) comes with its own issue.
 
+pub mod catalogue;
 pub mod cli;
+pub mod config;
+pub mod grants;
+pub mod http;
+pub mod ledger;
+pub mod pipeline;
+pub mod projection;
+pub mod provision;
+pub mod pseudonym;
+pub mod reload;
+pub mod retry;
+pub mod route;
+pub mod store;
+pub mod telemetry;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use bus_schemas::{amqp::Connector, health::Health, keys, wire::IdKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::RouterConfig, grants::ProjectionCache, pipeline::Shared, pseudonym::Pseudonymizer,
+    route::Platform,
+};
+
+/// Runs the router until `stop` is cancelled, then drains: intake stops, in-flight batches
+/// are confirmed, written and acked.
+pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let platform = Platform {
+        signer: keys::load_signer_as(
+            &cfg.platform.key_file,
+            &cfg.platform.key_id,
+            "platform.key_file",
+        )?,
+        ids: IdKey::new(&keys::load_secret_as(
+            &cfg.platform.id_secret_file,
+            "platform.id_secret_file",
+        )?),
+        pseudonyms: Pseudonymizer::new(&keys::load_secret_as(
+            &cfg.platform.pseudonym_secret_file,
+            "platform.pseudonym_secret_file",
+        )?),
+    };
+    let pool = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    let cache = Arc::new(ProjectionCache::default());
+    let routing = reload::load(&cfg.catalogue, &cache, &pool).await?;
+    let blocked = store::blocked_agencies(&pool).await?.into_iter().collect();
+    let health = Arc::new(Health::default());
+    let shared = Arc::new(Shared {
+        platform,
+        routing: RwLock::new(Arc::new(routing)),
+        pool,
+        blocked: Mutex::new(blocked),
+        health: health.clone(),
+        tunables: cfg.router.clone(),
+    });
+    let http_stop = CancellationToken::new();
+    let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;
+    tracing::info!(%addr, amqp = %cfg.amqp.redacted_url(), "router listening for /metrics, /keys, /schemas");
+    let connector = Connector::new(cfg.amqp.clone(), "govbus-router");
+    let background = CancellationToken::new();
+    let retry = tokio::spawn(retry::run(
+        shared.clone(),
+        connector.clone(),
+        background.clone(),
+    ));
+    let watch = tokio::spawn(reload::watch(
+        shared.clone(),
+        cfg.catalogue.clone(),
+        cache,
+        connector.clone(),
+        background.clone(),
+    ));
+    let draining = {
+        let h = health.clone();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            s.cancelled().await;
+            h.set_draining();
+        })
+    };
+    let result = pipeline::run(shared, connector, stop).await;
+    background.cancel();
+    let _ = tokio::join!(retry, watch);
+    draining.abort();
+    http_stop.cancel();
+    result
+}

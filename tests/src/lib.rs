@@ -279,6 +279,76 @@ pub fn python() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
+/// A govbus binary built by `cargo test --workspace` (or `cargo build --bins`), next to the
+/// test executable. Fails saying how to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (scripts/test builds it with the suite)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) when dropped. The child gets no `GOVBUS__` variables of
+/// the test's environment: its config file says everything.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// A command for a govbus binary with the environment cleaned.
+    pub fn command(name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env(
+            "RUST_LOG",
+            std::env::var("GOVBUS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GOVBUS__") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    /// Starts `name` with `args`.
+    pub fn spawn(name: &str, args: &[&std::ffi::OsStr]) -> Process {
+        Process(
+            Self::command(name)
+                .args(args)
+                .spawn()
+                .expect("spawn a govbus binary"),
+        )
+    }
+
+    /// SIGKILL, and wait.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        self.0.wait().expect("wait for the child")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

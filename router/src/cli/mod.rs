@@ -1,6 +1,10 @@
 //! The `govbus` command line for agencies and operators.
 use clap::{Parser, Subcommand};
 
+pub mod catalogue;
+pub mod keygen;
+pub mod ledger;
+pub mod provision;
 pub mod schemas;
 pub mod topology;
 
@@ -20,6 +24,16 @@ pub enum Command {
     Schemas(schemas::SchemasCommand),
     /// Declare the exchanges and queues of the wire contract (idempotent).
     Topology(topology::TopologyArgs),
+    /// The sharing catalogue: check a file.
+    #[command(subcommand)]
+    Catalogue(catalogue::CatalogueCommand),
+    /// The delivery ledger: verify its hash chains.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Create, update and revoke RabbitMQ accounts from the catalogue.
+    Provision(provision::ProvisionArgs),
+    /// Write the platform's key pair and secrets.
+    Keygen(keygen::KeygenArgs),
 }
 
 /// Runs a parsed command line.
@@ -27,5 +41,9 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Schemas(cmd) => schemas::run(cmd),
         Command::Topology(args) => topology::run(args),
+        Command::Catalogue(cmd) => catalogue::run(cmd),
+        Command::Ledger(cmd) => ledger::run(cmd),
+        Command::Provision(args) => provision::run(args),
+        Command::Keygen(args) => keygen::run(args),
     }
 }

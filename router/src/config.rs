@@ -1,0 +1,161 @@
+//! The router's configuration: one TOML file, any key overridable from the environment as
+//! `GOVBUS__SECTION__KEY` (`GOVBUS__AMQP__URL`, `GOVBUS__DATABASE__URL`).
+use std::path::{Path, PathBuf};
+
+use bus_schemas::{
+    amqp::AmqpConfig,
+    settings::{HttpConfig, LogConfig},
+};
+use serde::Deserialize;
+
+/// Everything the router process needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The sharing catalogue file (reloaded when it changes or on SIGHUP).
+    pub catalogue: PathBuf,
+    /// The platform's keys and secrets.
+    pub platform: PlatformConfig,
+    /// How to reach RabbitMQ (the router's account configures the topology).
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+    /// PostgreSQL: ledger, schemas, pending deliveries, refusals.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Routing tunables.
+    #[serde(default)]
+    pub router: Tunables,
+    /// The `/metrics`, `/healthz`, `/readyz`, `/keys`, `/schemas/{fingerprint}` listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Platform key material; files written by `govbus keygen` (mode 0600), never logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Ed25519 private key that signs deliveries.
+    pub key_file: PathBuf,
+    /// Its key id, sent in `govbus-key-id` and served at `/keys`.
+    pub key_id: String,
+    /// Secret for delivery message ids and record key hashes (at least 32 bytes).
+    pub id_secret_file: PathBuf,
+    /// Secret for pseudonyms (`pgb1_`; at least 32 bytes). Rotating it needs a new prefix.
+    pub pseudonym_secret_file: PathBuf,
+}
+
+/// The `[database]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_database_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/postgres".into()
+}
+fn default_max_connections() -> u32 {
+    8
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// The `[router]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunables {
+    /// Most ingest messages handled as one batch (one ledger transaction).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long a batch waits to fill, in milliseconds.
+    #[serde(default = "default_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// How often kept (unconfirmed) deliveries are retried, in milliseconds.
+    #[serde(default = "default_retry_ms")]
+    pub retry_ms: u64,
+    /// How often the catalogue file is checked for changes, in milliseconds.
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn default_batch() -> usize {
+    500
+}
+fn default_batch_wait_ms() -> u64 {
+    5
+}
+fn default_retry_ms() -> u64 {
+    1000
+}
+fn default_watch_ms() -> u64 {
+    1000
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            batch: default_batch(),
+            batch_wait_ms: default_batch_wait_ms(),
+            retry_ms: default_retry_ms(),
+            watch_ms: default_watch_ms(),
+        }
+    }
+}
+
+/// Top-level keys, for environment overrides.
+const SECTIONS: &[&str] = &[
+    "catalogue",
+    "platform",
+    "amqp",
+    "database",
+    "router",
+    "http",
+    "log",
+];
+
+impl RouterConfig {
+    /// Reads the file, then `GOVBUS__…` over it; relative paths are relative to the file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with(path, std::env::vars())
+    }
+
+    /// [`Self::load`] with the environment given.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut cfg: RouterConfig = bus_schemas::settings::load_toml(path, vars, SECTIONS)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.catalogue,
+            &mut cfg.platform.key_file,
+            &mut cfg.platform.id_secret_file,
+            &mut cfg.platform.pseudonym_secret_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(ca) = &mut cfg.amqp.tls_ca_file {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+        Ok(cfg)
+    }
+}

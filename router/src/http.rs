@@ -1,0 +1,107 @@
+//! The router's listener: `/metrics`, `/healthz`, `/readyz` (503 while the broker is
+//! unreachable or while draining), `GET /keys` (the platform's public keys) and
+//! `GET /schemas/{fingerprint}` (every writer schema the router used, and the full record
+//! schemas).
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use bus_schemas::{Fingerprint, Registry};
+use serde_json::json;
+
+use crate::pipeline::Shared;
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    if s.health.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: broker unreachable or draining\n",
+        )
+            .into_response()
+    }
+}
+
+async fn keys(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let signer = &s.platform.signer;
+    Json(json!({
+        "keys": [{
+            "key_id": signer.key_id,
+            "algorithm": "Ed25519",
+            "public_key": B64.encode(signer.verifying_key().to_bytes()),
+        }],
+        "signed_bytes": "message_id LF item LF version LF op LF body",
+    }))
+}
+
+async fn schema(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Response {
+    let fp = fp.to_ascii_lowercase();
+    let Some(parsed) = Fingerprint::from_hex(&fp) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a fingerprint is 16 hex characters (the 8 bytes after C3 01, in wire order)\n",
+        )
+            .into_response();
+    };
+    match crate::store::schema_text(&s.pool, &fp).await {
+        Ok(Some(text)) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Ok(None) => match Registry::standard().by_fingerprint(&parsed) {
+            Some(rt) => (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_string_pretty(&rt.json).expect("JSON serialises"),
+            )
+                .into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("no schema with fingerprint {fp}\n"),
+            )
+                .into_response(),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read schemas");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the schema store is unreachable; retry\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Binds the listener and serves until `stop`; returns the bound address.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} for /metrics, /keys and /schemas: {e}; set http.listen"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let metrics = crate::telemetry::prometheus();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/keys", get(keys))
+        .route("/schemas/{fingerprint}", get(schema))
+        .with_state(shared);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(bound)
+}

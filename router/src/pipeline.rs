@@ -1,0 +1,453 @@
+//! Ingest → agencies, at least once, with a ledger that holds each delivery exactly once.
+//!
+//! Two stages run side by side on one connection. The first takes a batch of ingest
+//! messages, decides each one on a blocking thread (verify, project, pseudonymise, sign), asks
+//! PostgreSQL what the agencies already hold, and publishes every delivery with confirms.
+//! The second awaits those confirms in order, then in one transaction appends the confirmed
+//! deliveries to the ledger, keeps the unconfirmed ones (an agency's queue full or blocked)
+//! for retry, and keeps the refusals; only then does it ack the batch. A crash anywhere
+//! redelivers the unacked batch; what the ledger already holds is not published again.
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use bus_schemas::{
+    amqp::{
+        publish::{classify, PublishError},
+        topology, Connector, OutgoingMessage,
+    },
+    health::Health,
+    validate::today_in_shanghai,
+    wire,
+};
+use futures::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString},
+    Channel, Connection, PublisherConfirm,
+};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Tunables,
+    grants::Routing,
+    ledger::{self, Entry},
+    route::{Outcome, Planned, Platform},
+    store::{self, Refusal},
+    telemetry,
+};
+
+/// How long one confirm may take before the channel is presumed dead.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every stage shares.
+pub struct Shared {
+    /// Platform keys.
+    pub platform: Platform,
+    /// The catalogue in force (swapped whole on reload).
+    pub routing: RwLock<Arc<Routing>>,
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// Agencies with kept deliveries: new deliveries to them are kept behind the old ones.
+    pub blocked: Mutex<HashSet<String>>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Tunables.
+    pub tunables: Tunables,
+}
+
+impl Shared {
+    /// The catalogue in force.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.read().expect("routing lock").clone()
+    }
+}
+
+/// One ingest message on its way.
+struct InFlight {
+    routing_key: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Refused(Refusal),
+    Failed(OutgoingMessage, String),
+    Deliver {
+        /// Published (with their confirm) or kept without publishing.
+        deliveries: Vec<(Planned, Option<PublisherConfirm>)>,
+    },
+}
+
+/// A batch on its way from the first stage to the second.
+struct Batch {
+    messages: Vec<InFlight>,
+    last: Delivery,
+    started: Instant,
+}
+
+/// Declares the wire contract's topology for the catalogue in force.
+pub async fn declare(ch: &Channel, routing: &Routing) -> lapin::Result<()> {
+    topology::declare_core(ch).await?;
+    for d in routing.catalogue.department_ids() {
+        topology::declare_department(ch, d).await?;
+    }
+    for a in routing.catalogue.agency_ids() {
+        topology::declare_agency(ch, a).await?;
+    }
+    Ok(())
+}
+
+/// Runs until `stop`: consumes `govbus.router`, rebuilding connection, channels and consumer
+/// whenever one fails.
+pub async fn run(
+    shared: Arc<Shared>,
+    connector: Connector,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(connector.config().reconnect_min_ms);
+    let max_delay = Duration::from_millis(connector.config().reconnect_max_ms);
+    while !stop.is_cancelled() {
+        shared.health.set_connected(false);
+        let conn = match connector
+            .connect(&stop, |e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "RabbitMQ unreachable"))
+            .await
+        {
+            Ok(c) => c,
+            Err(bus_schemas::amqp::connect::ConnectError::Cancelled) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let started = Instant::now();
+        match session(&shared, &conn, connector.config().prefetch, &stop).await {
+            Ok(()) => {
+                let _ = conn.close(200, "router stopping".into()).await;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "RabbitMQ session failed; reconnecting (unacked messages are redelivered)");
+                let _ = conn.close(200, "reconnecting".into()).await;
+                if started.elapsed() > Duration::from_secs(30) {
+                    delay = Duration::from_millis(connector.config().reconnect_min_ms);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => break,
+                }
+                delay = (delay * 2).min(max_delay);
+            }
+        }
+    }
+    shared.health.set_connected(false);
+    Ok(())
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    prefetch: u16,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let setup = conn.create_channel().await?;
+    declare(&setup, &shared.routing()).await?;
+    let _ = setup.close(200, "declared".into()).await;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consumer = consume
+        .basic_consume(
+            wire::ROUTER_QUEUE.into(),
+            "govbus-router".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    telemetry::reconnect();
+    shared.health.set_connected(true);
+    let (tx, rx) = mpsc::channel::<Batch>(2);
+    let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
+    let settle = settle(shared.clone(), publish, rx);
+    let (a, b) = tokio::join!(intake, settle);
+    a.and(b)
+}
+
+/// First stage: batches, decisions, publishes.
+async fn intake(
+    shared: Arc<Shared>,
+    mut consumer: lapin::Consumer,
+    publish: Channel,
+    tx: mpsc::Sender<Batch>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let wait = Duration::from_millis(shared.tunables.batch_wait_ms);
+    let max = shared.tunables.batch.max(1);
+    loop {
+        let first = tokio::select! {
+            d = consumer.next() => d,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let Some(first) = first else {
+            anyhow::bail!("the consumer was cancelled by the broker");
+        };
+        let mut deliveries = vec![first?];
+        let deadline = tokio::time::Instant::now() + wait;
+        while deliveries.len() < max {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => deliveries.push(d?),
+                Ok(None) => anyhow::bail!("the consumer was cancelled by the broker"),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let routing = shared.routing();
+        let decide = shared.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            let today = today_in_shanghai();
+            deliveries
+                .into_iter()
+                .map(|d| {
+                    let outcome = decide.platform.route(
+                        &routing,
+                        today,
+                        d.routing_key.as_str(),
+                        &d.properties,
+                        &d.data,
+                    );
+                    (d, outcome)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        let batch = prepare(&shared, decided, &publish, started).await?;
+        if tx.send(batch).await.is_err() {
+            return Ok(()); // the second stage failed; its error ends the session
+        }
+    }
+}
+
+/// Turns decisions into messages in flight: drops what the agencies already hold, publishes
+/// the rest (or keeps it, behind an agency's earlier kept deliveries).
+async fn prepare(
+    shared: &Shared,
+    decided: Vec<(Delivery, Outcome)>,
+    publish: &Channel,
+    started: Instant,
+) -> anyhow::Result<Batch> {
+    let planned: Vec<&Entry> = decided
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Deliver { deliveries, .. } => Some(deliveries.iter().map(|p| &p.entry)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let prior = store::prior(&shared.pool, &planned).await?;
+    let mut prior = prior.into_iter();
+    let blocked = shared.blocked.lock().expect("blocked lock").clone();
+    let mut messages = Vec::with_capacity(decided.len());
+    let mut last = None;
+    let mut already = 0;
+    for (d, outcome) in decided {
+        let routing_key = d.routing_key.as_str().to_string();
+        let kind = match outcome {
+            Outcome::Refused { reason, detail } => {
+                telemetry::refused(reason.as_str(), &routing_key, &detail);
+                Kind::Refused(Refusal {
+                    reason: reason.as_str(),
+                    detail,
+                    routing_key: routing_key.clone(),
+                    message_id: d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.as_str().to_string()),
+                    key_id: d.properties.headers().as_ref().and_then(|h| {
+                        match h.inner().get(wire::header::KEY_ID) {
+                            Some(AMQPValue::LongString(s)) => {
+                                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                            }
+                            _ => None,
+                        }
+                    }),
+                    headers: store::headers_json(d.properties.headers().as_ref()),
+                    body: d.data.clone(),
+                })
+            }
+            Outcome::Failed(reason) => Kind::Failed(dead_letter(&d, &reason), reason),
+            Outcome::Deliver { deliveries, .. } => {
+                let mut out = Vec::with_capacity(deliveries.len());
+                for p in deliveries {
+                    let (held, in_ledger) = prior.next().expect("one prior per planned delivery");
+                    if in_ledger {
+                        already += 1;
+                        continue;
+                    }
+                    if held.is_some_and(|v| v > p.entry.version) {
+                        telemetry::stale(&p.entry.agency, &p.entry.key_hash);
+                        continue;
+                    }
+                    if p.needs_prior && held.is_none() {
+                        continue; // a delete for a region the agency never got this record in
+                    }
+                    if blocked.contains(&p.entry.agency) {
+                        out.push((p, None));
+                        continue;
+                    }
+                    let confirm = p.message.publish(publish).await?;
+                    out.push((p, Some(confirm)));
+                }
+                Kind::Deliver { deliveries: out }
+            }
+        };
+        messages.push(InFlight { routing_key, kind });
+        last = Some(d);
+    }
+    if already > 0 {
+        telemetry::already_delivered(already);
+    }
+    Ok(Batch {
+        messages,
+        last: last.expect("a batch has at least one message"),
+        started,
+    })
+}
+
+/// The message for `govbus.router.dlq`: the original, with `govbus-reason`.
+fn dead_letter(d: &Delivery, reason: &str) -> OutgoingMessage {
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        wire::header::REASON.into(),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    OutgoingMessage {
+        exchange: wire::DLX_EXCHANGE.into(),
+        routing_key: wire::ROUTER_DLQ.into(),
+        body: d.data.clone(),
+        properties: d.properties.clone().with_headers(headers),
+    }
+}
+
+/// Second stage: confirms, ledger, ack.
+async fn settle(
+    shared: Arc<Shared>,
+    publish: Channel,
+    mut rx: mpsc::Receiver<Batch>,
+) -> anyhow::Result<()> {
+    while let Some(batch) = rx.recv().await {
+        let mut delivered: Vec<Entry> = Vec::new();
+        let mut kept: Vec<(Entry, OutgoingMessage, String)> = Vec::new();
+        let mut refusals = Vec::new();
+        for m in batch.messages {
+            match m.kind {
+                Kind::Refused(r) => refusals.push(r),
+                Kind::Failed(msg, reason) => {
+                    let confirm = msg.publish(&publish).await?;
+                    let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
+                        })?;
+                    classify(r, &msg)?;
+                    telemetry::dead_lettered(&m.routing_key, &reason);
+                }
+                Kind::Deliver { deliveries } => {
+                    for (p, confirm) in deliveries {
+                        let Some(confirm) = confirm else {
+                            kept.push((
+                                p.entry,
+                                p.message,
+                                "the agency has earlier deliveries waiting".into(),
+                            ));
+                            continue;
+                        };
+                        let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                            .await
+                            .map_err(|_| {
+                                anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
+                            })?;
+                        match classify(r, &p.message) {
+                            Ok(()) => delivered.push(p.entry),
+                            Err(e) if e.needs_new_channel() => return Err(e.into()),
+                            Err(
+                                e @ (PublishError::Nacked { .. } | PublishError::Unroutable { .. }),
+                            ) => {
+                                kept.push((p.entry, p.message, e.to_string()));
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        }
+        commit(&shared, &delivered, &kept, &refusals).await?;
+        for e in &delivered {
+            telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
+        }
+        if !kept.is_empty() {
+            let mut blocked = shared.blocked.lock().expect("blocked lock");
+            for (e, _, why) in &kept {
+                telemetry::kept(&e.agency, why);
+                blocked.insert(e.agency.clone());
+            }
+        }
+        if !batch
+            .last
+            .acker
+            .ack(BasicAckOptions { multiple: true })
+            .await?
+        {
+            anyhow::bail!("the channel closed before the batch was acked; it will be redelivered");
+        }
+        tracing::debug!(
+            ms = batch.started.elapsed().as_millis() as u64,
+            delivered = delivered.len(),
+            "batch settled"
+        );
+    }
+    Ok(())
+}
+
+/// One transaction: ledger rows for the confirmed, kept rows for the unconfirmed, refusals.
+/// Retried while PostgreSQL is unreachable: nothing is acked until it commits.
+async fn commit(
+    shared: &Shared,
+    delivered: &[Entry],
+    kept: &[(Entry, OutgoingMessage, String)],
+    refusals: &[Refusal],
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let t = Instant::now();
+        let attempt = async {
+            let mut tx = shared.pool.begin().await?;
+            let rows = ledger::append(&mut tx, &delivered.iter().collect::<Vec<_>>()).await?;
+            store::keep(
+                &mut tx,
+                &kept.iter().map(|(e, m, _)| (e, m)).collect::<Vec<_>>(),
+            )
+            .await?;
+            store::insert_refusals(&mut tx, refusals).await?;
+            tx.commit().await?;
+            Ok::<usize, sqlx::Error>(rows)
+        };
+        match attempt.await {
+            Ok(rows) => {
+                telemetry::ledger_batch(t.elapsed().as_secs_f64(), rows);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the ledger; retrying (the batch stays unacked)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

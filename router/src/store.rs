@@ -1,0 +1,248 @@
+//! The router's PostgreSQL state besides the ledger: writer schemas by fingerprint, kept
+//! (unconfirmed) deliveries, refused messages, and what each agency already holds.
+use std::collections::HashMap;
+
+use bus_schemas::amqp::OutgoingMessage;
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties,
+};
+use serde_json::{Map, Value as Json};
+use sqlx::{postgres::PgPoolOptions, PgPool, Postgres, Row, Transaction};
+
+use crate::{ledger::Entry, projection::Projection};
+
+/// Embedded migrations (`router/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connects and applies the migrations.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to PostgreSQL at {}: {e}; start it or set database.url (GOVBUS__DATABASE__URL)",
+                bus_schemas::amqp::config::redact(url)
+            )
+        })?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot apply the router's migrations: {e}"))?;
+    Ok(pool)
+}
+
+/// Registers the writer schema of each projection (idempotent).
+pub async fn register_schemas(
+    pool: &PgPool,
+    projections: &[std::sync::Arc<Projection>],
+) -> sqlx::Result<()> {
+    for p in projections {
+        let w = &p.writer;
+        sqlx::query("INSERT INTO schemas (fingerprint, record_type, schema_text) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(w.fingerprint.to_string())
+            .bind(&w.full_name)
+            .bind(serde_json::to_string_pretty(&w.json).expect("JSON serialises"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A registered writer schema's text.
+pub async fn schema_text(pool: &PgPool, fingerprint: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT schema_text FROM schemas WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A refused message, kept with its reason.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Reason label.
+    pub reason: &'static str,
+    /// Detail for the operator.
+    pub detail: String,
+    /// Routing key it came with.
+    pub routing_key: String,
+    /// Its message id.
+    pub message_id: Option<String>,
+    /// Its key id header.
+    pub key_id: Option<String>,
+    /// Its headers as JSON.
+    pub headers: Json,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// Keeps refused messages.
+pub async fn insert_refusals(
+    tx: &mut Transaction<'_, Postgres>,
+    refusals: &[Refusal],
+) -> sqlx::Result<()> {
+    for r in refusals {
+        sqlx::query("INSERT INTO refusals (reason, detail, routing_key, message_id, key_id, headers, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(r.reason)
+            .bind(&r.detail)
+            .bind(&r.routing_key)
+            .bind(&r.message_id)
+            .bind(&r.key_id)
+            .bind(&r.headers)
+            .bind(&r.body)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Headers as JSON (strings and integers; other values by their debug form).
+pub fn headers_json(h: Option<&FieldTable>) -> Json {
+    let mut out = Map::new();
+    if let Some(h) = h {
+        for (k, v) in h.inner() {
+            let j = match v {
+                AMQPValue::LongString(s) => {
+                    Json::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Json::String(s.as_str().to_string()),
+                AMQPValue::LongLongInt(i) => Json::from(*i),
+                AMQPValue::LongInt(i) => Json::from(*i),
+                other => Json::String(format!("{other:?}")),
+            };
+            out.insert(k.as_str().to_string(), j);
+        }
+    }
+    Json::Object(out)
+}
+
+fn headers_from_json(j: &Json) -> FieldTable {
+    let mut h = FieldTable::default();
+    if let Json::Object(m) = j {
+        for (k, v) in m {
+            let v = match v {
+                Json::Number(n) => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+                Json::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+                other => AMQPValue::LongString(LongString::from(other.to_string())),
+            };
+            h.insert(k.as_str().into(), v);
+        }
+    }
+    h
+}
+
+/// For each planned delivery: the version the agency already holds of that record, and
+/// whether this very delivery is already in the ledger.
+pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<(Option<i64>, bool)>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col = |f: fn(&Entry) -> &str| entries.iter().map(|e| f(e).to_string()).collect::<Vec<_>>();
+    let rows = sqlx::query(
+        "SELECT d.n, v.version, (l.message_id IS NOT NULL)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(agency, item, key_hash, message_id, n)
+         LEFT JOIN record_versions v ON v.agency = d.agency AND v.item = d.item AND v.key_hash = d.key_hash
+         LEFT JOIN ledger l ON l.agency = d.agency AND l.message_id = d.message_id",
+    )
+    .bind(col(|e| &e.agency))
+    .bind(col(|e| &e.item))
+    .bind(col(|e| &e.key_hash))
+    .bind(col(|e| &e.message_id))
+    .fetch_all(pool)
+    .await?;
+    let mut out = vec![(None, false); entries.len()];
+    for r in rows {
+        let n: i64 = r.get(0);
+        out[(n - 1) as usize] = (r.get(1), r.get(2));
+    }
+    Ok(out)
+}
+
+/// A kept delivery.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Row id (retry order).
+    pub id: i64,
+    /// Ledger entry to append once confirmed.
+    pub entry: Entry,
+    /// The message, as first built.
+    pub message: OutgoingMessage,
+}
+
+/// Keeps deliveries the broker did not confirm, to retry them in order.
+pub async fn keep(
+    tx: &mut Transaction<'_, Postgres>,
+    kept: &[(&Entry, &OutgoingMessage)],
+) -> sqlx::Result<()> {
+    for (e, m) in kept {
+        sqlx::query("INSERT INTO pending_deliveries (agency, message_id, entry, headers, body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+            .bind(&e.agency)
+            .bind(&e.message_id)
+            .bind(serde_json::to_value(e).expect("entry serialises"))
+            .bind(headers_json(m.properties.headers().as_ref()))
+            .bind(&m.body)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Agencies with kept deliveries (new deliveries to them are kept behind the old, in order).
+pub async fn blocked_agencies(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT agency FROM pending_deliveries")
+        .fetch_all(pool)
+        .await
+}
+
+/// The oldest kept deliveries of an agency.
+pub async fn kept_for(pool: &PgPool, agency: &str, limit: i64) -> sqlx::Result<Vec<Kept>> {
+    let rows = sqlx::query("SELECT id, entry, headers, body FROM pending_deliveries WHERE agency = $1 ORDER BY id LIMIT $2")
+        .bind(agency)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let entry: Entry =
+            serde_json::from_value(r.get(1)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let headers: Json = r.get(2);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(bus_schemas::wire::AVRO_CONTENT_TYPE))
+            .with_message_id(ShortString::from(entry.message_id.as_str()))
+            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+            .with_app_id(ShortString::from("govbus-router"))
+            .with_headers(headers_from_json(&headers));
+        out.push(Kept {
+            id: r.get(0),
+            message: OutgoingMessage {
+                exchange: bus_schemas::wire::DELIVER_EXCHANGE.into(),
+                routing_key: entry.agency.clone(),
+                body: r.get(3),
+                properties: props,
+            },
+            entry,
+        });
+    }
+    Ok(out)
+}
+
+/// Removes delivered kept rows.
+pub async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM pending_deliveries WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Counts of kept deliveries per agency (for metrics).
+pub async fn kept_counts(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
+    let rows = sqlx::query("SELECT agency, count(*) FROM pending_deliveries GROUP BY agency")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}

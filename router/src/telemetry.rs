@@ -1,0 +1,103 @@
+//! The router's events, in one place: each logs with fields and moves its Prometheus metric.
+//! Nothing here logs personal data: records are named by their keyed hash.
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("the Prometheus recorder is installed once")
+        })
+        .clone()
+}
+
+/// A delivery was confirmed by the broker and written to the ledger.
+pub fn delivered(agency: &str, item: &str, source_time_ms: Option<i64>) {
+    counter!("govbus_router_deliveries_total", "agency" => agency.to_string(), "item" => item.to_string()).increment(1);
+    if let Some(t) = source_time_ms {
+        let secs = (chrono::Utc::now().timestamp_millis() - t).max(0) as f64 / 1000.0;
+        histogram!("govbus_router_delivery_latency_seconds").record(secs);
+    }
+}
+
+/// A message was refused.
+pub fn refused(reason: &'static str, routing_key: &str, detail: &str) {
+    counter!("govbus_router_refusals_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        reason,
+        routing_key,
+        detail,
+        "message refused: it reaches nobody"
+    );
+}
+
+/// A delivery was not made because the agency holds a newer version of the record.
+pub fn stale(agency: &str, key_hash: &str) {
+    counter!("govbus_router_stale_versions_total", "agency" => agency.to_string()).increment(1);
+    tracing::debug!(agency, key = &key_hash[..16], "older version not delivered");
+}
+
+/// A delivery already in the ledger was not published again (a redelivered message).
+pub fn already_delivered(n: usize) {
+    counter!("govbus_router_already_delivered_total").increment(n as u64);
+}
+
+/// A delivery the broker did not confirm was kept in PostgreSQL for retry.
+pub fn kept(agency: &str, why: &str) {
+    counter!("govbus_router_deliveries_kept_total", "agency" => agency.to_string()).increment(1);
+    tracing::warn!(agency, why, "delivery not confirmed; kept for retry");
+}
+
+/// Kept deliveries per agency now.
+pub fn kept_now(agency: &str, n: i64) {
+    gauge!("govbus_router_deliveries_pending", "agency" => agency.to_string()).set(n as f64);
+}
+
+/// A message went to the router's dead-letter queue.
+pub fn dead_lettered(routing_key: &str, reason: &str) {
+    counter!("govbus_router_dead_lettered_total").increment(1);
+    tracing::error!(
+        routing_key,
+        reason,
+        "message cannot be processed; sent to govbus.router.dlq"
+    );
+}
+
+/// One ledger transaction.
+pub fn ledger_batch(seconds: f64, rows: usize) {
+    histogram!("govbus_router_ledger_batch_seconds").record(seconds);
+    counter!("govbus_router_ledger_rows_total").increment(rows as u64);
+}
+
+/// The catalogue was (re)loaded or a new one refused.
+pub fn catalogue(loaded: bool, detail: &str) {
+    if loaded {
+        counter!("govbus_router_catalogue_reloads_total").increment(1);
+        tracing::info!(detail, "catalogue in force");
+    } else {
+        counter!("govbus_router_catalogue_refused_total").increment(1);
+        tracing::error!(
+            detail,
+            "new catalogue refused; the previous one stays in force"
+        );
+    }
+}
+
+/// The connection was rebuilt.
+pub fn reconnect() {
+    counter!("govbus_router_reconnects_total").increment(1);
+    tracing::info!("connected to RabbitMQ; consuming govbus.router");
+}

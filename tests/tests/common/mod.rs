@@ -1,0 +1,455 @@
+//! A whole govbus on the real RabbitMQ and PostgreSQL: three departments publishing through
+//! the adapter binary, the router binary, four agencies (the example catalogue with this
+//! test's keys), each test in its own vhost and database.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use bus_schemas::{
+    keys,
+    validate::{citizen_id, credit_code},
+};
+use futures::StreamExt as _;
+use govbus_tests::{workspace_root, Process, Services, TestDatabase, TestVhost};
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+
+/// The example catalogue's department keys, replaced by this test's.
+const EXAMPLE_KEYS: [(&str, &str); 3] = [
+    ("police", "fDk9tIwV7QCegB+0umeHSADUow/rk19KcMAyEnfdxdg="),
+    ("commerce", "XBrGSCul+VnArT9UhEpII83ocMfyIlZ5RQuA0WYKswU="),
+    ("localtax", "kMyG1bICSsxo86GVm+LlfucHAlVvn5Fk52PZ7esjRQA="),
+];
+
+/// One test's govbus.
+pub struct World {
+    /// First, so it is killed before its vhost and database are removed.
+    pub router: Option<Process>,
+    pub vhost: TestVhost,
+    pub db: TestDatabase,
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+}
+
+/// A citizen ID number with a correct check digit, unique per `n`.
+pub fn citizen(n: u64) -> String {
+    let birth = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap()
+        + chrono::Duration::days((n / 1000) as i64);
+    let first17 = format!("440106{}{:03}", birth.format("%Y%m%d"), n % 1000);
+    let c = citizen_id::check_character(&first17).unwrap();
+    format!("{first17}{c}")
+}
+
+/// A unified social credit code with a correct check character, unique per `n`.
+pub fn uscc(n: u64) -> String {
+    let first17 = format!("91440101{:09}", n);
+    let c = credit_code::check_character(&first17).unwrap();
+    format!("{first17}{c}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl World {
+    /// Vhost, database, keys, catalogue and router config (the router is not started).
+    pub async fn new() -> World {
+        let services = Services::from_env();
+        let vhost = TestVhost::create(&services).await.unwrap();
+        let db = TestDatabase::create(&services).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut catalogue =
+            std::fs::read_to_string(workspace_root().join("router/examples/catalogue.toml"))
+                .unwrap();
+        for (dept, example) in EXAMPLE_KEYS {
+            let public =
+                keys::keygen(&dir.path().join("keys").join(dept), &format!("{dept}-2026")).unwrap();
+            catalogue = catalogue.replace(example, &public);
+        }
+        keys::keygen(&dir.path().join("platform"), "platform-test").unwrap();
+        keys::ensure_secret(&dir.path().join("platform/pseudonym-secret")).unwrap();
+        std::fs::write(dir.path().join("catalogue.toml"), catalogue).unwrap();
+        let http_port = free_port();
+        let w = World {
+            router: None,
+            vhost,
+            db,
+            dir,
+            http_port,
+        };
+        std::fs::write(
+            w.path("router.toml"),
+            format!(
+                r#"catalogue = "catalogue.toml"
+
+[platform]
+key_file = "platform/platform-test.key"
+key_id = "platform-test"
+id_secret_file = "platform/id-secret"
+pseudonym_secret_file = "platform/pseudonym-secret"
+
+[amqp]
+url = "{amqp}"
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+
+[database]
+url = "{db}"
+
+[router]
+retry_ms = 200
+watch_ms = 200
+
+[http]
+listen = "127.0.0.1:{port}"
+"#,
+                amqp = w.vhost.amqp_url,
+                db = w.db.url,
+                port = w.http_port
+            ),
+        )
+        .unwrap();
+        w
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// Starts the router and waits until it is ready.
+    pub async fn start_router(&mut self) {
+        let cfg = self.path("router.toml");
+        self.router = Some(Process::spawn(
+            "govbus-router",
+            &["--config".as_ref(), cfg.as_os_str()],
+        ));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(Process(child)) = &mut self.router {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("govbus-router exited during start-up: {status}");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "govbus-router not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Writes an adapter config with a CSV source for `department`/`item` and the given
+    /// field mappings (`target = column`, `column|code_table`, or `=value` for a constant).
+    pub fn adapter_config(
+        &self,
+        department: &str,
+        item: &str,
+        record_type: &str,
+        version_column: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> PathBuf {
+        let d = self.path(&format!("adapters/{department}"));
+        std::fs::create_dir_all(d.join("inbox")).unwrap();
+        let mut text = format!(
+            r#"department = "{department}"
+item = "{item}"
+record_type = "{record_type}"
+state_dir = "state"
+
+[signing]
+key_file = "{keys}/{department}-2026.key"
+key_id = "{department}-2026"
+id_secret_file = "{keys}/id-secret"
+
+[amqp]
+url = "{amqp}"
+reconnect_min_ms = 100
+
+[source]
+kind = "csv"
+path = "inbox"
+poll_interval_ms = 100
+
+[http]
+listen = "127.0.0.1:0"
+
+[mapping]
+"#,
+            keys = self.path(&format!("keys/{department}")).display(),
+            amqp = self.vhost.amqp_url,
+        );
+        if let Some(v) = version_column {
+            text.push_str(&format!("version_column = \"{v}\"\n"));
+        }
+        text.push_str("delete = { column = \"op\", values = [\"D\"] }\n");
+        for (target, column) in fields {
+            match column.strip_prefix('=') {
+                Some(value) => text.push_str(&format!(
+                    "\n[[mapping.field]]\ntarget = \"{target}\"\nvalue = \"{value}\"\n"
+                )),
+                None => {
+                    let (column, table) = column.split_once('|').unwrap_or((column, ""));
+                    text.push_str(&format!(
+                        "\n[[mapping.field]]\ntarget = \"{target}\"\ncolumn = \"{column}\"\n"
+                    ));
+                    if !table.is_empty() {
+                        text.push_str(&format!("code_table = \"{table}\"\n"));
+                    }
+                }
+            }
+        }
+        let path = d.join("adapter.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Drops a CSV file into a department's inbox.
+    pub fn drop_csv(&self, department: &str, name: &str, text: &str) {
+        let inbox = self.path(&format!("adapters/{department}/inbox"));
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, inbox.join(name)).unwrap();
+    }
+
+    /// Police household registrations `from..to`.
+    pub fn police(&self, from: u64, to: u64, version: u64) -> PathBuf {
+        let cfg = self.adapter_config(
+            "police",
+            "household",
+            "gov.gz.police.HouseholdRegistration",
+            Some("version"),
+            &[
+                ("citizen_id_number", "id"),
+                ("name", "name"),
+                ("sex", "sex|sex"),
+                ("ethnicity", "ethnicity|ethnicity"),
+                ("status", "status|household_status"),
+            ],
+        );
+        let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
+        for n in from..to {
+            csv.push_str(&format!(
+                "{},居民{n},男,汉族,正常,{version},U\n",
+                citizen(n)
+            ));
+        }
+        self.drop_csv(
+            "police",
+            &format!("household-{from}-{to}-{version}.csv"),
+            &csv,
+        );
+        cfg
+    }
+
+    /// Commerce enterprise registrations `from..to`: even ones in Tianhe (440106), odd in Yuexiu.
+    pub fn commerce(&self, from: u64, to: u64) -> PathBuf {
+        let cfg = self.adapter_config(
+            "commerce",
+            "enterprise",
+            "gov.gz.commerce.EnterpriseRegistration",
+            Some("version"),
+            &[
+                ("unified_social_credit_code", "uscc"),
+                ("name", "name"),
+                ("legal_representative.name", "rep"),
+                ("legal_representative.id_type", "=111"),
+                ("legal_representative.id_number", "rep_id"),
+                ("division_code", "division"),
+                ("registered_address", "address"),
+                ("established_date", "established"),
+            ],
+        );
+        let mut csv =
+            String::from("uscc,name,rep,rep_id,division,address,established,version,op\n");
+        for n in from..to {
+            let division = if n % 2 == 0 { "440106" } else { "440104" };
+            csv.push_str(&format!(
+                "{},企业{n}有限公司,法人{n},{},{division},某路{n}号,2015-03-0{},1,U\n",
+                uscc(n),
+                citizen(100_000 + n),
+                1 + n % 9
+            ));
+        }
+        self.drop_csv("commerce", &format!("enterprise-{from}-{to}.csv"), &csv);
+        cfg
+    }
+
+    /// Local tax registrations `from..to`.
+    pub fn localtax(&self, from: u64, to: u64) -> PathBuf {
+        let cfg = self.adapter_config(
+            "localtax",
+            "registration",
+            "gov.gz.localtax.LocalTaxRegistration",
+            Some("version"),
+            &[
+                ("taxpayer_id", "tid"),
+                ("unified_social_credit_code", "uscc"),
+                ("registered_address", "address"),
+                ("registration_date", "date"),
+            ],
+        );
+        let mut csv = String::from("tid,uscc,address,date,version,op\n");
+        for n in from..to {
+            csv.push_str(&format!(
+                "{},{},某路{n}号,2016-01-0{},1,U\n",
+                uscc(n),
+                uscc(n),
+                1 + n % 9
+            ));
+        }
+        self.drop_csv("localtax", &format!("registration-{from}-{to}.csv"), &csv);
+        cfg
+    }
+
+    /// Runs an adapter `--once`.
+    pub fn run_adapter(&self, config: &Path) {
+        let status = Process::command("govbus-adapter")
+            .arg("--config")
+            .arg(config)
+            .arg("--once")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "govbus-adapter --once failed for {}",
+            config.display()
+        );
+    }
+
+    /// A database connection.
+    pub async fn pg(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.db.url).await.unwrap()
+    }
+
+    /// Messages in a queue (passive declare).
+    pub async fn count(&self, queue: &str) -> u32 {
+        let conn = self.vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = conn.close(200, "ok".into()).await;
+        q.message_count()
+    }
+
+    /// Waits until the router's queue is empty and the ledger stops growing for `quiet`.
+    pub async fn settle(&self, quiet: Duration) {
+        let pool = self.pg().await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = (-1i64, Instant::now());
+        loop {
+            let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM ledger) + (SELECT count(*) FROM refusals) + (SELECT count(*) FROM pending_deliveries)")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            if rows != last.0 {
+                last = (rows, Instant::now());
+            } else if last.1.elapsed() >= quiet && self.count("govbus.router").await == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router did not settle within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Takes every message from a queue (acked), until it stays empty for `idle`.
+    pub async fn drain(&self, queue: &str, idle: Duration) -> Vec<Got> {
+        let conn = self.vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.basic_qos(1000, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                "test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
+            let d = d.unwrap();
+            let headers = d
+                .properties
+                .headers()
+                .as_ref()
+                .map(|h| {
+                    h.inner()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Got {
+                message_id: d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+                headers,
+                body: d.data.clone(),
+            });
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        let _ = conn.close(200, "ok".into()).await;
+        out
+    }
+}
+
+/// A message taken from a queue.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub message_id: String,
+    pub headers: HashMap<String, AMQPValue>,
+    pub body: Vec<u8>,
+}
+
+impl Got {
+    pub fn header_str(&self, name: &str) -> String {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(s)) => s.to_string(),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+    pub fn header_i64(&self, name: &str) -> i64 {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongLongInt(n)) => *n,
+            Some(AMQPValue::LongInt(n)) => i64::from(*n),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+}
