@@ -1,0 +1,270 @@
+//! `govbus provision`: accounts with exactly the wire contract's permissions, checked by
+//! trying what each account must not do on the real broker.
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
+
+use bus_schemas::wire;
+use common::World;
+use govbus_tests::{unique_name, Process, Services};
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
+    BasicProperties, Connection, ConnectionProperties,
+};
+
+/// Deletes the test's accounts (accounts are per broker, not per vhost).
+struct Accounts(String);
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let s = Services::from_env();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let c = reqwest::Client::new();
+                let (u, p) = &s.management_auth;
+                let users: serde_json::Value = c
+                    .get(format!("{}/api/users", s.management_url))
+                    .basic_auth(u, Some(p))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                for user in users.as_array()? {
+                    let name = user["name"].as_str()?;
+                    if name.starts_with(&prefix) {
+                        let _ = c
+                            .delete(format!("{}/api/users/{name}", s.management_url))
+                            .basic_auth(u, Some(p))
+                            .send()
+                            .await;
+                    }
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+fn env_value(file: &Path, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("{key} not in {}", file.display()))
+}
+
+fn provision(w: &World, prefix: &str) -> String {
+    let out = Process::command("govbus")
+        .args(["provision", "--catalogue"])
+        .arg(w.path("catalogue.toml"))
+        .arg("--out")
+        .arg(w.path("accounts"))
+        .arg("--platform-public-key")
+        .arg(w.path("platform/platform-test.pub"))
+        .args(["--amqp-url", &w.vhost.amqp_url, "--account-prefix", prefix])
+        .env(
+            "GOVBUS__AMQP__MANAGEMENT_URL",
+            Services::from_env().management_url,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "provision: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn connect(file: &Path) -> Connection {
+    Connection::connect(
+        &env_value(file, "GOVBUS__AMQP__URL"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Whether consuming `queue` is refused.
+async fn consume_refused(conn: &Connection, queue: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .basic_consume(
+            queue.into(),
+            "t".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    match r {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                e.to_string().contains("ACCESS_REFUSED") || e.to_string().contains("403"),
+                "{e}"
+            );
+            true
+        }
+    }
+}
+
+/// Whether publishing to `govbus.ingest` under `key` is refused.
+async fn publish_refused(conn: &Connection, key: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let r = async {
+        ch.basic_publish(
+            wire::INGEST_EXCHANGE.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await?
+        .await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), r)
+        .await
+        .expect("a confirm or a channel error")
+    {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                e.to_string().contains("ACCESS_REFUSED") || e.to_string().contains("403"),
+                "{e}"
+            );
+            true
+        }
+    }
+}
+
+/// Agency A cannot consume agency B's queue; a department cannot publish under another's
+/// routing keys, not even one whose id starts with its own; a second run changes nothing; an
+/// agency removed from the catalogue loses its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_have_exactly_the_wire_contract_permissions() {
+    let mut w = World::new().await;
+    // Two departments whose ids are prefixes of each other.
+    let police_pub = std::fs::read_to_string(w.path("keys/police/police-2026.pub")).unwrap();
+    let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
+    for id in ["tax", "taxation"] {
+        cat.push_str(&format!("\n[[department]]\nid = \"{id}\"\nname = \"{id}\"\nkeys = {{ \"{id}-2026\" = \"{}\" }}\n", police_pub.trim()));
+    }
+    std::fs::write(w.path("catalogue.toml"), &cat).unwrap();
+    w.start_router().await;
+    let prefix = format!("{}-", unique_name("t").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+
+    let first = provision(&w, &prefix);
+    assert!(first.contains("created"), "{first}");
+    let acc = w.path("accounts");
+    for f in [
+        "agencies/civil.env",
+        "agencies/health.env",
+        "departments/police.env",
+        "departments/taxation.env",
+        "router.env",
+    ] {
+        let mode = std::fs::metadata(acc.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert_eq!(
+        env_value(&acc.join("agencies/civil.env"), "GOVBUS_QUEUE"),
+        "agency.civil"
+    );
+    assert_eq!(
+        env_value(
+            &acc.join("agencies/civil.env"),
+            "GOVBUS_PLATFORM_PUBLIC_KEY"
+        ),
+        std::fs::read_to_string(w.path("platform/platform-test.pub"))
+            .unwrap()
+            .trim()
+    );
+
+    let civil = connect(&acc.join("agencies/civil.env")).await;
+    assert!(
+        !consume_refused(&civil, "agency.civil").await,
+        "civil reads its own queue"
+    );
+    assert!(
+        !consume_refused(&civil, "agency.civil.dlq").await,
+        "civil reads its dead letters"
+    );
+    assert!(
+        consume_refused(&civil, "agency.health").await,
+        "civil must not read health's queue"
+    );
+    assert!(consume_refused(&civil, "govbus.router").await);
+    assert!(
+        publish_refused(&civil, "police.household").await,
+        "an agency publishes nothing"
+    );
+
+    let police = connect(&acc.join("departments/police.env")).await;
+    assert!(
+        !publish_refused(&police, "police.household").await,
+        "police publishes its own item"
+    );
+    assert!(
+        publish_refused(&police, "localtax.registration").await,
+        "police must not publish as localtax"
+    );
+    assert!(consume_refused(&police, "agency.civil").await);
+    assert!(!consume_refused(&police, "quarantine.police").await);
+    let tax = connect(&acc.join("departments/tax.env")).await;
+    assert!(!publish_refused(&tax, "tax.registration").await);
+    assert!(
+        publish_refused(&tax, "taxation.registration").await,
+        "tax must not publish under taxation's keys"
+    );
+
+    // Again: nothing changes.
+    let before = std::fs::read_to_string(acc.join("agencies/civil.env")).unwrap();
+    let second = provision(&w, &prefix);
+    assert!(
+        second.contains(" 0 created") && second.contains(" 0 revoked"),
+        "{second}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(acc.join("agencies/civil.env")).unwrap(),
+        before
+    );
+    let civil_again = connect(&acc.join("agencies/civil.env")).await;
+    assert!(!consume_refused(&civil_again, "agency.civil").await);
+
+    // Tianhe leaves the catalogue: its account goes.
+    let tianhe_url = env_value(&acc.join("agencies/tianhe.env"), "GOVBUS__AMQP__URL");
+    let cut = cat.find("[[agency]]\nid = \"tianhe\"").unwrap();
+    let end = cut + cat[cut..].find("\n[[").unwrap() + 1;
+    let mut without = format!("{}{}", &cat[..cut], &cat[end..]);
+    let g = without
+        .find("[[grant]]\nid = \"tianhe-enterprise\"")
+        .unwrap();
+    let gend = g + without[g..].find("\n[[").unwrap() + 1;
+    without.replace_range(g..gend, "");
+    std::fs::write(w.path("catalogue.toml"), without).unwrap();
+    let third = provision(&w, &prefix);
+    assert!(
+        third.contains(&format!("revoked {prefix}agency-tianhe")),
+        "{third}"
+    );
+    assert!(!acc.join("agencies/tianhe.env").exists());
+    assert!(
+        Connection::connect(&tianhe_url, ConnectionProperties::default())
+            .await
+            .is_err(),
+        "a revoked account cannot log in"
+    );
+}
