@@ -94,7 +94,7 @@ pub struct Tunables {
 }
 
 fn default_batch() -> usize {
-    500
+    250
 }
 fn default_batch_wait_ms() -> u64 {
     5
@@ -157,5 +157,36 @@ impl RouterConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example loads; `GOVBUS__…` overrides it; relative paths follow the file; a misspelt
+    /// key is named.
+    #[test]
+    fn example_and_overrides() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/router.toml");
+        let vars = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let cfg = RouterConfig::load_with(
+            &path,
+            vars(&[
+                ("GOVBUS__DATABASE__URL", "postgres://db/gov"),
+                ("GOVBUS__SOURCE__PATH", "/ignored/adapter/setting"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.database.url, "postgres://db/gov");
+        assert!(cfg.catalogue.ends_with("examples/catalogue.toml"));
+        assert!(cfg.platform.key_file.is_absolute());
+        let e =
+            RouterConfig::load_with(&path, vars(&[("GOVBUS__ROUTER__BATHC", "5")])).unwrap_err();
+        assert!(format!("{e:#}").contains("bathc"), "{e:#}");
     }
 }

@@ -45,6 +45,9 @@ use crate::{
 /// How long one confirm may take before the channel is presumed dead.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Batches published and awaiting their confirms and ledger write, behind the one being read.
+const IN_FLIGHT_BATCHES: usize = 4;
+
 /// What every stage shares.
 pub struct Shared {
     /// Platform keys.
@@ -172,7 +175,7 @@ async fn session(
         .await?;
     telemetry::reconnect();
     shared.health.set_connected(true);
-    let (tx, rx) = mpsc::channel::<Batch>(2);
+    let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
     let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
     let settle = settle(shared.clone(), publish, rx);
     let (a, b) = tokio::join!(intake, settle);

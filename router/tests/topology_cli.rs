@@ -79,3 +79,76 @@ async fn declares_everything_idempotently() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid id"));
 }
+
+/// A message that takes the router down every time it is delivered (simulated: taken and
+/// dropped with its connection) is dead-lettered to `govbus.router.dlq` by the broker after
+/// the delivery limit, so it cannot stall the city.
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_the_delivery_limit() {
+    use futures::StreamExt;
+    use lapin::{
+        options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
+        BasicProperties,
+    };
+    let vhost = TestVhost::create(&Services::from_env()).await.unwrap();
+    let out = govbus(&["topology", "--amqp-url", &vhost.amqp_url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        "govbus.ingest".into(),
+        "police.household".into(),
+        BasicPublishOptions::default(),
+        b"poison",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let count = |q: &'static str| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_declare(
+                q.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+        }
+    };
+    let limit = bus_schemas::amqp::topology::DELIVERY_LIMIT;
+    for attempt in 0..=limit {
+        let c = vhost.connect().await.unwrap();
+        let cch = c.create_channel().await.unwrap();
+        cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = cch
+            .basic_consume(
+                "govbus.router".into(),
+                "crashing-router".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
+        assert!(got.is_ok(), "delivery {attempt} did not come");
+        // The "router" dies without acking: the connection closes, the message is returned.
+        c.close(320, "crash".into()).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count("govbus.router.dlq").await != 1 {
+        assert!(std::time::Instant::now() < deadline, "not dead-lettered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("govbus.router").await, 0);
+}

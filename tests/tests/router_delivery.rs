@@ -109,7 +109,7 @@ async fn a_full_agency_queue_holds_up_nobody() {
     .await;
     await_policy(&w, "agency.hrss").await;
     let police = w.police(0, 30, 1);
-    let commerce = w.commerce(0, 40);
+    let commerce = w.commerce(0, 150);
     let localtax = w.localtax(0, 10);
     w.run_adapter(&police);
     w.run_adapter(&commerce);
@@ -117,20 +117,22 @@ async fn a_full_agency_queue_holds_up_nobody() {
     w.settle(Duration::from_millis(1500)).await;
 
     assert_eq!(w.count("agency.civil").await, 30);
-    assert_eq!(w.count("agency.health").await, 70);
-    assert_eq!(w.count("agency.tianhe").await, 20);
-    // Quorum queues enforce max-length a little late (pipelined publishes overshoot it).
+    assert_eq!(w.count("agency.health").await, 180);
+    assert_eq!(w.count("agency.tianhe").await, 75);
+    // Quorum queues enforce max-length a little late (pipelined publishes overshoot it by
+    // tens of messages under load), so the queue holds somewhat more than 5.
     let in_queue = w.count("agency.hrss").await;
-    assert!(in_queue < 20, "hrss's queue is full: {in_queue}");
+    assert!(in_queue < 100, "hrss's queue is full: {in_queue}");
     let pool = w.pg().await;
     let kept: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pending_deliveries WHERE agency = 'hrss'")
             .fetch_one(&pool)
             .await
             .unwrap();
+    assert!(kept > 0);
     assert_eq!(
         kept + i64::from(in_queue),
-        50,
+        160,
         "hrss's other deliveries are kept"
     );
     assert_eq!(ledger_ids(&w, "hrss").await.len(), in_queue as usize);
@@ -145,7 +147,7 @@ async fn a_full_agency_queue_holds_up_nobody() {
         "{metrics}"
     );
 
-    // hrss consumes; the router retries into the freed room until all 50 arrived.
+    // hrss consumes; the router retries into the freed room until all 160 arrived.
     let mut got: Vec<Got> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -155,17 +157,17 @@ async fn a_full_agency_queue_holds_up_nobody() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        if unique.len() == 50 && pending == 0 {
+        if unique.len() == 160 && pending == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "hrss got {} of 50, {pending} still kept",
+            "hrss got {} of 160, {pending} still kept",
             unique.len()
         );
     }
     let ids = ledger_ids(&w, "hrss").await;
-    assert_eq!(ids.len(), 50, "each hrss delivery once in the ledger");
+    assert_eq!(ids.len(), 160, "each hrss delivery once in the ledger");
     let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
     assert_eq!(
         unique,

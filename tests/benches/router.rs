@@ -1,0 +1,375 @@
+//! `scripts/bench router`: routed records/s of `govbus-router` (release) with 4 grants per
+//! record (two full, one pseudonym, one region-free district grant), every delivery confirmed
+//! and written to the ledger before the ack, next to a plain lapin loop on the same broker in
+//! the same run: consume a quorum queue → publish ×4 to quorum queues → confirms → ack.
+//! Alternating rounds, median. Then delivery latency (source change → the agency's consumer)
+//! p50/p99 at half the measured rate, and the router's peak RSS. Prints `ratio=<x>`.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use bus_schemas::{
+    amqp::{publish::classify, topology::quorum_args, OutgoingMessage},
+    wire::{self, header, IdKey, Op, Signer},
+    Registry,
+};
+use common::{citizen, World};
+use futures::StreamExt;
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueDeclareOptions, QueuePurgeOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Channel,
+};
+
+const RECORDS: u64 = 20_000;
+const WINDOW: usize = 1000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Adds grants so every household record goes to four agencies.
+fn four_grants(w: &World) {
+    let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
+    for agency in ["hrss", "tianhe"] {
+        cat.push_str(&format!(
+            "\n[[grant]]\nid = \"{agency}-household\"\nrevision = 1\nagency = \"{agency}\"\nitem = \"household\"\nfields = [\"citizen_id_number\", \"name\", \"sex\", \"status\"]\nidentity = \"full\"\nlegal_basis = \"bench\"\npurpose = \"bench\"\nvalid_from = 2026-01-01\n"
+        ));
+    }
+    std::fs::write(w.path("catalogue.toml"), cat).unwrap();
+}
+
+/// A signed household record message as the adapter builds it.
+fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> OutgoingMessage {
+    let rt = Registry::standard()
+        .get("gov.gz.police.HouseholdRegistration")
+        .unwrap();
+    let key = citizen(n);
+    let body = rt
+        .encode_json(&serde_json::json!({"citizen_id_number": key, "name": format!("居民{n}"), "sex": "1", "ethnicity": "01", "status": "正常", "registered_town": "石牌街道"}))
+        .unwrap();
+    let id = ids.ingest_message_id("household", &key, 1);
+    let sig = signer.sign(&id, "household", 1, Op::Upsert, &body);
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+    let mut h = FieldTable::default();
+    h.insert(header::DEPARTMENT.into(), s("police"));
+    h.insert(header::ITEM.into(), s("household"));
+    h.insert(header::VERSION.into(), AMQPValue::LongLongInt(1));
+    h.insert(header::OP.into(), s("upsert"));
+    h.insert(
+        header::SOURCE_TIME_MS.into(),
+        AMQPValue::LongLongInt(source_time_ms),
+    );
+    h.insert(header::KEY_ID.into(), s(&signer.key_id));
+    h.insert(header::SIGNATURE.into(), s(&sig));
+    OutgoingMessage {
+        exchange: wire::INGEST_EXCHANGE.into(),
+        routing_key: "police.household".into(),
+        body,
+        properties: BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(wire::AVRO_CONTENT_TYPE))
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_headers(h),
+    }
+}
+
+async fn publish_all(ch: &Channel, msgs: impl Iterator<Item = OutgoingMessage>) {
+    let mut inflight: VecDeque<(lapin::PublisherConfirm, OutgoingMessage)> = VecDeque::new();
+    for m in msgs {
+        if inflight.len() == WINDOW {
+            let (c, m) = inflight.pop_front().unwrap();
+            classify(c.await, &m).unwrap();
+        }
+        inflight.push_back((m.publish(ch).await.unwrap(), m));
+    }
+    for (c, m) in inflight {
+        classify(c.await, &m).unwrap();
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The plain loop: consume `bench.in`, publish each message to 4 quorum queues, ack once its
+/// 4 confirms are in (in order, pipelined). Returns msgs/s.
+async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
+    let conn = w.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let declare = |q: String| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum_args(None),
+            )
+            .await
+            .unwrap();
+            ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    declare("bench.in".into()).await;
+    for i in 0..4 {
+        declare(format!("bench.out{i}")).await;
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_all(
+        &ch,
+        msgs.iter().map(|m| OutgoingMessage {
+            exchange: String::new(),
+            routing_key: "bench.in".into(),
+            ..m.clone()
+        }),
+    )
+    .await;
+    let consume = conn.create_channel().await.unwrap();
+    consume
+        .basic_qos(WINDOW as u16, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let out = conn.create_channel().await.unwrap();
+    out.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consume
+        .basic_consume(
+            "bench.in".into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+        lapin::message::Delivery,
+        Vec<lapin::PublisherConfirm>,
+    )>(WINDOW);
+    let settle = tokio::spawn(async move {
+        let mut n = 0u64;
+        // Acks as soon as a message's confirms are in, coalescing with `multiple` whatever is
+        // already settled behind it.
+        while let Some((d, confirms)) = rx.recv().await {
+            for c in confirms {
+                assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(None)));
+            }
+            n += 1;
+            if rx.is_empty() || n == RECORDS {
+                assert!(d
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap());
+            }
+            if n == RECORDS {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut taken = 0;
+    while taken < RECORDS {
+        let d = consumer.next().await.unwrap().unwrap();
+        let mut confirms = Vec::with_capacity(4);
+        for i in 0..4 {
+            let m = OutgoingMessage {
+                exchange: String::new(),
+                routing_key: format!("bench.out{i}"),
+                body: d.data.clone(),
+                properties: d.properties.clone(),
+            };
+            confirms.push(m.publish(&out).await.unwrap());
+        }
+        tx.send((d, confirms)).await.unwrap();
+        taken += 1;
+    }
+    settle.await.unwrap();
+    let rate = RECORDS as f64 / start.elapsed().as_secs_f64();
+    for i in 0..4 {
+        ch.queue_purge(
+            format!("bench.out{i}").as_str().into(),
+            QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+    rate
+}
+
+async fn ledger_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(seq), 0)::bigint FROM ledger_heads")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// CPU seconds a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn purge_agencies(w: &World) {
+    let conn = w.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for a in ["civil", "health", "hrss", "tianhe"] {
+        ch.queue_purge(
+            format!("agency.{a}").as_str().into(),
+            QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut w = World::new().await;
+    four_grants(&w);
+    let signer =
+        bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
+            .unwrap();
+    let ids =
+        IdKey::new(&bus_schemas::keys::load_id_secret(&w.path("keys/police/id-secret")).unwrap());
+    w.start_router().await; // declares the topology, then stops
+    assert!(w.router.take().unwrap().terminate().success());
+    let pool = w.pg().await;
+    let conn = w.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    println!("router bench: {RECORDS} household records, 4 grants each, window {WINDOW}, {rounds} rounds");
+    let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
+    for round in 0..rounds as u64 {
+        let msgs: Vec<OutgoingMessage> = (0..RECORDS)
+            .map(|i| record(&signer, &ids, round * RECORDS + i, now_ms()))
+            .collect();
+        let b = baseline(&w, &msgs).await;
+        // The router: its queue filled while it is stopped, then timed from ready to the last ledger row.
+        publish_all(&ch, msgs.into_iter()).await;
+        let before = ledger_rows(&pool).await;
+        w.start_router().await;
+        let start = Instant::now();
+        let pid = w.router.as_ref().unwrap().0.id();
+        let mut p = 0.0f64;
+        let mut cpu = 0.0f64;
+        while ledger_rows(&pool).await < before + 4 * RECORDS as i64 {
+            p = p.max(peak_rss_mib(pid));
+            cpu = cpu.max(cpu_secs(pid));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = RECORDS as f64 / start.elapsed().as_secs_f64();
+        p = p.max(peak_rss_mib(pid));
+        peak = peak.max(p);
+        assert!(w.router.take().unwrap().terminate().success());
+        purge_agencies(&w).await;
+        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB, router CPU {:.0} µs/record", b * 4.0, r * 4.0, r / b, cpu * 1e6 / RECORDS as f64);
+        base.push(b);
+        ours.push(r);
+    }
+    let (b, r) = (median(base), median(ours));
+
+    // Latency at half the router's rate: publish paced, an agency consumer timestamps arrivals.
+    w.start_router().await;
+    let rate = (r / 2.0).max(100.0);
+    let n = (rate * 10.0) as u64;
+    let agency = w.vhost.connect().await.unwrap();
+    let ach = agency.create_channel().await.unwrap();
+    ach.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ach
+        .basic_consume(
+            "agency.civil".into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let receiver = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n as usize);
+        while (lat.len() as u64) < n {
+            let d = consumer.next().await.unwrap().unwrap();
+            let sent = match d
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(header::SOURCE_TIME_MS).cloned())
+            {
+                Some(AMQPValue::LongLongInt(t)) => t,
+                other => panic!("{other:?}"),
+            };
+            lat.push((now_ms() - sent) as f64);
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        lat
+    });
+    let start = Instant::now();
+    let mut inflight = VecDeque::new();
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let m = record(&signer, &ids, 1_000_000 + i, now_ms());
+        inflight.push_back((m.publish(&ch).await.unwrap(), m));
+        while inflight.len() > WINDOW {
+            let (c, m) = inflight.pop_front().unwrap();
+            classify(c.await, &m).unwrap();
+        }
+    }
+    for (c, m) in inflight {
+        classify(c.await, &m).unwrap();
+    }
+    let mut lat = receiver.await.unwrap();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p50 = lat[lat.len() / 2];
+    let p99 = lat[lat.len() * 99 / 100];
+    let pid = w.router.as_ref().unwrap().0.id();
+    peak = peak.max(peak_rss_mib(pid));
+    println!("latency at {rate:.0} records/s ({n} records, source change → agency consumer): p50 {p50:.0} ms, p99 {p99:.0} ms");
+    println!("baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
+    println!("ratio={:.2}", r / b);
+}
