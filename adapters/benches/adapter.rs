@@ -103,16 +103,7 @@ fn prepare_cost(env: &Env) -> (f64, f64, f64) {
 
 /// CPU seconds this process has used so far.
 fn own_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
+    govbus_tests::proc_cpu_secs(std::process::id())
 }
 
 /// The plain publisher: the same message (fresh message ids), confirms pipelined with the
@@ -161,37 +152,11 @@ fn adapter_run(
     let start = Instant::now();
     let mut child = Adapter::command(config).arg("--once").spawn().unwrap();
     let pid = child.id();
-    let mut peak_kib = 0u64;
-    let mut cpu_ticks = 0u64;
+    let mut peak_mib = 0f64;
+    let mut cpu = 0f64;
     loop {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let ticks = fields
-                .get(11)
-                .and_then(|u| u.parse::<u64>().ok())
-                .unwrap_or(0)
-                + fields
-                    .get(12)
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .unwrap_or(0);
-            cpu_ticks = cpu_ticks.max(ticks);
-        }
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kib: u64 = l
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0);
-                peak_kib = peak_kib.max(kib);
-            }
-        }
+        cpu = cpu.max(govbus_tests::proc_cpu_secs(pid));
+        peak_mib = peak_mib.max(govbus_tests::proc_peak_rss_mib(pid));
         if let Some(s) = child.try_wait().unwrap() {
             assert!(s.success(), "the adapter failed");
             break;
@@ -199,12 +164,7 @@ fn adapter_run(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let wall = start.elapsed().as_secs_f64();
-    (
-        ROWS as f64 / wall,
-        peak_kib as f64 / 1024.0,
-        cpu_ticks as f64 / 100.0,
-        wall,
-    )
+    (ROWS as f64 / wall, peak_mib, cpu, wall)
 }
 
 async fn purge(env: &Env) {

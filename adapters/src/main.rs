@@ -3,7 +3,6 @@ use std::{path::PathBuf, process::ExitCode};
 
 use adapters::config::AdapterConfig;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 /// Publishes a department's authoritative records to govbus.
 #[derive(Debug, Parser)]
@@ -39,19 +38,6 @@ enum Command {
     },
 }
 
-fn init_tracing(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Keygen { out, key_id }) = cli.command {
         let public = adapters::keys::keygen(&out, &key_id)?;
@@ -62,22 +48,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         .config
         .ok_or_else(|| anyhow::anyhow!("--config FILE is required (or use `keygen`)"))?;
     let cfg = AdapterConfig::load(&path)?;
-    init_tracing(&cfg.log.format, &cfg.log.level);
+    bus_schemas::amqp::process::init_tracing(&cfg.log);
     if cli.check {
         return adapters::check(cfg, cli.check_limit, &mut std::io::stdout().lock()).await;
     }
-    let stop = CancellationToken::new();
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stop requested: draining");
-        signal_stop.cancel();
-    });
+    let stop = bus_schemas::amqp::process::stop_on_signals();
     adapters::run(cfg, stop, cli.once).await.map(|_| ())
 }
 

@@ -220,32 +220,6 @@ async fn ledger_rows(pool: &sqlx::PgPool) -> i64 {
         .unwrap()
 }
 
-/// CPU seconds a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 async fn purge_agencies(w: &World) {
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -297,12 +271,12 @@ async fn main() {
         let mut p = 0.0f64;
         let mut cpu = 0.0f64;
         while ledger_rows(&pool).await < before + 4 * RECORDS as i64 {
-            p = p.max(peak_rss_mib(pid));
-            cpu = cpu.max(cpu_secs(pid));
+            p = p.max(govbus_tests::proc_peak_rss_mib(pid));
+            cpu = cpu.max(govbus_tests::proc_cpu_secs(pid));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let r = RECORDS as f64 / start.elapsed().as_secs_f64();
-        p = p.max(peak_rss_mib(pid));
+        p = p.max(govbus_tests::proc_peak_rss_mib(pid));
         peak = peak.max(p);
         assert!(w.router.take().unwrap().terminate().success());
         purge_agencies(&w).await;
@@ -368,7 +342,7 @@ async fn main() {
     let p50 = lat[lat.len() / 2];
     let p99 = lat[lat.len() * 99 / 100];
     let pid = w.router.as_ref().unwrap().0.id();
-    peak = peak.max(peak_rss_mib(pid));
+    peak = peak.max(govbus_tests::proc_peak_rss_mib(pid));
     println!("latency at {rate:.0} records/s ({n} records, source change → agency consumer): p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!("baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
     println!("ratio={:.2}", r / b);

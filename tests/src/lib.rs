@@ -15,7 +15,14 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use std::{collections::HashMap, time::Duration};
+
 use anyhow::{bail, Context};
+use futures::StreamExt as _;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
 use sqlx::{Connection, PgConnection};
 
 /// Default broker URL: the local RabbitMQ's default vhost as guest.
@@ -277,6 +284,135 @@ pub fn python() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(candidate)
+}
+
+/// Messages in a queue, counted over AMQP (passive declare).
+pub async fn queue_count(vhost: &TestVhost, queue: &str) -> u32 {
+    let conn = vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    q.message_count()
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub message_id: String,
+    pub headers: HashMap<String, AMQPValue>,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub delivery_mode: u8,
+    pub routing_key: String,
+}
+
+impl Got {
+    pub fn header_str(&self, name: &str) -> String {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(s)) => s.to_string(),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+    pub fn header_i64(&self, name: &str) -> i64 {
+        match self.headers.get(name) {
+            Some(AMQPValue::LongLongInt(n)) => *n,
+            Some(AMQPValue::LongInt(n)) => i64::from(*n),
+            other => panic!("header {name}: {other:?}"),
+        }
+    }
+}
+
+/// Consumes (and acks) everything in a queue, stopping after `idle` without a message.
+pub async fn drain(vhost: &TestVhost, queue: &str, idle: Duration) -> Vec<Got> {
+    let conn = vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "test-drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
+        let d = d.unwrap();
+        let p = &d.properties;
+        let headers = p
+            .headers()
+            .as_ref()
+            .map(|t| {
+                t.inner()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Got {
+            message_id: p
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            headers,
+            body: d.data.clone(),
+            content_type: p
+                .content_type()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            delivery_mode: p.delivery_mode().unwrap_or(0),
+            routing_key: d.routing_key.to_string(),
+        });
+        assert!(
+            d.ack(BasicAckOptions::default()).await.unwrap(),
+            "ack refused"
+        );
+    }
+    let _ = conn.close(200, "ok".into()).await;
+    out
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+pub fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Peak resident memory of a process in MiB, from `/proc/<pid>/status` (`VmHWM`).
+pub fn proc_peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// A govbus binary built by `cargo test --workspace` (or `cargo build --bins`), next to the

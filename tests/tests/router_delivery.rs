@@ -136,12 +136,7 @@ async fn a_full_agency_queue_holds_up_nobody() {
         "hrss's other deliveries are kept"
     );
     assert_eq!(ledger_ids(&w, "hrss").await.len(), in_queue as usize);
-    let metrics = reqwest::get(w.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.metrics().await;
     assert!(
         metrics.contains("govbus_router_deliveries_kept_total{agency=\"hrss\"}"),
         "{metrics}"
@@ -247,16 +242,9 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
         "{cat}\n[[grant]]\nid = \"civil-enterprise\"\nrevision = 1\nagency = \"civil\"\nitem = \"enterprise\"\nfields = [\"unified_social_credit_code\", \"name\"]\nidentity = \"full\"\nlegal_basis = \"第二十条\"\npurpose = \"社会组织核对\"\nvalid_from = 2026-01-01\n"
     );
     std::fs::write(w.path("catalogue.toml"), &added).unwrap();
-    let metrics = || async {
-        reqwest::get(w.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !metrics()
+    while !w
+        .metrics()
         .await
         .contains("govbus_router_catalogue_reloads_total 1")
     {
@@ -285,7 +273,8 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !metrics()
+    while !w
+        .metrics()
         .await
         .contains("govbus_router_catalogue_refused_total 1")
     {

@@ -286,12 +286,7 @@ async fn each_agency_gets_exactly_its_grants() {
         reasons.contains(&("wrong_department".into(), "police.enterprise".into())),
         "{reasons:?}"
     );
-    let metrics = reqwest::get(w.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.metrics().await;
     assert!(
         metrics.contains("govbus_router_refusals_total{reason=\"bad_signature\"} 1"),
         "{metrics}"

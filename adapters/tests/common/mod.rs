@@ -17,12 +17,7 @@ use bus_schemas::{
     Registry,
 };
 use govbus_tests::{Services, TestVhost};
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
 use sqlx::{Connection, PgConnection};
-use tokio_stream_shim::next_with_timeout;
 
 /// A test's own vhost with the govbus topology, a work directory and keys.
 pub struct Env {
@@ -179,107 +174,7 @@ pub fn drop_gb18030(path: &Path, text: &str) {
     std::fs::rename(tmp, path).unwrap();
 }
 
-/// Messages in a queue, counted over AMQP (passive declare).
-pub async fn queue_count(vhost: &TestVhost, queue: &str) -> u32 {
-    let conn = vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = conn.close(200, "ok".into()).await;
-    q.message_count()
-}
-
-/// One consumed message.
-#[derive(Debug, Clone)]
-pub struct Got {
-    pub message_id: String,
-    pub headers: HashMap<String, AMQPValue>,
-    pub body: Vec<u8>,
-    pub content_type: String,
-    pub delivery_mode: u8,
-    pub routing_key: String,
-}
-
-impl Got {
-    pub fn header_str(&self, name: &str) -> String {
-        match self.headers.get(name) {
-            Some(AMQPValue::LongString(s)) => s.to_string(),
-            Some(AMQPValue::ShortString(s)) => s.to_string(),
-            other => panic!("header {name}: {other:?}"),
-        }
-    }
-    pub fn header_i64(&self, name: &str) -> i64 {
-        match self.headers.get(name) {
-            Some(AMQPValue::LongLongInt(n)) => *n,
-            Some(AMQPValue::LongInt(n)) => i64::from(*n),
-            other => panic!("header {name}: {other:?}"),
-        }
-    }
-}
-
-/// Consumes (and acks) everything in a queue, stopping after `idle` without a message.
-pub async fn drain(vhost: &TestVhost, queue: &str, idle: Duration) -> Vec<Got> {
-    let conn = vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(1000, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "test-drain".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Some(Some(d)) = next_with_timeout(&mut consumer, idle).await {
-        let d = d.unwrap();
-        let p = &d.properties;
-        let headers = p
-            .headers()
-            .as_ref()
-            .map(|t| {
-                t.inner()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Got {
-            message_id: p
-                .message_id()
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            headers,
-            body: d.data.clone(),
-            content_type: p
-                .content_type()
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            delivery_mode: p.delivery_mode().unwrap_or(0),
-            routing_key: d.routing_key.to_string(),
-        });
-        assert!(
-            d.ack(BasicAckOptions::default()).await.unwrap(),
-            "ack refused"
-        );
-    }
-    let _ = conn.close(200, "ok".into()).await;
-    out
-}
+pub use govbus_tests::{drain, queue_count, Got};
 
 /// Checks every ingest message against the wire contract and returns, per record key, the
 /// message ids seen (a duplicate must reuse its id).
@@ -337,20 +232,6 @@ pub fn check_records(
         by_key.entry(key).or_default().insert(g.message_id.clone());
     }
     by_key
-}
-
-/// `tokio-stream`-free `next` with a timeout.
-mod tokio_stream_shim {
-    use std::time::Duration;
-
-    use futures::{Stream, StreamExt};
-
-    pub async fn next_with_timeout<S: Stream + Unpin>(
-        s: &mut S,
-        idle: Duration,
-    ) -> Option<Option<S::Item>> {
-        tokio::time::timeout(idle, s.next()).await.ok()
-    }
 }
 
 /// Valid unified social credit codes, unique per `n`.

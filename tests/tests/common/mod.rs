@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -13,12 +12,8 @@ use bus_schemas::{
     keys,
     validate::{citizen_id, credit_code},
 };
-use futures::StreamExt as _;
+pub use govbus_tests::Got;
 use govbus_tests::{workspace_root, Process, Services, TestDatabase, TestVhost};
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
 
 /// The example catalogue's department keys, replaced by this test's.
 const EXAMPLE_KEYS: [(&str, &str); 3] = [
@@ -128,6 +123,16 @@ listen = "127.0.0.1:{port}"
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// The router's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Starts the router and waits until it is ready.
@@ -342,21 +347,7 @@ listen = "127.0.0.1:0"
 
     /// Messages in a queue (passive declare).
     pub async fn count(&self, queue: &str) -> u32 {
-        let conn = self.vhost.connect().await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = conn.close(200, "ok".into()).await;
-        q.message_count()
+        govbus_tests::queue_count(&self.vhost, queue).await
     }
 
     /// Waits until the router's queue is empty and the ledger stops growing for `quiet`.
@@ -384,72 +375,6 @@ listen = "127.0.0.1:0"
 
     /// Takes every message from a queue (acked), until it stays empty for `idle`.
     pub async fn drain(&self, queue: &str, idle: Duration) -> Vec<Got> {
-        let conn = self.vhost.connect().await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.basic_qos(1000, BasicQosOptions::default())
-            .await
-            .unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                queue.into(),
-                "test".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
-            let d = d.unwrap();
-            let headers = d
-                .properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Got {
-                message_id: d
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                headers,
-                body: d.data.clone(),
-            });
-            d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        }
-        let _ = conn.close(200, "ok".into()).await;
-        out
-    }
-}
-
-/// A message taken from a queue.
-#[derive(Debug, Clone)]
-pub struct Got {
-    pub message_id: String,
-    pub headers: HashMap<String, AMQPValue>,
-    pub body: Vec<u8>,
-}
-
-impl Got {
-    pub fn header_str(&self, name: &str) -> String {
-        match self.headers.get(name) {
-            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            Some(AMQPValue::ShortString(s)) => s.to_string(),
-            other => panic!("header {name}: {other:?}"),
-        }
-    }
-    pub fn header_i64(&self, name: &str) -> i64 {
-        match self.headers.get(name) {
-            Some(AMQPValue::LongLongInt(n)) => *n,
-            Some(AMQPValue::LongInt(n)) => i64::from(*n),
-            other => panic!("header {name}: {other:?}"),
-        }
+        govbus_tests::drain(&self.vhost, queue, idle).await
     }
 }
