@@ -212,21 +212,34 @@ async fn intake(
         let started = Instant::now();
         let routing = shared.routing();
         let decide = shared.clone();
+        // Verifying, projecting and signing are the CPU-heavy part: a large batch is split
+        // over two threads.
         let decided = tokio::task::spawn_blocking(move || {
             let today = today_in_shanghai();
-            deliveries
-                .into_iter()
-                .map(|d| {
-                    let outcome = decide.platform.route(
-                        &routing,
-                        today,
-                        d.routing_key.as_str(),
-                        &d.properties,
-                        &d.data,
-                    );
-                    (d, outcome)
-                })
-                .collect::<Vec<_>>()
+            let decide_all = |part: Vec<Delivery>| {
+                part.into_iter()
+                    .map(|d| {
+                        let outcome = decide.platform.route(
+                            &routing,
+                            today,
+                            d.routing_key.as_str(),
+                            &d.properties,
+                            &d.data,
+                        );
+                        (d, outcome)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if deliveries.len() < 64 {
+                return decide_all(deliveries);
+            }
+            let second = deliveries.split_off(deliveries.len() / 2);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| decide_all(second));
+                let mut out = decide_all(deliveries);
+                out.extend(other.join().expect("deciding a batch half panicked"));
+                out
+            })
         })
         .await?;
         let batch = prepare(&shared, decided, &publish, started).await?;
@@ -344,47 +357,63 @@ async fn settle(
     publish: Channel,
     mut rx: mpsc::Receiver<Batch>,
 ) -> anyhow::Result<()> {
-    while let Some(batch) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
+        // Group commit: every batch already waiting joins this transaction and this ack.
+        let mut batches = vec![first];
+        while batches.len() < IN_FLIGHT_BATCHES {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
         let mut delivered: Vec<Entry> = Vec::new();
         let mut kept: Vec<(Entry, OutgoingMessage, String)> = Vec::new();
         let mut refusals = Vec::new();
-        for m in batch.messages {
-            match m.kind {
-                Kind::Refused(r) => refusals.push(r),
-                Kind::Failed(msg, reason) => {
-                    let confirm = msg.publish(&publish).await?;
-                    let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                        .await
-                        .map_err(|_| {
-                            anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
-                        })?;
-                    classify(r, &msg)?;
-                    telemetry::dead_lettered(&m.routing_key, &reason);
-                }
-                Kind::Deliver { deliveries } => {
-                    for (p, confirm) in deliveries {
-                        let Some(confirm) = confirm else {
-                            kept.push((
-                                p.entry,
-                                p.message,
-                                "the agency has earlier deliveries waiting".into(),
-                            ));
-                            continue;
-                        };
+        let mut last = None;
+        let started = batches[0].started;
+        for batch in batches {
+            last = Some(batch.last);
+            for m in batch.messages {
+                match m.kind {
+                    Kind::Refused(r) => refusals.push(r),
+                    Kind::Failed(msg, reason) => {
+                        let confirm = msg.publish(&publish).await?;
                         let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
                             .await
                             .map_err(|_| {
                                 anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
                             })?;
-                        match classify(r, &p.message) {
-                            Ok(()) => delivered.push(p.entry),
-                            Err(e) if e.needs_new_channel() => return Err(e.into()),
-                            Err(
-                                e @ (PublishError::Nacked { .. } | PublishError::Unroutable { .. }),
-                            ) => {
-                                kept.push((p.entry, p.message, e.to_string()));
+                        classify(r, &msg)?;
+                        telemetry::dead_lettered(&m.routing_key, &reason);
+                    }
+                    Kind::Deliver { deliveries } => {
+                        for (p, confirm) in deliveries {
+                            let Some(confirm) = confirm else {
+                                kept.push((
+                                    p.entry,
+                                    p.message,
+                                    "the agency has earlier deliveries waiting".into(),
+                                ));
+                                continue;
+                            };
+                            let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                                .await
+                                .map_err(|_| {
+                                    anyhow::anyhow!(
+                                        "no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}"
+                                    )
+                                })?;
+                            match classify(r, &p.message) {
+                                Ok(()) => delivered.push(p.entry),
+                                Err(e) if e.needs_new_channel() => return Err(e.into()),
+                                Err(
+                                    e @ (PublishError::Nacked { .. }
+                                    | PublishError::Unroutable { .. }),
+                                ) => {
+                                    kept.push((p.entry, p.message, e.to_string()));
+                                }
+                                Err(e) => return Err(e.into()),
                             }
-                            Err(e) => return Err(e.into()),
                         }
                     }
                 }
@@ -401,16 +430,12 @@ async fn settle(
                 blocked.insert(e.agency.clone());
             }
         }
-        if !batch
-            .last
-            .acker
-            .ack(BasicAckOptions { multiple: true })
-            .await?
-        {
+        let last = last.expect("at least one batch");
+        if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
             anyhow::bail!("the channel closed before the batch was acked; it will be redelivered");
         }
         tracing::debug!(
-            ms = batch.started.elapsed().as_millis() as u64,
+            ms = started.elapsed().as_millis() as u64,
             delivered = delivered.len(),
             "batch settled"
         );

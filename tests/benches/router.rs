@@ -261,7 +261,15 @@ async fn main() {
         let msgs: Vec<OutgoingMessage> = (0..RECORDS)
             .map(|i| record(&signer, &ids, round * RECORDS + i, now_ms()))
             .collect();
+        let others = || {
+            (
+                govbus_tests::proc_cpu_secs_named("beam.smp"),
+                govbus_tests::proc_cpu_secs_named("postgres"),
+            )
+        };
+        let (mq0, pg0) = others();
         let b = baseline(&w, &msgs).await;
+        let (mq1, pg1) = others();
         // The router: its queue filled while it is stopped, then timed from ready to the last ledger row.
         publish_all(&ch, msgs.into_iter()).await;
         let before = ledger_rows(&pool).await;
@@ -276,11 +284,21 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let r = RECORDS as f64 / start.elapsed().as_secs_f64();
+        let (mq2, pg2) = others();
         p = p.max(govbus_tests::proc_peak_rss_mib(pid));
         peak = peak.max(p);
         assert!(w.router.take().unwrap().terminate().success());
         purge_agencies(&w).await;
-        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB, router CPU {:.0} µs/record", b * 4.0, r * 4.0, r / b, cpu * 1e6 / RECORDS as f64);
+        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB, router CPU {:.0} µs/record; per record RabbitMQ {:.0} µs / PostgreSQL {:.0} µs (baseline: {:.0} / {:.0})",
+            b * 4.0,
+            r * 4.0,
+            r / b,
+            cpu * 1e6 / RECORDS as f64,
+            (mq2 - mq1) * 1e6 / RECORDS as f64,
+            (pg2 - pg1) * 1e6 / RECORDS as f64,
+            (mq1 - mq0) * 1e6 / RECORDS as f64,
+            (pg1 - pg0) * 1e6 / RECORDS as f64,
+        );
         base.push(b);
         ours.push(r);
     }

@@ -402,6 +402,21 @@ pub fn proc_cpu_secs(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// CPU seconds used so far by every process whose command name is `comm` (e.g. `beam.smp`
+/// for RabbitMQ, `postgres`), for telling where a benchmark's CPU went.
+pub fn proc_cpu_secs_named(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .map(proc_cpu_secs)
+        .sum()
+}
+
 /// Peak resident memory of a process in MiB, from `/proc/<pid>/status` (`VmHWM`).
 pub fn proc_peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
