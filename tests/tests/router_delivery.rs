@@ -295,3 +295,51 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
     let ready = reqwest::get(w.url("/readyz")).await.unwrap();
     assert!(ready.status().is_success());
 }
+
+/// SIGHUP reloads the catalogue at once, without waiting for the file check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_catalogue() {
+    let mut w = World::new().await;
+    let cfg = std::fs::read_to_string(w.path("router.toml")).unwrap();
+    std::fs::write(
+        w.path("router.toml"),
+        cfg.replace("watch_ms = 200", "watch_ms = 3600000"),
+    )
+    .unwrap();
+    w.start_router().await;
+    let cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
+    std::fs::write(
+        w.path("catalogue.toml"),
+        cat.replace(
+            "revision = 1\nagency = \"hrss\"\nitem = \"enterprise\"",
+            "revision = 2\nagency = \"hrss\"\nitem = \"enterprise\"",
+        ),
+    )
+    .unwrap();
+    let pid = w.router.as_ref().unwrap().0.id();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w
+        .metrics()
+        .await
+        .contains("govbus_router_catalogue_reloads_total 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the catalogue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let commerce = w.commerce(0, 4);
+    w.run_adapter(&commerce);
+    w.settle(Duration::from_millis(1000)).await;
+    let got = w.drain("agency.hrss", Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 4);
+    assert!(got
+        .iter()
+        .all(|g| g.header_i64(header::GRANT_REVISION) == 2));
+}
