@@ -124,6 +124,10 @@ async fn publish_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_agency_gets_exactly_its_grants() {
     let mut w = World::new().await;
+    // An item nobody is granted: its records are refused as `no_grant`.
+    let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
+    cat.push_str("\n[[item]]\nid = \"residence\"\nname = \"居住证信息\"\nrecord_type = \"gov.gz.migrant.ResidencePermit\"\ndepartments = [\"police\"]\nshared_from = 2016-01-01\n");
+    std::fs::write(w.path("catalogue.toml"), cat).unwrap();
     w.start_router().await;
     let police = w.police(0, 20, 1);
     let commerce = w.commerce(0, 20);
@@ -165,6 +169,16 @@ async fn each_agency_gets_exactly_its_grants() {
     )
     .await;
 
+    let permit = reg.get("gov.gz.migrant.ResidencePermit").unwrap().clone();
+    publish_raw(
+        &w,
+        "police.residence",
+        "residence",
+        &permit,
+        serde_json::json!({"permit_number": "R-1"}),
+        &police_key,
+    )
+    .await;
     w.settle(Duration::from_millis(1500)).await;
     let idle = Duration::from_millis(500);
     let civil = w.drain("agency.civil", idle).await;
@@ -286,6 +300,11 @@ async fn each_agency_gets_exactly_its_grants() {
         reasons.contains(&("wrong_department".into(), "police.enterprise".into())),
         "{reasons:?}"
     );
+    assert!(
+        reasons.contains(&("no_grant".into(), "police.residence".into())),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
     let metrics = w.metrics().await;
     assert!(
         metrics.contains("govbus_router_refusals_total{reason=\"bad_signature\"} 1"),
