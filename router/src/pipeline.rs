@@ -45,6 +45,12 @@ use crate::{
 /// How long one confirm may take before the channel is presumed dead.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// (agency, item, record key hash) → newest version published by this router recently: the
+/// ledger answers for what is written, this for batches still in flight.
+type Recent = std::collections::HashMap<(String, String, String), i64>;
+/// Entries kept in [`Recent`] before it starts over (a few in-flight windows' worth).
+const RECENT_MAX: usize = 100_000;
+
 /// Batches published and awaiting their confirms and ledger write, behind the one being read.
 const IN_FLIGHT_BATCHES: usize = 4;
 
@@ -192,6 +198,7 @@ async fn intake(
 ) -> anyhow::Result<()> {
     let wait = Duration::from_millis(shared.tunables.batch_wait_ms);
     let max = shared.tunables.batch.max(1);
+    let mut recent = Recent::new();
     loop {
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -242,7 +249,7 @@ async fn intake(
             })
         })
         .await?;
-        let batch = prepare(&shared, decided, &publish, started).await?;
+        let batch = prepare(&shared, decided, &publish, started, &mut recent).await?;
         if tx.send(batch).await.is_err() {
             return Ok(()); // the second stage failed; its error ends the session
         }
@@ -256,6 +263,7 @@ async fn prepare(
     decided: Vec<(Delivery, Outcome)>,
     publish: &Channel,
     started: Instant,
+    recent: &mut Recent,
 ) -> anyhow::Result<Batch> {
     let planned: Vec<&Entry> = decided
         .iter()
@@ -306,13 +314,25 @@ async fn prepare(
                         already += 1;
                         continue;
                     }
-                    if held.is_some_and(|v| v > p.entry.version) {
+                    // Newest version delivered: in the ledger, or in a batch not yet written.
+                    let key = (
+                        p.entry.agency.clone(),
+                        p.entry.item.clone(),
+                        p.entry.key_hash.clone(),
+                    );
+                    let newest = held.max(recent.get(&key).copied());
+                    if newest.is_some_and(|v| v > p.entry.version) {
                         telemetry::stale(&p.entry.agency, &p.entry.key_hash);
                         continue;
                     }
                     if p.needs_prior && held.is_none() {
                         continue; // a delete for a region the agency never got this record in
                     }
+                    if recent.len() >= RECENT_MAX {
+                        recent.clear();
+                    }
+                    let v = recent.entry(key).or_insert(p.entry.version);
+                    *v = (*v).max(p.entry.version);
                     if blocked.contains(&p.entry.agency) {
                         out.push((p, None));
                         continue;

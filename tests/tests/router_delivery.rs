@@ -343,3 +343,43 @@ async fn sighup_reloads_the_catalogue() {
         .iter()
         .all(|g| g.header_i64(header::GRANT_REVISION) == 2));
 }
+
+/// A record version older than one already delivered to the agency is not delivered, also
+/// when both versions wait in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_versions_are_not_delivered() {
+    let mut w = World::new().await;
+    w.start_router().await; // declares the topology
+    assert!(w.router.take().unwrap().terminate().success());
+    let newer = w.police(0, 5, 2);
+    w.run_adapter(&newer);
+    let older = w.police(0, 5, 1);
+    w.run_adapter(&older);
+    w.start_router().await;
+    w.settle(Duration::from_millis(1000)).await;
+    let civil = w.drain("agency.civil", Duration::from_millis(500)).await;
+    assert_eq!(civil.len(), 5);
+    assert!(civil.iter().all(|g| g.header_i64(header::VERSION) == 2));
+    // While the router runs: version 1 of new records, then version 0 of them.
+    let stale_count = |m: String| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("govbus_router_stale_versions_total{agency=\"civil\"} "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let before = stale_count(w.metrics().await);
+    assert_eq!(before, 5, "the older versions in the same batch");
+    std::fs::remove_dir_all(w.path("adapters/police/state")).unwrap();
+    let stale = w.police(100, 105, 1);
+    w.run_adapter(&stale);
+    let again = w.police(100, 105, 0);
+    w.run_adapter(&again);
+    w.settle(Duration::from_millis(1000)).await;
+    let civil = w.drain("agency.civil", Duration::from_millis(500)).await;
+    assert_eq!(civil.len(), 5, "the new records, version 1 only");
+    assert!(civil.iter().all(|g| g.header_i64(header::VERSION) == 1));
+    assert_eq!(
+        stale_count(w.metrics().await),
+        10,
+        "version 0 after 1 was written"
+    );
+}
