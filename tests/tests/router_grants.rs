@@ -118,8 +118,9 @@ async fn publish_raw(
 
 /// Three departments, four agencies: each agency gets exactly the granted records and fields
 /// (pseudonyms where granted, its district only where region-limited, nothing from an expired
-/// grant); a wrongly signed record and a commerce item under the police key reach nobody and
-/// are kept with their reason; every delivery decodes with the served schema in Rust and in
+/// grant); a wrongly signed record, a commerce item under the police key, an item nobody is
+/// granted, an unknown item and a body of another type reach nobody and are kept with their
+/// reason; every delivery decodes with the served schema in Rust and in
 /// fastavro; the ledger verifies, and an edited row is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_agency_gets_exactly_its_grants() {
@@ -176,6 +177,25 @@ async fn each_agency_gets_exactly_its_grants() {
         "residence",
         &permit,
         serde_json::json!({"permit_number": "R-1"}),
+        &police_key,
+    )
+    .await;
+    // An item the catalogue does not list; an enterprise body under the household item.
+    publish_raw(
+        &w,
+        "police.weapons",
+        "weapons",
+        &permit,
+        serde_json::json!({"permit_number": "W-1"}),
+        &police_key,
+    )
+    .await;
+    publish_raw(
+        &w,
+        "police.household",
+        "household",
+        &enterprise,
+        serde_json::json!({"unified_social_credit_code": uscc(901)}),
         &police_key,
     )
     .await;
@@ -304,7 +324,15 @@ async fn each_agency_gets_exactly_its_grants() {
         reasons.contains(&("no_grant".into(), "police.residence".into())),
         "{reasons:?}"
     );
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.contains(&("unknown_item".into(), "police.weapons".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("unknown_schema".into(), "police.household".into())),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     let metrics = w.metrics().await;
     assert!(
         metrics.contains("govbus_router_refusals_total{reason=\"bad_signature\"} 1"),
