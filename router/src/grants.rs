@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use bus_schemas::{apache_avro::types::Value, RecordType};
+use bus_schemas::{apache_avro::types::Value, Element, RecordType};
 use chrono::NaiveDate;
 
 use crate::{
@@ -31,6 +31,10 @@ pub struct CompiledItem {
     pub record_type: Arc<RecordType>,
     /// Its grants.
     pub grants: Vec<CompiledGrant>,
+    /// Identity fields a pseudonym grant replaces: top-level `Subject` fields (one per role)…
+    pub subjects: Vec<String>,
+    /// …and top-level citizen ID number fields (the record key among them, where it is one).
+    pub id_fields: Vec<String>,
 }
 
 /// A catalogue compiled for routing. Replaced whole on reload.
@@ -94,6 +98,13 @@ impl Routing {
                     item: item.clone(),
                     record_type: rt.clone(),
                     grants,
+                    subjects: rt.subject_fields().into_iter().map(String::from).collect(),
+                    id_fields: rt
+                        .elements
+                        .iter()
+                        .filter(|(p, e)| *e == Element::CitizenIdNumber && !p.contains('.'))
+                        .map(|(p, _)| p.clone())
+                        .collect(),
                 },
             );
         }

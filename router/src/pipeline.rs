@@ -293,14 +293,12 @@ async fn prepare(
                         .message_id()
                         .as_ref()
                         .map(|m| m.as_str().to_string()),
-                    key_id: d.properties.headers().as_ref().and_then(|h| {
-                        match h.inner().get(wire::header::KEY_ID) {
-                            Some(AMQPValue::LongString(s)) => {
-                                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-                            }
-                            _ => None,
-                        }
-                    }),
+                    key_id: d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| crate::route::header_str(h, wire::header::KEY_ID))
+                        .map(str::to_string),
                     headers: store::headers_json(d.properties.headers().as_ref()),
                     body: d.data.clone(),
                 })

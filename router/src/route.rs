@@ -6,7 +6,6 @@ use bus_schemas::{
     apache_avro::types::Value,
     split_header,
     wire::{self, header, IdKey, Op, Signer},
-    Element,
 };
 use chrono::NaiveDate;
 use lapin::{
@@ -98,7 +97,8 @@ pub enum Outcome {
     Failed(String),
 }
 
-fn header_str<'h>(h: &'h FieldTable, name: &str) -> Option<&'h str> {
+/// A text header's value.
+pub(crate) fn header_str<'h>(h: &'h FieldTable, name: &str) -> Option<&'h str> {
     match h.inner().get(name)? {
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
         AMQPValue::ShortString(s) => Some(s.as_str()),
@@ -135,14 +135,14 @@ fn pseudonymise(
     value: &mut Value,
     agency: &str,
     p: &Pseudonymizer,
-    subjects: &[&str],
-    id_fields: &[&str],
+    subjects: &[String],
+    id_fields: &[String],
 ) {
     let Value::Record(fields) = value else {
         return;
     };
     for (name, v) in fields.iter_mut() {
-        if subjects.contains(&name.as_str()) {
+        if subjects.iter().any(|s| s == name) {
             let inner = match v {
                 Value::Union(_, inner) => inner.as_mut(),
                 other => other,
@@ -176,7 +176,7 @@ fn pseudonymise(
                     }
                 }
             }
-        } else if id_fields.contains(&name.as_str()) {
+        } else if id_fields.iter().any(|f| f == name) {
             let s = match v {
                 Value::Union(_, inner) => inner.as_mut(),
                 other => other,
@@ -283,21 +283,14 @@ impl Platform {
             .collect();
         let record_key = wire::record_key_string(&key_values);
         let key_hash = self.ids.record_key_hash(rk_item, &record_key);
-        let subjects = rt.subject_fields();
-        let id_fields: Vec<&str> = rt
-            .elements
-            .iter()
-            .filter(|(p, e)| *e == Element::CitizenIdNumber && !p.contains('.'))
-            .map(|(p, _)| p.as_str())
-            .collect();
         let source_time_ms = header_i64(h, header::SOURCE_TIME_MS);
         let mut deliveries = Vec::new();
         for (g, needs_prior) in item.grants_for(today, &value) {
             match self.delivery(
                 g,
                 &value,
-                &subjects,
-                &id_fields,
+                &item.subjects,
+                &item.id_fields,
                 Delivered {
                     item: rk_item,
                     department: rk_dept,
@@ -333,8 +326,8 @@ impl Platform {
         &self,
         g: &CompiledGrant,
         value: &Value,
-        subjects: &[&str],
-        id_fields: &[&str],
+        subjects: &[String],
+        id_fields: &[String],
         d: Delivered<'_>,
     ) -> Result<Planned, String> {
         let agency = g.grant.agency.as_str();
