@@ -69,7 +69,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     let pool = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
     let cache = Arc::new(ProjectionCache::default());
     let routing = reload::load(&cfg.catalogue, &cache, &pool).await?;
-    let blocked = store::blocked_agencies(&pool).await?.into_iter().collect();
+    let blocked = store::kept_counts(&pool).await?.into_keys().collect();
     let health = Arc::new(Health::default());
     let shared = Arc::new(Shared {
         platform,

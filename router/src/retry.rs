@@ -28,19 +28,19 @@ pub async fn run(shared: Arc<Shared>, connector: Connector, stop: CancellationTo
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => break,
         }
-        let agencies = match store::blocked_agencies(&shared.pool).await {
-            Ok(a) => a,
+        let counts = match store::kept_counts(&shared.pool).await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read kept deliveries; retrying");
                 continue;
             }
         };
-        if let Ok(counts) = store::kept_counts(&shared.pool).await {
-            let routing = shared.routing();
-            for a in routing.catalogue.agency_ids() {
-                telemetry::kept_now(a, counts.get(a).copied().unwrap_or(0));
-            }
+        let routing = shared.routing();
+        for a in routing.catalogue.agency_ids() {
+            telemetry::kept_now(a, counts.get(a).copied().unwrap_or(0));
         }
+        let mut agencies: Vec<String> = counts.into_keys().collect();
+        agencies.sort();
         {
             let mut blocked = shared.blocked.lock().expect("blocked lock");
             blocked.retain(|a| agencies.contains(a));

@@ -190,13 +190,6 @@ pub async fn keep(
     Ok(())
 }
 
-/// Agencies with kept deliveries (new deliveries to them are kept behind the old, in order).
-pub async fn blocked_agencies(pool: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT agency FROM pending_deliveries")
-        .fetch_all(pool)
-        .await
-}
-
 /// The oldest kept deliveries of an agency.
 pub async fn kept_for(pool: &PgPool, agency: &str, limit: i64) -> sqlx::Result<Vec<Kept>> {
     let rows = sqlx::query("SELECT id, entry, headers, body FROM pending_deliveries WHERE agency = $1 ORDER BY id LIMIT $2")
@@ -239,7 +232,8 @@ pub async fn release(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::R
     Ok(())
 }
 
-/// Counts of kept deliveries per agency (for metrics).
+/// Kept deliveries per agency: which agencies have some (new deliveries to them are kept
+/// behind the old, in order), and how many (for metrics).
 pub async fn kept_counts(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
     let rows = sqlx::query("SELECT agency, count(*) FROM pending_deliveries GROUP BY agency")
         .fetch_all(pool)
