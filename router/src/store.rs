@@ -79,23 +79,27 @@ pub struct Refusal {
     pub body: Vec<u8>,
 }
 
-/// Keeps refused messages.
+/// Keeps refused messages (one statement for the whole batch).
 pub async fn insert_refusals(
     tx: &mut Transaction<'_, Postgres>,
     refusals: &[Refusal],
 ) -> sqlx::Result<()> {
-    for r in refusals {
-        sqlx::query("INSERT INTO refusals (reason, detail, routing_key, message_id, key_id, headers, body) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(r.reason)
-            .bind(&r.detail)
-            .bind(&r.routing_key)
-            .bind(&r.message_id)
-            .bind(&r.key_id)
-            .bind(&r.headers)
-            .bind(&r.body)
-            .execute(&mut **tx)
-            .await?;
+    if refusals.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT INTO refusals (reason, detail, routing_key, message_id, key_id, headers, body)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[])",
+    )
+    .bind(refusals.iter().map(|r| r.reason).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.routing_key.as_str()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.message_id.as_deref()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.key_id.as_deref()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.headers.clone()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -172,21 +176,36 @@ pub struct Kept {
     pub message: OutgoingMessage,
 }
 
-/// Keeps deliveries the broker did not confirm, to retry them in order.
+/// Keeps deliveries the broker did not confirm, to retry them in order (one statement for
+/// the whole batch: an agency whose queue is full must not slow the others down).
 pub async fn keep(
     tx: &mut Transaction<'_, Postgres>,
     kept: &[(&Entry, &OutgoingMessage)],
 ) -> sqlx::Result<()> {
-    for (e, m) in kept {
-        sqlx::query("INSERT INTO pending_deliveries (agency, message_id, entry, headers, body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
-            .bind(&e.agency)
-            .bind(&e.message_id)
-            .bind(serde_json::to_value(e).expect("entry serialises"))
-            .bind(headers_json(m.properties.headers().as_ref()))
-            .bind(&m.body)
-            .execute(&mut **tx)
-            .await?;
+    if kept.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT INTO pending_deliveries (agency, message_id, entry, headers, body)
+         SELECT a, m, e, h, b FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::bytea[]) WITH ORDINALITY AS x(a, m, e, h, b, n)
+         ORDER BY n
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(kept.iter().map(|(e, _)| e.agency.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|(e, _)| e.message_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        kept.iter()
+            .map(|(e, _)| serde_json::to_value(e).expect("entry serialises"))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        kept.iter()
+            .map(|(_, m)| headers_json(m.properties.headers().as_ref()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(kept.iter().map(|(_, m)| m.body.as_slice()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
