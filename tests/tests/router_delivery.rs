@@ -242,18 +242,12 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
         "{cat}\n[[grant]]\nid = \"civil-enterprise\"\nrevision = 1\nagency = \"civil\"\nitem = \"enterprise\"\nfields = [\"unified_social_credit_code\", \"name\"]\nidentity = \"full\"\nlegal_basis = \"第二十条\"\npurpose = \"社会组织核对\"\nvalid_from = 2026-01-01\n"
     );
     std::fs::write(w.path("catalogue.toml"), &added).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !w
-        .metrics()
-        .await
-        .contains("govbus_router_catalogue_reloads_total 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the new catalogue was not loaded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.await_metric(
+        "govbus_router_catalogue_reloads_total 1",
+        30,
+        "the new catalogue was not loaded",
+    )
+    .await;
     let commerce = w.commerce(0, 10);
     w.run_adapter(&commerce);
     w.settle(Duration::from_millis(1000)).await;
@@ -272,18 +266,12 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
         ),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !w
-        .metrics()
-        .await
-        .contains("govbus_router_catalogue_refused_total 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the bad catalogue was not refused"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.await_metric(
+        "govbus_router_catalogue_refused_total 1",
+        30,
+        "the bad catalogue was not refused",
+    )
+    .await;
     let commerce = w.commerce(10, 20);
     w.run_adapter(&commerce);
     w.settle(Duration::from_millis(1000)).await;
@@ -322,18 +310,12 @@ async fn sighup_reloads_the_catalogue() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w
-        .metrics()
-        .await
-        .contains("govbus_router_catalogue_reloads_total 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload the catalogue"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.await_metric(
+        "govbus_router_catalogue_reloads_total 1",
+        10,
+        "SIGHUP did not reload the catalogue",
+    )
+    .await;
     let commerce = w.commerce(0, 4);
     w.run_adapter(&commerce);
     w.settle(Duration::from_millis(1000)).await;

@@ -135,6 +135,15 @@ listen = "127.0.0.1:{port}"
             .unwrap()
     }
 
+    /// Waits up to `secs` until `/metrics` shows `line`; fails with `what` otherwise.
+    pub async fn await_metric(&self, line: &str, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.metrics().await.contains(line) {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts the router and waits until it is ready.
     pub async fn start_router(&mut self) {
         let cfg = self.path("router.toml");
