@@ -22,6 +22,7 @@
 //!   `telemetry.rs`: events and metrics.
 //! - [`cli`]: the `govbus` command line (`src/bin/govbus.rs` only parses and dispatches).
 
+pub mod agency;
 pub mod catalogue;
 pub mod cli;
 pub mod config;

@@ -235,6 +235,8 @@ pub struct Target {
     pub prefix: String,
     /// Platform key id and base64 public key, written into agencies' files.
     pub platform_key: (String, String),
+    /// The router's HTTP base URL as agencies reach it (`/schemas`, `/keys`), for their files.
+    pub router_url: Option<String>,
 }
 
 /// What `provision` did.
@@ -329,7 +331,15 @@ pub async fn provision(
                     "GOVBUS_PLATFORM_PUBLIC_KEY".into(),
                     target.platform_key.1.clone(),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                target
+                    .router_url
+                    .iter()
+                    .map(|u| ("GOVBUS_ROUTER_URL".to_string(), u.clone())),
+            )
+            .collect(),
         });
     }
     accounts.push(Account {

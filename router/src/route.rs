@@ -106,7 +106,7 @@ pub(crate) fn header_str<'h>(h: &'h FieldTable, name: &str) -> Option<&'h str> {
     }
 }
 
-fn header_i64(h: &FieldTable, name: &str) -> Option<i64> {
+pub(crate) fn header_i64(h: &FieldTable, name: &str) -> Option<i64> {
     match h.inner().get(name)? {
         AMQPValue::LongLongInt(v) => Some(*v),
         AMQPValue::LongInt(v) => Some(i64::from(*v)),

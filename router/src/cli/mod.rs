@@ -1,6 +1,7 @@
 //! The `govbus` command line for agencies and operators.
 use clap::{Parser, Subcommand};
 
+pub mod agency;
 pub mod catalogue;
 pub mod keygen;
 pub mod ledger;
@@ -34,6 +35,10 @@ pub enum Command {
     Provision(provision::ProvisionArgs),
     /// Write the platform's key pair and secrets.
     Keygen(keygen::KeygenArgs),
+    /// An agency's deliveries as JSON lines (verified, acked, each message id once).
+    Tail(agency::TailArgs),
+    /// Land an agency's records in its own PostgreSQL table, or POST them to a webhook.
+    Sink(agency::SinkArgs),
 }
 
 /// Runs a parsed command line.
@@ -45,5 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Ledger(cmd) => ledger::run(cmd),
         Command::Provision(args) => provision::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Tail(args) => agency::tail(args),
+        Command::Sink(args) => agency::sink(args),
     }
 }

@@ -35,6 +35,10 @@ pub struct ProvisionArgs {
     /// Prefix of every account name (keeps several installations on one broker apart).
     #[arg(long, default_value = "")]
     account_prefix: String,
+    /// The router's HTTP base URL as agencies reach it (written into their files for
+    /// `/schemas` and `/keys`).
+    #[arg(long)]
+    router_url: Option<String>,
 }
 
 /// (scheme, user, password, host:port, vhost) of an AMQP URL.
@@ -109,6 +113,7 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         host: args.public_host.clone().unwrap_or(host),
         prefix: args.account_prefix.clone(),
         platform_key: (key_id, public.trim().to_string()),
+        router_url: args.router_url.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

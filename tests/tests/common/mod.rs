@@ -349,6 +349,33 @@ listen = "127.0.0.1:0"
         );
     }
 
+    /// The flags that point an agency tool (`govbus tail`, `govbus sink`) at this world.
+    pub fn agency_flags(&self, agency: &str) -> Vec<std::ffi::OsString> {
+        let key = std::fs::read_to_string(self.path("platform/platform-test.pub")).unwrap();
+        [
+            "--agency",
+            agency,
+            "--amqp-url",
+            &self.vhost.amqp_url,
+            "--router-url",
+            &self.url(""),
+            "--platform-public-key",
+            key.trim(),
+        ]
+        .iter()
+        .map(Into::into)
+        .collect()
+    }
+
+    /// Starts `govbus <command> <agency flags> <extra>`.
+    pub fn spawn_agency_tool(&self, command: &str, agency: &str, extra: &[&str]) -> Process {
+        let mut args: Vec<std::ffi::OsString> = vec![command.into()];
+        args.extend(self.agency_flags(agency));
+        args.extend(extra.iter().map(Into::into));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        Process::spawn("govbus", &refs)
+    }
+
     /// A database connection.
     pub async fn pg(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.db.url).await.unwrap()
