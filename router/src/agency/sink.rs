@@ -169,8 +169,8 @@ impl PgSink {
                 })
                 .collect();
             let rows = Json::Array(rows);
-            if g.delete {
-                let q = format!(
+            let q = if g.delete {
+                format!(
                     "WITH d AS (SELECT r->>'item' AS item, r->>'key' AS k, (r->>'version')::bigint AS v
                                 FROM jsonb_array_elements($1::jsonb) r),
                           gone AS (DELETE FROM {t} USING d
@@ -181,12 +181,7 @@ impl PgSink {
                      ON CONFLICT (govbus_item, govbus_key) DO UPDATE
                        SET govbus_version = GREATEST({ts}.govbus_version, EXCLUDED.govbus_version)",
                     t = g.table
-                );
-                n += sqlx::query(AssertSqlSafe(q))
-                    .bind(&rows)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                )
             } else {
                 let cols = &self.columns[&(g.table.to_string(), g.fingerprint)];
                 let names: String = cols
@@ -208,7 +203,7 @@ impl PgSink {
                     .iter()
                     .map(|(c, _)| format!(", {0} = EXCLUDED.{0}", quote(c)))
                     .collect();
-                let q = format!(
+                format!(
                     "INSERT INTO {t} (govbus_item, govbus_key, govbus_version, govbus_message_id{names})
                      SELECT r->>'item', r->>'key', (r->>'version')::bigint, r->>'message_id'{values}
                      FROM jsonb_array_elements($1::jsonb) r
@@ -221,13 +216,13 @@ impl PgSink {
                            govbus_received_at = now(){sets}
                      WHERE {t}.govbus_version < EXCLUDED.govbus_version",
                     t = g.table
-                );
-                n += sqlx::query(AssertSqlSafe(q))
-                    .bind(&rows)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
+                )
+            };
+            n += sqlx::query(AssertSqlSafe(q))
+                .bind(&rows)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(n)
