@@ -75,6 +75,33 @@ async fn schema(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Respons
     }
 }
 
+async fn status_json(State(s): State<Arc<Shared>>) -> Response {
+    match crate::status::compute(&s, &s.probe).await {
+        Ok(st) => Json(st).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn status_page(State(s): State<Arc<Shared>>) -> Response {
+    match crate::status::compute(&s, &s.probe).await {
+        Ok(st) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::status::html(&st),
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: anyhow::Error) -> Response {
+    tracing::warn!(error = %e, "cannot compute the status");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the router's database is unreachable; retry\n",
+    )
+        .into_response()
+}
+
 /// Binds the listener and serves until `stop`; returns the bound address.
 pub async fn serve(
     addr: std::net::SocketAddr,
@@ -93,6 +120,8 @@ pub async fn serve(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
+        .route("/", get(status_page))
+        .route("/status", get(status_json))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/keys", get(keys))

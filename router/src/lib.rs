@@ -36,6 +36,7 @@ pub mod pseudonym;
 pub mod reload;
 pub mod retry;
 pub mod route;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 
@@ -72,6 +73,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     let routing = reload::load(&cfg.catalogue, &cache, &pool).await?;
     let blocked = store::kept_counts(&pool).await?.into_keys().collect();
     let health = Arc::new(Health::default());
+    let connector = Connector::new(cfg.amqp.clone(), "govbus-router");
     let shared = Arc::new(Shared {
         platform,
         routing: RwLock::new(Arc::new(routing)),
@@ -79,11 +81,11 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         blocked: Mutex::new(blocked),
         health: health.clone(),
         tunables: cfg.router.clone(),
+        probe: status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-status")),
     });
     let http_stop = CancellationToken::new();
     let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;
     tracing::info!(%addr, amqp = %cfg.amqp.redacted_url(), "router listening for /metrics, /keys, /schemas");
-    let connector = Connector::new(cfg.amqp.clone(), "govbus-router");
     let background = CancellationToken::new();
     let retry = tokio::spawn(retry::run(
         shared.clone(),

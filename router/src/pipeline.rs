@@ -68,6 +68,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Tunables.
     pub tunables: Tunables,
+    /// Queue depths for the status page (a connection of its own).
+    pub probe: crate::status::QueueProbe,
 }
 
 impl Shared {
@@ -387,11 +389,13 @@ async fn settle(
         let mut delivered: Vec<Entry> = Vec::new();
         let mut kept: Vec<(Entry, OutgoingMessage, String)> = Vec::new();
         let mut refusals = Vec::new();
+        let mut departments = DepartmentCounts::default();
         let mut last = None;
         let started = batches[0].started;
         for batch in batches {
             last = Some(batch.last);
             for m in batch.messages {
+                departments.received(&m.routing_key, matches!(m.kind, Kind::Refused(_)));
                 match m.kind {
                     Kind::Refused(r) => refusals.push(r),
                     Kind::Failed(msg, reason) => {
@@ -437,7 +441,10 @@ async fn settle(
                 }
             }
         }
-        commit(&shared, &delivered, &kept, &refusals).await?;
+        for e in &delivered {
+            departments.source_time(&e.department, e.source_time_ms);
+        }
+        commit(&shared, &delivered, &kept, &refusals, &departments).await?;
         for e in &delivered {
             telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
         }
@@ -461,6 +468,28 @@ async fn settle(
     Ok(())
 }
 
+/// Per department: messages settled, of them refused, and the newest source time delivered.
+#[derive(Debug, Default)]
+pub struct DepartmentCounts(pub std::collections::HashMap<String, (i64, i64, Option<i64>)>);
+
+impl DepartmentCounts {
+    fn received(&mut self, routing_key: &str, refused: bool) {
+        let dept = routing_key.split('.').next().unwrap_or(routing_key);
+        // Only well-formed department ids are counted (a forged routing key is a refusal).
+        if !wire::valid_id(dept) {
+            return;
+        }
+        let c = self.0.entry(dept.to_string()).or_default();
+        c.0 += 1;
+        c.1 += i64::from(refused);
+    }
+    fn source_time(&mut self, dept: &str, ms: Option<i64>) {
+        if let (Some(c), Some(ms)) = (self.0.get_mut(dept), ms) {
+            c.2 = Some(c.2.map_or(ms, |m| m.max(ms)));
+        }
+    }
+}
+
 /// One transaction: ledger rows for the confirmed, kept rows for the unconfirmed, refusals.
 /// Retried while PostgreSQL is unreachable: nothing is acked until it commits.
 async fn commit(
@@ -468,6 +497,7 @@ async fn commit(
     delivered: &[Entry],
     kept: &[(Entry, OutgoingMessage, String)],
     refusals: &[Refusal],
+    departments: &DepartmentCounts,
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
@@ -481,6 +511,7 @@ async fn commit(
             )
             .await?;
             store::insert_refusals(&mut tx, refusals).await?;
+            store::count_departments(&mut tx, departments).await?;
             tx.commit().await?;
             Ok::<usize, sqlx::Error>(rows)
         };

@@ -259,3 +259,44 @@ pub async fn kept_counts(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
         .await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// Adds a settled group's per-department counts (one statement).
+pub async fn count_departments(
+    tx: &mut Transaction<'_, Postgres>,
+    counts: &crate::pipeline::DepartmentCounts,
+) -> sqlx::Result<()> {
+    if counts.0.is_empty() {
+        return Ok(());
+    }
+    let mut depts = Vec::new();
+    let mut received = Vec::new();
+    let mut refused = Vec::new();
+    let mut source = Vec::new();
+    for (d, (n, r, s)) in &counts.0 {
+        depts.push(d.as_str());
+        received.push(*n);
+        refused.push(*r);
+        source.push(*s);
+    }
+    sqlx::query(
+        "INSERT INTO department_stats AS s
+             (department, received, refused, last_received_at, last_source_time_ms, last_delay_ms)
+         SELECT d, n, r, now(), st,
+                CASE WHEN st IS NULL THEN NULL
+                     ELSE (extract(epoch FROM now()) * 1000)::bigint - st END
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(d, n, r, st)
+         ON CONFLICT (department) DO UPDATE SET
+             received = s.received + EXCLUDED.received,
+             refused = s.refused + EXCLUDED.refused,
+             last_received_at = EXCLUDED.last_received_at,
+             last_source_time_ms = COALESCE(GREATEST(s.last_source_time_ms, EXCLUDED.last_source_time_ms), s.last_source_time_ms, EXCLUDED.last_source_time_ms),
+             last_delay_ms = COALESCE(EXCLUDED.last_delay_ms, s.last_delay_ms)",
+    )
+    .bind(&depts)
+    .bind(&received)
+    .bind(&refused)
+    .bind(&source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

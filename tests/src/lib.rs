@@ -500,6 +500,51 @@ impl Drop for Process {
     }
 }
 
+/// The DOM of a page after headless Chromium loaded it (scripts run). Fails saying how to
+/// install Chromium when it is missing (`scripts/test` installs Debian's package).
+pub fn chromium_dom(url: &str) -> String {
+    let exe = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Chromium is not installed: `apt-get install chromium` (scripts/test does it)");
+    let profile = tempfile_dir("chromium");
+    let out = Command::new(exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium --dump-dom {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the DOM is UTF-8")
+}
+
+fn tempfile_dir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique_name(&format!("govbus_{what}")));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

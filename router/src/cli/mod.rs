@@ -7,6 +7,7 @@ pub mod keygen;
 pub mod ledger;
 pub mod provision;
 pub mod schemas;
+pub mod status;
 pub mod topology;
 
 /// govbus: the message bus for a city's government departments' authoritative records.
@@ -39,6 +40,8 @@ pub enum Command {
     Tail(agency::TailArgs),
     /// Land an agency's records in its own PostgreSQL table, or POST them to a webhook.
     Sink(agency::SinkArgs),
+    /// What operators watch: agencies' queues and deliveries, departments, refusals, warnings.
+    Status(status::StatusArgs),
 }
 
 /// Runs a parsed command line.
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Tail(args) => agency::tail(args),
         Command::Sink(args) => agency::sink(args),
+        Command::Status(args) => status::run(args),
     }
 }
