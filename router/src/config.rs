@@ -91,6 +91,10 @@ pub struct Tunables {
     /// How often the catalogue file is checked for changes, in milliseconds.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+    /// How often the whole ledger is re-verified in the background, in seconds (0: never);
+    /// the result is the `govbus_router_ledger_verified` gauge.
+    #[serde(default = "default_verify_every_secs")]
+    pub verify_every_secs: u64,
 }
 
 fn default_batch() -> usize {
@@ -105,6 +109,9 @@ fn default_retry_ms() -> u64 {
 fn default_watch_ms() -> u64 {
     1000
 }
+fn default_verify_every_secs() -> u64 {
+    3600
+}
 
 impl Default for Tunables {
     fn default() -> Self {
@@ -113,6 +120,7 @@ impl Default for Tunables {
             batch_wait_ms: default_batch_wait_ms(),
             retry_ms: default_retry_ms(),
             watch_ms: default_watch_ms(),
+            verify_every_secs: default_verify_every_secs(),
         }
     }
 }

@@ -99,6 +99,11 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         connector.clone(),
         background.clone(),
     ));
+    let upkeep = tokio::spawn(status::housekeeping(
+        shared.clone(),
+        std::time::Duration::from_secs(cfg.router.verify_every_secs),
+        background.clone(),
+    ));
     let draining = {
         let h = health.clone();
         let s = stop.clone();
@@ -109,7 +114,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     };
     let result = pipeline::run(shared, connector, stop).await;
     background.cancel();
-    let _ = tokio::join!(retry, watch);
+    let _ = tokio::join!(retry, watch, upkeep);
     draining.abort();
     http_stop.cancel();
     result

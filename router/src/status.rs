@@ -572,3 +572,40 @@ pub fn text(s: &Status) -> String {
     }
     t
 }
+
+/// Background upkeep: grant expiry gauges every minute; the whole ledger re-verified every
+/// `verify_every_secs` (first a minute after start).
+pub async fn housekeeping(
+    shared: Arc<Shared>,
+    verify_every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut next_verify = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let routing = shared.routing();
+        let today = today_in_shanghai();
+        for g in &routing.catalogue.file.grants {
+            if let (true, Some(until)) = (g.in_force(today), &g.valid_until) {
+                crate::telemetry::grant_days_left(&g.agency, &g.id, (until.0 - today).num_days());
+            }
+        }
+        if !verify_every.is_zero() && tokio::time::Instant::now() >= next_verify {
+            let t = std::time::Instant::now();
+            match crate::ledger::verify(&shared.pool).await {
+                Ok(v) => crate::telemetry::ledger_verified(
+                    v.broken.is_empty(),
+                    v.rows,
+                    t.elapsed().as_secs_f64(),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot verify the ledger now; retrying later")
+                }
+            }
+            next_verify = tokio::time::Instant::now() + verify_every;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

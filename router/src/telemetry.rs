@@ -101,3 +101,25 @@ pub fn reconnect() {
     counter!("govbus_router_reconnects_total").increment(1);
     tracing::info!("connected to RabbitMQ; consuming govbus.router");
 }
+
+/// Days left of each grant in force with an end date (0: today is its last day).
+pub fn grant_days_left(agency: &str, grant: &str, days: i64) {
+    gauge!("govbus_router_grant_days_left", "agency" => agency.to_string(), "grant" => grant.to_string())
+        .set(days as f64);
+}
+
+/// The background ledger verification's result.
+pub fn ledger_verified(ok: bool, rows: u64, secs: f64) {
+    gauge!("govbus_router_ledger_verified").set(if ok { 1.0 } else { 0.0 });
+    gauge!("govbus_router_ledger_verify_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp() as f64);
+    gauge!("govbus_router_ledger_verify_seconds").set(secs);
+    if ok {
+        tracing::info!(rows, secs, "ledger verified");
+    } else {
+        tracing::error!(
+            rows,
+            "LEDGER BROKEN: run `govbus ledger verify` to see which rows"
+        );
+    }
+}

@@ -45,8 +45,9 @@ pub struct AgencyArgs {
     /// `provisioned/agencies/<agency>.env`); flags and environment variables override it.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// AMQP URL with the agency's account (default: `GOVBUS__AMQP__URL` of the env file).
-    #[arg(long, env = "GOVBUS__AMQP__URL", hide_env_values = true)]
+    /// AMQP URL with the agency's account (default: `GOVBUS__AMQP__URL` of the env file; the
+    /// process environment's is not used, so a platform's own setting never leaks in).
+    #[arg(long)]
     pub amqp_url: Option<String>,
     /// Base URL of the router's HTTP listener, for `/schemas/{fingerprint}` (default:
     /// `GOVBUS_ROUTER_URL` of the env file, else http://127.0.0.1:9200).
