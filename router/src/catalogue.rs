@@ -133,7 +133,7 @@ pub struct Item {
 }
 
 /// How identity reaches an agency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Identity {
     /// ID numbers as the department sent them.

@@ -16,10 +16,18 @@ use serde_json::Value as Json;
 pub enum SchemasCommand {
     /// One line per record type: full name, fingerprint (hex of the 8 header bytes in wire order), field count.
     List,
-    /// Write every record type's self-contained .avsc (and shared named types such as Subject) into DIR.
+    /// Write every record type's self-contained .avsc (and shared named types such as Subject) into DIR;
+    /// with --agency, the exact writer schemas that agency receives under each of its grants.
     Export {
         /// Directory to write into (created if missing).
         dir: PathBuf,
+        /// Only what this agency receives: one projected writer schema per grant (as the
+        /// router derives and serves it), plus the full schema of each record type as reader.
+        #[arg(long, requires = "catalogue")]
+        agency: Option<String>,
+        /// The catalogue (with --agency).
+        #[arg(long)]
+        catalogue: Option<PathBuf>,
     },
     /// Read a record as natural JSON on stdin, write its Avro single-object bytes to stdout.
     Encode {
@@ -70,7 +78,12 @@ pub fn run(cmd: SchemasCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
-        SchemasCommand::Export { dir } => {
+        SchemasCommand::Export {
+            dir,
+            agency: Some(agency),
+            catalogue: Some(catalogue),
+        } => export_for_agency(&dir, &agency, &catalogue)?,
+        SchemasCommand::Export { dir, .. } => {
             let count = registry
                 .export(&dir)
                 .with_context(|| format!("cannot write the schemas into {}", dir.display()))?;
@@ -151,4 +164,70 @@ fn read_json_stdin() -> anyhow::Result<Json> {
         bail!("stdin is empty: pipe one JSON object in, e.g. `govbus schemas encode --type NAME < record.json`");
     }
     serde_json::from_str(&text).context("stdin is not valid JSON")
+}
+
+/// Writes `<grant>.<fingerprint>.avsc` for each grant of the agency, the full schema of each
+/// record type it receives (`<full name>.avsc`, to read any of them with), and `index.json`.
+fn export_for_agency(
+    dir: &std::path::Path,
+    agency: &str,
+    catalogue: &std::path::Path,
+) -> anyhow::Result<()> {
+    let cat = crate::catalogue::Catalogue::load(catalogue)?;
+    anyhow::ensure!(
+        cat.agency_ids().any(|a| a == agency),
+        "agency {agency} is not in {}; it has: {}",
+        catalogue.display(),
+        cat.agency_ids().collect::<Vec<_>>().join(", ")
+    );
+    let routing = crate::grants::Routing::compile(cat, &crate::grants::ProjectionCache::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, json: &Json| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(json).expect("JSON") + "\n",
+        )
+        .with_context(|| format!("cannot write {}", path.display()))
+    };
+    let mut index = Vec::new();
+    let mut items: Vec<_> = routing.items.values().collect();
+    items.sort_by(|a, b| a.item.id.cmp(&b.item.id));
+    for item in items {
+        for g in item.grants.iter().filter(|g| g.grant.agency == agency) {
+            let w = &g.projection.writer;
+            let file = format!("{}.{}.avsc", g.grant.id, w.fingerprint);
+            write(&file, &w.json)?;
+            write(
+                &format!("{}.avsc", item.record_type.full_name),
+                &item.record_type.json,
+            )?;
+            index.push(serde_json::json!({
+                "grant": g.grant.id,
+                "revision": g.grant.revision,
+                "item": item.item.id,
+                "record_type": w.full_name,
+                "fingerprint": w.fingerprint.to_string(),
+                "file": file,
+                "reader_file": format!("{}.avsc", item.record_type.full_name),
+                "fields": g.grant.fields,
+                "identity": g.grant.identity,
+                "valid_from": g.grant.valid_from.0.to_string(),
+                "valid_until": g.grant.valid_until.as_ref().map(|d| d.0.to_string()),
+            }));
+        }
+    }
+    anyhow::ensure!(
+        !index.is_empty(),
+        "agency {agency} holds no grant in {}",
+        catalogue.display()
+    );
+    let n = index.len();
+    write("index.json", &Json::Array(index))?;
+    eprintln!(
+        "wrote {n} writer schema(s) for agency {agency} to {} (index.json lists grant, fingerprint and fields)",
+        dir.display()
+    );
+    Ok(())
 }
