@@ -77,6 +77,17 @@ pub async fn run(
     stop: CancellationToken,
     until_idle: bool,
 ) -> anyhow::Result<Summary> {
+    run_from(cfg, stop, until_idle, None).await
+}
+
+/// Runs the adapter, reading `requeue` (corrected quarantined rows, JSON lines) instead of its
+/// configured source when given.
+pub async fn run_from(
+    cfg: AdapterConfig,
+    stop: CancellationToken,
+    until_idle: bool,
+    requeue: Option<&std::path::Path>,
+) -> anyhow::Result<Summary> {
     let Parts {
         mapper,
         publisher,
@@ -96,6 +107,13 @@ pub async fn run(
             .run()
             .await
         };
+    }
+    if let Some(file) = requeue {
+        return go!(source::requeue::RequeueSource::new(
+            file,
+            &cfg.item,
+            &cfg.state_dir
+        )?);
     }
     match cfg.source.clone() {
         SourceConfig::Csv(c) => go!(CsvSource::new(c, &cfg.state_dir)?),

@@ -21,6 +21,10 @@ struct Cli {
     /// Stop once the source has nothing new and every record is confirmed (for batch runs).
     #[arg(long)]
     once: bool,
+    /// Send corrected quarantined rows (the file `govbus quarantine export` wrote, edited) back
+    /// through mapping and validation, then stop; rows still invalid are quarantined again.
+    #[arg(long, value_name = "FILE")]
+    requeue: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -53,6 +57,16 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         return adapters::check(cfg, cli.check_limit, &mut std::io::stdout().lock()).await;
     }
     let stop = bus_schemas::amqp::process::stop_on_signals();
+    if let Some(file) = &cli.requeue {
+        let s = adapters::run_from(cfg, stop, true, Some(file)).await?;
+        eprintln!(
+            "requeued {}: {} published, {} quarantined again",
+            file.display(),
+            s.published,
+            s.quarantined
+        );
+        return Ok(());
+    }
     adapters::run(cfg, stop, cli.once).await.map(|_| ())
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json};
 pub mod csv;
 pub mod http;
 pub mod postgres;
+pub mod requeue;
 
 /// A source row with where it came from.
 #[derive(Debug, Clone)]

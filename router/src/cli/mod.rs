@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod keygen;
 pub mod ledger;
 pub mod provision;
+pub mod quarantine;
 pub mod schemas;
 pub mod status;
 pub mod topology;
@@ -40,6 +41,9 @@ pub enum Command {
     Tail(agency::TailArgs),
     /// Land an agency's records in its own PostgreSQL table, or POST them to a webhook.
     Sink(agency::SinkArgs),
+    /// A department's quarantined rows: counts by reason, or taken out to correct.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
     /// What operators watch: agencies' queues and deliveries, departments, refusals, warnings.
     Status(status::StatusArgs),
 }
@@ -56,5 +60,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Tail(args) => agency::tail(args),
         Command::Sink(args) => agency::sink(args),
         Command::Status(args) => status::run(args),
+        Command::Quarantine(cmd) => quarantine::run(cmd),
     }
 }
