@@ -37,6 +37,10 @@ pub struct Entry {
     /// When the source changed the record (ms), for latency; not part of the ledger row.
     #[serde(default)]
     pub source_time_ms: Option<i64>,
+    /// The replay this delivery belongs to (`govbus replay`); `None` for a delivery as the
+    /// record arrived.
+    #[serde(default)]
+    pub replay: Option<String>,
 }
 
 /// Hash of a row: SHA-256 over the previous hash and every column, each length-prefixed.
@@ -65,6 +69,11 @@ fn row_hash(prev: &[u8], seq: i64, e: &Entry, delivered_at_us: i64) -> Vec<u8> {
     put(e.dept_key_id.as_bytes());
     put(e.dept_signature.as_bytes());
     put(&delivered_at_us.to_be_bytes());
+    // Only replays add this, so rows written before the column existed keep their hash.
+    if let Some(r) = &e.replay {
+        put(b"replay");
+        put(r.as_bytes());
+    }
     h.finalize().to_vec()
 }
 
@@ -139,10 +148,10 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> s
         return Ok(0);
     }
     sqlx::query(
-        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash)
-         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[])
-              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h)",
+        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay)
+         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[])
+              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r)",
     )
     .bind(&cols.agency)
     .bind(&cols.seq)
@@ -161,6 +170,7 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> s
     .bind(&cols.at)
     .bind(&cols.prev)
     .bind(&cols.hash)
+    .bind(&cols.replay)
     .execute(&mut **tx)
     .await?;
     let mut ha = Vec::with_capacity(head.len());
@@ -212,6 +222,7 @@ struct Columns {
     at: Vec<i64>,
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
+    replay: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -234,6 +245,7 @@ impl Columns {
         self.at.push(at);
         self.prev.push(prev);
         self.hash.push(hash);
+        self.replay.push(e.replay.clone());
     }
 }
 
@@ -272,7 +284,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
     for agency in agencies {
         out.agencies += 1;
         let mut rows = sqlx::query(
-            "SELECT seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash
+            "SELECT seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay
              FROM ledger WHERE agency = $1 ORDER BY seq",
         )
         .bind(&agency)
@@ -297,6 +309,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
                 dept_key_id: r.get(11),
                 dept_signature: r.get(12),
                 source_time_ms: None,
+                replay: r.get(16),
             };
             let at: i64 = r.get(13);
             let stored_prev: Vec<u8> = r.get(14);
@@ -349,6 +362,7 @@ mod tests {
             dept_key_id: "police-2026".into(),
             dept_signature: "sig".into(),
             source_time_ms: Some(1),
+            replay: None,
         }
     }
 

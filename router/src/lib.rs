@@ -34,6 +34,7 @@ pub mod projection;
 pub mod provision;
 pub mod pseudonym;
 pub mod reload;
+pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod status;
@@ -50,10 +51,9 @@ use crate::{
     route::Platform,
 };
 
-/// Runs the router until `stop` is cancelled, then drains: intake stops, in-flight batches
-/// are confirmed, written and acked.
-pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<()> {
-    let platform = Platform {
+/// The platform's keys and secrets from the `[platform]` section.
+pub fn load_platform(cfg: &RouterConfig) -> anyhow::Result<Platform> {
+    Ok(Platform {
         signer: keys::load_signer_as(
             &cfg.platform.key_file,
             &cfg.platform.key_id,
@@ -67,7 +67,13 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
             &cfg.platform.pseudonym_secret_file,
             "platform.pseudonym_secret_file",
         )?),
-    };
+    })
+}
+
+/// Runs the router until `stop` is cancelled, then drains: intake stops, in-flight batches
+/// are confirmed, written and acked.
+pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let platform = load_platform(&cfg)?;
     let pool = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
     let cache = Arc::new(ProjectionCache::default());
     let routing = reload::load(&cfg.catalogue, &cache, &pool).await?;

@@ -83,6 +83,8 @@ impl Shared {
 struct InFlight {
     routing_key: String,
     kind: Kind,
+    /// The record as received, kept as its latest version for replay.
+    stored: Option<store::LatestRecord>,
 }
 
 enum Kind {
@@ -283,6 +285,7 @@ async fn prepare(
     let mut already = 0;
     for (d, outcome) in decided {
         let routing_key = d.routing_key.as_str().to_string();
+        let mut stored = None;
         let kind = match outcome {
             Outcome::Refused { reason, detail } => {
                 telemetry::refused(reason.as_str(), &routing_key, &detail);
@@ -307,6 +310,15 @@ async fn prepare(
             }
             Outcome::Failed(reason) => Kind::Failed(dead_letter(&d, &reason), reason),
             Outcome::Deliver { deliveries, .. } => {
+                stored = deliveries.first().map(|p| store::LatestRecord {
+                    item: p.entry.item.clone(),
+                    key_hash: p.entry.key_hash.clone(),
+                    version: p.entry.version,
+                    routing_key: routing_key.clone(),
+                    ingest_id: p.entry.ingest_id.clone(),
+                    headers: store::headers_json(d.properties.headers().as_ref()),
+                    body: d.data.clone(),
+                });
                 let mut out = Vec::with_capacity(deliveries.len());
                 for p in deliveries {
                     let (held, in_ledger) = prior.next().expect("one prior per planned delivery");
@@ -343,7 +355,11 @@ async fn prepare(
                 Kind::Deliver { deliveries: out }
             }
         };
-        messages.push(InFlight { routing_key, kind });
+        messages.push(InFlight {
+            routing_key,
+            kind,
+            stored,
+        });
         last = Some(d);
     }
     if already > 0 {
@@ -390,12 +406,14 @@ async fn settle(
         let mut kept: Vec<(Entry, OutgoingMessage, String)> = Vec::new();
         let mut refusals = Vec::new();
         let mut departments = DepartmentCounts::default();
+        let mut latest = Vec::new();
         let mut last = None;
         let started = batches[0].started;
         for batch in batches {
             last = Some(batch.last);
             for m in batch.messages {
                 departments.received(&m.routing_key, matches!(m.kind, Kind::Refused(_)));
+                latest.extend(m.stored);
                 match m.kind {
                     Kind::Refused(r) => refusals.push(r),
                     Kind::Failed(msg, reason) => {
@@ -444,7 +462,7 @@ async fn settle(
         for e in &delivered {
             departments.source_time(&e.department, e.source_time_ms);
         }
-        commit(&shared, &delivered, &kept, &refusals, &departments).await?;
+        commit(&shared, &delivered, &kept, &refusals, &departments, &latest).await?;
         for e in &delivered {
             telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
         }
@@ -498,6 +516,7 @@ async fn commit(
     kept: &[(Entry, OutgoingMessage, String)],
     refusals: &[Refusal],
     departments: &DepartmentCounts,
+    latest: &[store::LatestRecord],
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
@@ -512,6 +531,7 @@ async fn commit(
             .await?;
             store::insert_refusals(&mut tx, refusals).await?;
             store::count_departments(&mut tx, departments).await?;
+            store::keep_latest(&mut tx, latest).await?;
             tx.commit().await?;
             Ok::<usize, sqlx::Error>(rows)
         };

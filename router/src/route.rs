@@ -395,6 +395,7 @@ impl Platform {
                 dept_key_id: d.key_id.to_string(),
                 dept_signature: d.signature.to_string(),
                 source_time_ms: d.source_time_ms,
+                replay: None,
             },
             needs_prior: false,
             message: OutgoingMessage {

@@ -123,7 +123,7 @@ pub fn headers_json(h: Option<&FieldTable>) -> Json {
     Json::Object(out)
 }
 
-fn headers_from_json(j: &Json) -> FieldTable {
+pub(crate) fn headers_from_json(j: &Json) -> FieldTable {
     let mut h = FieldTable::default();
     if let Json::Object(m) = j {
         for (k, v) in m {
@@ -296,6 +296,63 @@ pub async fn count_departments(
     .bind(&received)
     .bind(&refused)
     .bind(&source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A record as the router received it, kept as the latest version of its record for replay.
+#[derive(Debug, Clone)]
+pub struct LatestRecord {
+    /// Item.
+    pub item: String,
+    /// Keyed hash of the record key.
+    pub key_hash: String,
+    /// Version.
+    pub version: i64,
+    /// `<department>.<item>`.
+    pub routing_key: String,
+    /// Ingest message id.
+    pub ingest_id: String,
+    /// Ingest headers.
+    pub headers: Json,
+    /// The signed ingest body.
+    pub body: Vec<u8>,
+}
+
+/// Keeps the newest version of each record (one statement; older versions leave it).
+pub async fn keep_latest(
+    tx: &mut Transaction<'_, Postgres>,
+    records: &[LatestRecord],
+) -> sqlx::Result<()> {
+    // One row per record: a batch may hold several versions of one.
+    let mut newest: HashMap<(&str, &str), &LatestRecord> = HashMap::new();
+    for r in records {
+        let e = newest.entry((&r.item, &r.key_hash)).or_insert(r);
+        if e.version < r.version {
+            *e = r;
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let rs: Vec<&LatestRecord> = newest.into_values().collect();
+    sqlx::query(
+        "INSERT INTO latest_records AS l (item, key_hash, version, routing_key, ingest_id, headers, body)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[])
+         ON CONFLICT (item, key_hash) DO UPDATE SET
+             version = EXCLUDED.version, routing_key = EXCLUDED.routing_key,
+             ingest_id = EXCLUDED.ingest_id, headers = EXCLUDED.headers, body = EXCLUDED.body,
+             received_at = now()
+         WHERE l.version < EXCLUDED.version",
+    )
+    .bind(rs.iter().map(|r| r.item.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.key_hash.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.routing_key.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.ingest_id.as_str()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.headers.clone()).collect::<Vec<_>>())
+    .bind(rs.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -7,6 +7,7 @@ pub mod keygen;
 pub mod ledger;
 pub mod provision;
 pub mod quarantine;
+pub mod replay;
 pub mod schemas;
 pub mod status;
 pub mod topology;
@@ -44,6 +45,8 @@ pub enum Command {
     /// A department's quarantined rows: counts by reason, or taken out to correct.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
+    /// Send an agency the latest version of each record of an item again (grant checked now).
+    Replay(replay::ReplayArgs),
     /// What operators watch: agencies' queues and deliveries, departments, refusals, warnings.
     Status(status::StatusArgs),
 }
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Sink(args) => agency::sink(args),
         Command::Status(args) => status::run(args),
         Command::Quarantine(cmd) => quarantine::run(cmd),
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -1,0 +1,209 @@
+//! `govbus replay`: sends an agency the latest version of each record of an item again — for an
+//! agency newly granted the item, or one whose consumer lost data. Each record is routed again
+//! as it stands now: the department's signature is verified again and only a grant in force
+//! today delivers it, projected and pseudonymised as that grant says. Each replayed delivery
+//! gets a message id of its own (so it is not mistaken for the original) and a `govbus-replay`
+//! header, and its ledger row names the replay.
+use std::{sync::Arc, time::Duration};
+
+use bus_schemas::{
+    amqp::{publish::classify, Connector},
+    validate::today_in_shanghai,
+    wire::{self, Op},
+};
+use futures::TryStreamExt;
+use lapin::{
+    options::ConfirmSelectOptions,
+    types::{AMQPValue, LongString},
+    BasicProperties,
+};
+use sqlx::Row;
+
+use crate::{
+    config::RouterConfig,
+    grants::ProjectionCache,
+    ledger::{self, Entry},
+    route::Outcome,
+};
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The replay's id (in each delivery's `govbus-replay` header and its ledger row).
+    pub id: String,
+    /// Latest records read.
+    pub records: u64,
+    /// Deliveries confirmed and written to the ledger.
+    pub delivered: u64,
+    /// Records no grant of the agency covers today (ended, not yet in force, another region).
+    pub not_granted: u64,
+    /// Records refused on the way (their reason logged).
+    pub refused: u64,
+}
+
+const BATCH: usize = 500;
+
+/// Replays `item` to `agency`: records received on or after `since` (all when `None`).
+pub async fn replay(
+    cfg: &RouterConfig,
+    agency: &str,
+    item: &str,
+    since: Option<chrono::NaiveDate>,
+) -> anyhow::Result<Replayed> {
+    let platform = crate::load_platform(cfg)?;
+    let pool = crate::store::connect(&cfg.database.url, 2).await?;
+    let cache = Arc::new(ProjectionCache::default());
+    let routing = crate::reload::load(&cfg.catalogue, &cache, &pool).await?;
+    let cat = &routing.catalogue;
+    anyhow::ensure!(
+        cat.agency_ids().any(|a| a == agency),
+        "agency {agency} is not in the catalogue {}",
+        cfg.catalogue.display()
+    );
+    anyhow::ensure!(
+        cat.items.contains_key(item),
+        "item {item} is not in the catalogue {}",
+        cfg.catalogue.display()
+    );
+    let today = today_in_shanghai();
+    let granted = cat
+        .grants_by_item
+        .get(item)
+        .into_iter()
+        .flatten()
+        .any(|g| g.agency == agency && g.in_force(today));
+    anyhow::ensure!(
+        granted,
+        "agency {agency} holds no grant of item {item} in force today ({today}): nothing can be replayed"
+    );
+    let mut rnd = [0u8; 4];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let mut out = Replayed {
+        id: format!(
+            "replay-{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            hex::encode(rnd)
+        ),
+        ..Default::default()
+    };
+    let conn = Connector::new(cfg.amqp.clone(), "govbus-replay")
+        .connect_once()
+        .await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let since_us = since
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| {
+            (t - chrono::Duration::hours(8))
+                .and_utc()
+                .timestamp_micros()
+        })
+        .unwrap_or(i64::MIN);
+    let mut rows = sqlx::query(
+        "SELECT routing_key, ingest_id, headers, body FROM latest_records
+         WHERE item = $1 AND received_at >= to_timestamp($2::double precision / 1000000)
+         ORDER BY received_at, key_hash",
+    )
+    .bind(item)
+    .bind(since_us.max(0) as f64)
+    .fetch(&pool);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let row = rows.try_next().await?;
+        let end = row.is_none();
+        if let Some(r) = row {
+            out.records += 1;
+            let routing_key: String = r.get(0);
+            let ingest_id: String = r.get(1);
+            let headers: serde_json::Value = r.get(2);
+            let body: Vec<u8> = r.get(3);
+            let props = BasicProperties::default()
+                .with_message_id(ingest_id.as_str().into())
+                .with_headers(crate::store::headers_from_json(&headers));
+            match platform.route(&routing, today, &routing_key, &props, &body) {
+                Outcome::Deliver { deliveries, .. } => {
+                    let mut any = false;
+                    for mut p in deliveries.into_iter().filter(|p| p.entry.agency == agency) {
+                        any = true;
+                        let id = platform.ids.delivery_message_id(
+                            agency,
+                            &p.entry.grant_id,
+                            p.entry.grant_revision,
+                            &format!("{}|{}", out.id, p.entry.ingest_id),
+                        );
+                        let op = Op::parse(&p.entry.op).unwrap_or(Op::Upsert);
+                        let signature = platform.signer.sign(
+                            &id,
+                            &p.entry.item,
+                            p.entry.version,
+                            op,
+                            &p.message.body,
+                        );
+                        let mut h = p.message.properties.headers().clone().unwrap_or_default();
+                        h.insert(
+                            wire::header::SIGNATURE.into(),
+                            AMQPValue::LongString(LongString::from(signature)),
+                        );
+                        h.insert(
+                            "govbus-replay".into(),
+                            AMQPValue::LongString(LongString::from(out.id.as_str())),
+                        );
+                        p.message.properties = p
+                            .message
+                            .properties
+                            .clone()
+                            .with_message_id(id.as_str().into())
+                            .with_headers(h);
+                        p.entry.message_id = id;
+                        p.entry.replay = Some(out.id.clone());
+                        batch.push(p);
+                    }
+                    if !any {
+                        out.not_granted += 1;
+                    }
+                }
+                Outcome::Refused { reason, detail } => {
+                    if reason.as_str() == "no_grant" {
+                        out.not_granted += 1;
+                    } else {
+                        out.refused += 1;
+                        tracing::warn!(reason = reason.as_str(), %detail, "a stored record was refused on replay");
+                    }
+                }
+                Outcome::Failed(why) => {
+                    out.refused += 1;
+                    tracing::warn!(%why, "a stored record could not be routed on replay");
+                }
+            }
+        }
+        if batch.len() >= BATCH || (end && !batch.is_empty()) {
+            let mut confirms = Vec::with_capacity(batch.len());
+            for p in &batch {
+                confirms.push(p.message.publish(&ch).await?);
+            }
+            let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
+            for (p, c) in batch.drain(..).zip(confirms) {
+                let r = tokio::time::timeout(Duration::from_secs(60), c)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no confirm from RabbitMQ in 60 s"))?;
+                classify(r, &p.message).map_err(|e| {
+                    anyhow::anyhow!(
+                        "a replayed delivery to {agency} was not confirmed ({e}); nothing after it \
+                         was sent; run the replay again (the agency's sink keeps the newest version)"
+                    )
+                })?;
+                entries.push(p.entry);
+            }
+            let mut tx = pool.begin().await?;
+            out.delivered +=
+                ledger::append(&mut tx, &entries.iter().collect::<Vec<_>>()).await? as u64;
+            tx.commit().await?;
+        }
+        if end {
+            break;
+        }
+    }
+    let _ = ch.close(200, "replayed".into()).await;
+    let _ = conn.close(200, "replayed".into()).await;
+    Ok(out)
+}
