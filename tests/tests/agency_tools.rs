@@ -237,23 +237,7 @@ async fn tail_prints_verified_records_and_dead_letters_forgeries() {
     .await
     .unwrap();
     let _ = conn.close(200, "ok".into()).await;
-    let mut tail = govbus_tests::Process::command("govbus");
-    tail.arg("tail")
-        .args(w.agency_flags("civil"))
-        .args(["--count", "6"]);
-    let out = tokio::task::spawn_blocking(move || tail.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = w.tail("civil", 6).await;
     assert_eq!(lines.len(), 5, "the five records, not the forgery");
     let mut names: Vec<&str> = lines
         .iter()

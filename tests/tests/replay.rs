@@ -111,39 +111,15 @@ async fn a_newly_granted_agency_gets_the_latest_version_of_each_record() {
             .await
             .unwrap();
     assert_eq!(rows, 30);
-    // Civil reads them as deliveries like any other: verified, decoded, granted fields only.
-    let mut tail = Process::command("govbus");
-    tail.arg("tail")
-        .args(w.agency_flags("civil"))
-        .args(["--count", "30"]);
-    // Replay again: new message ids, so a consumer that lost its data gets them all.
+    // Replay again: new message ids, so a consumer that lost its data gets them all; civil
+    // reads them as deliveries like any other: verified, decoded, granted fields only.
     let out = replay(&w);
     assert!(out.status.success());
-    let out = tokio::task::spawn_blocking(move || tail.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = w.tail("civil", 30).await;
     assert_eq!(lines.len(), 30);
     assert!(lines.iter().all(|l| {
         let r = l["record"].as_object().unwrap();
         r.len() == 2 && r.contains_key("taxpayer_id") && r.contains_key("registered_address")
     }));
-    let out = Process::command("govbus")
-        .args(["ledger", "verify", "--database-url", &w.db.url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    w.verify_ledger();
 }

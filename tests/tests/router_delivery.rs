@@ -10,7 +10,7 @@ use std::{
 
 use bus_schemas::wire::header;
 use common::{Got, World};
-use govbus_tests::{Process, Services};
+use govbus_tests::Services;
 
 async fn ledger_ids(w: &World, agency: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT message_id FROM ledger WHERE agency = $1 ORDER BY seq")
@@ -25,18 +25,6 @@ async fn ledger_count(w: &World) -> i64 {
         .fetch_one(&w.pg().await)
         .await
         .unwrap()
-}
-
-fn verify_ledger(w: &World) {
-    let out = Process::command("govbus")
-        .args(["ledger", "verify", "--database-url", &w.db.url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ledger verify: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 async fn set_policy(w: &World, pattern: &str, definition: serde_json::Value) {
@@ -168,7 +156,7 @@ async fn a_full_agency_queue_holds_up_nobody() {
         unique,
         ids.iter().map(String::as_str).collect::<HashSet<_>>()
     );
-    verify_ledger(&w);
+    w.verify_ledger();
 }
 
 /// The router killed with SIGKILL mid-stream and started again: every granted delivery
@@ -227,7 +215,7 @@ async fn router_killed_mid_stream_loses_nothing() {
             assert!(!g.header_str(header::DEPARTMENT).is_empty());
         }
     }
-    verify_ledger(&w);
+    w.verify_ledger();
 }
 
 /// A changed catalogue file is taken up without a restart; a bad one is refused, counted, and

@@ -376,6 +376,40 @@ listen = "127.0.0.1:0"
         Process::spawn("govbus", &refs)
     }
 
+    /// `govbus tail` for `agency` until it handled `count` deliveries: the JSON lines it printed.
+    pub async fn tail(&self, agency: &str, count: u64) -> Vec<serde_json::Value> {
+        let mut tail = Process::command("govbus");
+        tail.arg("tail")
+            .args(self.agency_flags(agency))
+            .args(["--count", &count.to_string()]);
+        let out = tokio::task::spawn_blocking(move || tail.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "govbus tail: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `govbus ledger verify` passes.
+    pub fn verify_ledger(&self) {
+        let out = Process::command("govbus")
+            .args(["ledger", "verify", "--database-url", &self.db.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ledger verify: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     /// A database connection.
     pub async fn pg(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.db.url).await.unwrap()
