@@ -11,7 +11,7 @@
 : "${GOVBUS__DATABASE__URL:=postgres://postgres@127.0.0.1:5432/postgres}"
 export GOVBUS__AMQP__URL GOVBUS__DATABASE__URL
 
-say() { printf '==> %s\n' "$*" >&2; }
+say() { printf '==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # host and port of a URL like scheme://user:pass@host:port/path
