@@ -40,6 +40,7 @@ pub mod route;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod workdays;
 
 use std::sync::{Arc, Mutex, RwLock};
 
