@@ -379,6 +379,17 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// An RFC 3339 time as the city reads it (Asia/Shanghai), to the second.
+fn local(t: &Option<String>) -> String {
+    t.as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| {
+            chrono::FixedOffset::east_opt(8 * 3600)
+                .map(|tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        })
+        .unwrap_or_else(|| "–".into())
+}
+
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref()
         .map_or_else(|| "–".to_string(), |v| v.to_string())
@@ -406,8 +417,8 @@ ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margi
     );
     let _ = writeln!(
         h,
-        r#"<p class="muted">generated {} · router <span id="ready" class="{}">{}</span> · refreshed every 5 s · JSON at <a href="/status">/status</a></p>"#,
-        esc(&s.generated_at),
+        r#"<p class="muted">generated {} (Asia/Shanghai) · router <span id="ready" class="{}">{}</span> · refreshed every 5 s · JSON at <a href="/status">/status</a></p>"#,
+        local(&Some(s.generated_at.clone())),
         if s.ready { "ok" } else { "warn" },
         if s.ready {
             "consuming"
@@ -441,7 +452,7 @@ ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margi
         };
         let last_delivery = format!(
             "<td data-agency=\"{id}\" data-field=\"last_delivery\">{}</td>",
-            esc(&opt(&a.last_delivery))
+            local(&a.last_delivery)
         );
         let _ = writeln!(
             h,
@@ -473,7 +484,7 @@ ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margi
             cell("received", d.received.to_string()),
             cell("refused", d.refused.to_string()),
             cell("quarantined", opt(&d.quarantined)),
-            esc(&opt(&d.last_received)),
+            local(&d.last_received),
             cell(
                 "seconds_behind_source",
                 d.seconds_behind_source.map_or("–".into(), |s| format!("{s:.1}"))
