@@ -119,7 +119,8 @@ fn default_log_format() -> String {
     "text".into()
 }
 fn default_log_level() -> String {
-    "info".into()
+    // PostgreSQL NOTICEs (such as "relation already exists, skipping" at every start) are not news.
+    "info,sqlx::postgres::notice=warn".into()
 }
 
 impl Default for LogConfig {

@@ -187,8 +187,13 @@ async fn session(
     shared.health.set_connected(true);
     let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
     let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
-    let settle = settle(shared.clone(), publish, rx);
+    let settle = settle(shared.clone(), publish.clone(), rx);
     let (a, b) = tokio::join!(intake, settle);
+    if a.is_ok() && b.is_ok() {
+        // Stopping: close the channels before the connection, as the protocol expects.
+        let _ = consume.close(200, "router stopping".into()).await;
+        let _ = publish.close(200, "router stopping".into()).await;
+    }
     a.and(b)
 }
 
