@@ -124,6 +124,50 @@ impl Report {
     }
 }
 
+/// Longest text a field of the standard holds, in characters.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
+/// Rules for every text field: no control characters (which break databases and logs
+/// downstream; tab and line breaks are allowed), a bounded length, and no name that a
+/// spreadsheet would run as a formula.
+fn text_rules(path: &str, text: &str, report: &mut Report) {
+    let mut push = |rule: &'static str, message: String| {
+        report.violations.push(Violation {
+            field: path.to_string(),
+            class: value_class(text),
+            rule,
+            message,
+        })
+    };
+    if text
+        .chars()
+        .any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{feff}')
+    {
+        push(
+            "text-no-control",
+            "holds a control character (such as NUL) or a byte-order mark; remove it in the source"
+                .into(),
+        );
+    }
+    let n = text.chars().count();
+    if n > MAX_TEXT_CHARS {
+        push(
+            "text-length",
+            format!("is {n} characters; a text field holds at most {MAX_TEXT_CHARS}"),
+        );
+    }
+    let last = path.rsplit('.').next().unwrap_or(path);
+    if (last == "name" || last.ends_with("_name"))
+        && text.trim_start().starts_with(['=', '+', '-', '@'])
+    {
+        push(
+            "name-not-formula",
+            "begins with =, +, - or @: no name does, and spreadsheets would run it as a formula"
+                .into(),
+        );
+    }
+}
+
 /// Today's date in Asia/Shanghai (UTC+8 all year: China has no daylight saving time).
 pub fn today_in_shanghai() -> NaiveDate {
     let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
@@ -253,7 +297,7 @@ impl RecordType {
         }
     }
 
-    /// Dates and timestamps must not lie in the future.
+    /// Dates and timestamps must not lie in the future; text follows `text_rules`.
     fn walk_dates(
         &self,
         schema: &'static Schema,
@@ -306,6 +350,7 @@ impl RecordType {
                     });
                 }
             }
+            (_, Value::String(text)) => text_rules(path, text, report),
             _ => {}
         }
     }
