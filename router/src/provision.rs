@@ -256,13 +256,6 @@ fn new_password() -> anyhow::Result<String> {
     Ok(hex::encode(b))
 }
 
-fn read_env(path: &Path, key: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
-
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -350,7 +343,9 @@ pub async fn provision(
     });
     let mut done = Provisioned::default();
     for acc in &accounts {
-        let existing = read_env(&acc.file, "GOVBUS_PASSWORD");
+        let existing = crate::agency::read_env_file(&acc.file)
+            .ok()
+            .and_then(|mut env| env.remove("GOVBUS_PASSWORD"));
         let exists = m.user_exists(&acc.name).await?;
         let created = match (&existing, exists) {
             (Some(_), true) => false,

@@ -23,7 +23,7 @@ use crate::{
     config::RouterConfig,
     grants::ProjectionCache,
     ledger::{self, Entry},
-    route::Outcome,
+    route::{Outcome, Reason},
 };
 
 /// What a replay did.
@@ -91,21 +91,14 @@ pub async fn replay(
         .await?;
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let since_us = since
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| {
-            (t - chrono::Duration::hours(8))
-                .and_utc()
-                .timestamp_micros()
-        })
-        .unwrap_or(i64::MIN);
     let mut rows = sqlx::query(
         "SELECT routing_key, ingest_id, headers, body FROM latest_records
-         WHERE item = $1 AND received_at >= to_timestamp($2::double precision / 1000000)
+         WHERE item = $1
+           AND ($2::text IS NULL OR received_at >= $2::date::timestamp AT TIME ZONE 'Asia/Shanghai')
          ORDER BY received_at, key_hash",
     )
     .bind(item)
-    .bind(since_us.max(0) as f64)
+    .bind(since.map(|d| d.to_string()))
     .fetch(&pool);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -163,7 +156,7 @@ pub async fn replay(
                     }
                 }
                 Outcome::Refused { reason, detail } => {
-                    if reason.as_str() == "no_grant" {
+                    if reason == Reason::NoGrant {
                         out.not_granted += 1;
                     } else {
                         out.refused += 1;

@@ -116,6 +116,43 @@ async fn a_newly_granted_agency_gets_the_latest_version_of_each_record() {
     let out = replay(&w);
     assert!(out.status.success());
     let lines = w.tail("civil", 30).await;
+    // --since a day after today selects nothing; --since long ago selects every record.
+    let since = |day: &str| {
+        let out = Process::command("govbus")
+            .args([
+                "replay",
+                "--agency",
+                "civil",
+                "--item",
+                "registration",
+                "--since",
+                day,
+                "--config",
+            ])
+            .arg(w.path("router.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tomorrow =
+        (bus_schemas::validate::today_in_shanghai() + chrono::Duration::days(1)).to_string();
+    assert!(
+        since(&tomorrow).contains(": 0 latest records"),
+        "{}",
+        since(&tomorrow)
+    );
+    assert!(since("2000-01-01").contains(": 30 latest records"));
+    assert_eq!(
+        w.drain("agency.civil", Duration::from_millis(500))
+            .await
+            .len(),
+        30
+    );
     assert_eq!(lines.len(), 30);
     assert!(lines.iter().all(|l| {
         let r = l["record"].as_object().unwrap();

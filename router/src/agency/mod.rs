@@ -77,7 +77,8 @@ pub struct Access {
     pub platform_key: ed25519_dalek::VerifyingKey,
 }
 
-fn read_env_file(path: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
+/// The `KEY=VALUE` lines of a file `govbus provision` wrote (comments skipped).
+pub(crate) fn read_env_file(path: &std::path::Path) -> std::io::Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(path)?;
     Ok(text
         .lines()

@@ -60,14 +60,14 @@ impl Department {
         let path = self.env_file.clone().unwrap_or_else(|| {
             PathBuf::from("provisioned/departments").join(format!("{}.env", self.department))
         });
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let env = crate::agency::read_env_file(&path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read {}: {e}; pass --env-file (from `govbus provision`) or --amqp-url",
                 path.display()
             )
         })?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("GOVBUS__AMQP__URL=").map(str::to_string))
+        env.get("GOVBUS__AMQP__URL")
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("{} has no GOVBUS__AMQP__URL", path.display()))
     }
 }
