@@ -145,7 +145,7 @@ fn adapter_run(
     env: &Env,
     config: &std::path::Path,
     csv: &[u8],
-    round: usize,
+    round: &str,
 ) -> (f64, f64, f64, f64) {
     let _ = std::fs::remove_dir_all(env.path("state"));
     std::fs::write(env.path(&format!("inbox/household-{round}.csv")), csv).unwrap();
@@ -193,6 +193,21 @@ async fn main() {
         "adapter bench: {ROWS} rows of household registration (GB18030 CSV), message {} bytes body, window {window}, {rounds} rounds",
         msg.body.len()
     );
+    // What a run costs besides its rows: process start, config, keys, connection, file
+    // handling, final commit and stop. Measured with a one-row file and printed, so the
+    // whole-run ratio below can be read against it; it is not subtracted.
+    let one_row = encoding_rs::GB18030
+        .encode(&household_csv(1, 0, false).0)
+        .0
+        .into_owned();
+    let fixed: Vec<f64> = (0..3)
+        .map(|i| adapter_run(&env, &config, &one_row, &format!("one-{i}")).3)
+        .collect();
+    purge(&env).await;
+    println!(
+        "adapter fixed cost per run (one-row file, start to exit): {:.2} s",
+        median(fixed.clone())
+    );
     let (map_us, enc_us, rec_us) = prepare_cost(&env);
     println!("cpu per row (no broker): map+validate {map_us:.1} µs, encode {enc_us:.1} µs, encode+id+sign+headers {rec_us:.1} µs");
     let (mut base, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
@@ -201,7 +216,7 @@ async fn main() {
         let b = baseline(&env, &msg, window).await;
         let base_cpu = own_cpu() - cpu0;
         purge(&env).await;
-        let (a, peak, cpu, wall) = adapter_run(&env, &config, &csv, round);
+        let (a, peak, cpu, wall) = adapter_run(&env, &config, &csv, &round.to_string());
         assert_eq!(
             queue_count(&env.vhost, wire::ROUTER_QUEUE).await as u64,
             ROWS,

@@ -4,6 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 use adapters::config::AdapterConfig;
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Publishes a department's authoritative records to govbus.
 #[derive(Debug, Parser)]
 #[command(name = "govbus-adapter", version, about)]

@@ -151,12 +151,31 @@ fn shanghai() -> FixedOffset {
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     let date_part = s.split([' ', 'T']).next().unwrap_or(s);
+    if let Some(d) = bus_schemas::json::parse_iso_date(date_part) {
+        return Some(d);
+    }
     for fmt in ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y.%m.%d", "%Y年%m月%d日"] {
         if let Ok(d) = NaiveDate::parse_from_str(date_part, fmt) {
             return Some(d);
         }
     }
     None
+}
+
+/// `YYYY-MM-DD HH:MM:SS` exactly (the commonest export form, and the version column of
+/// most tables), without chrono's format machinery; anything else is left to the general
+/// parsers.
+fn fast_local_datetime(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() != 19 || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    bus_schemas::json::parse_iso_date(&s[..10])?.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)
 }
 
 /// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (Asia/Shanghai), a date
@@ -170,6 +189,12 @@ pub fn parse_time_ms(j: &Json) -> Option<i64> {
         if s.len() != 8 {
             return Some(n);
         }
+    }
+    if let Some(t) = fast_local_datetime(s) {
+        return shanghai()
+            .from_local_datetime(&t)
+            .single()
+            .map(|t| t.timestamp_millis());
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
@@ -351,10 +376,14 @@ impl Mapper {
         };
         let mut doc = Map::new();
         for f in &self.fields {
+            let constant;
             let raw = match (&f.cfg.value, &f.cfg.column) {
-                (Some(v), _) => Json::String(v.clone()),
-                (None, Some(c)) => self.column(row, c)?.clone(),
-                (None, None) => Json::Null,
+                (Some(v), _) => {
+                    constant = Json::String(v.clone());
+                    &constant
+                }
+                (None, Some(c)) => self.column(row, c)?,
+                (None, None) => &Json::Null,
             };
             let v = convert(f, raw)?;
             set_path(&mut doc, &f.path, v);
@@ -463,13 +492,13 @@ fn json_text(j: &Json) -> String {
     }
 }
 
-fn convert(f: &Field, raw: Json) -> Result<Json, MapError> {
+fn convert(f: &Field, raw: &Json) -> Result<Json, MapError> {
     let err = |reason: String| MapError {
         rule: "mapping",
         field: f.cfg.target.clone(),
         reason,
     };
-    let text = match &raw {
+    let text = match raw {
         Json::Null => return Ok(Json::Null),
         Json::String(s) => {
             let s = if f.cfg.trim {
@@ -509,7 +538,7 @@ fn convert(f: &Field, raw: Json) -> Result<Json, MapError> {
             let d = parse_date(&text).ok_or_else(|| {
                 err("expected a date like 2016-05-17, 20160517, 2016/5/17 or 2016年5月17日".into())
             })?;
-            Json::String(d.format("%Y-%m-%d").to_string())
+            Json::String(bus_schemas::json::format_iso_date(d))
         }
         FieldKind::Timestamp => {
             let ms = parse_time_ms(&Json::String(text)).ok_or_else(|| {

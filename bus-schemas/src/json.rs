@@ -32,6 +32,27 @@ fn kind(j: &Json) -> &'static str {
     }
 }
 
+/// Parses exactly `YYYY-MM-DD` (a real calendar date), without chrono's format machinery:
+/// every date of every record passes through here.
+pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
+/// `YYYY-MM-DD` of a date (years 0–9999), as `parse_iso_date` reads it.
+pub fn format_iso_date(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
 fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
@@ -43,7 +64,7 @@ fn join(prefix: &str, name: &str) -> String {
 impl RecordType {
     /// Converts a natural JSON document into an Avro value of this record type.
     pub fn value_from_json(&self, json: &Json) -> Result<Value, JsonError> {
-        self.json_value(self.schema, json, "")
+        self.json_value(self.schema, json, &mut String::new())
     }
 
     /// Converts an Avro value of this record type (or one resolved to it) into natural JSON.
@@ -51,11 +72,13 @@ impl RecordType {
         self.to_json(self.schema, value, "")
     }
 
+    /// `path` is one buffer grown and cut back as the conversion descends, so a field costs no
+    /// allocation unless it is wrong.
     fn json_value(
         &self,
         schema: &'static Schema,
         j: &Json,
-        path: &str,
+        path: &mut String,
     ) -> Result<Value, JsonError> {
         let schema = self.resolve(schema);
         let mismatch =
@@ -113,8 +136,8 @@ impl RecordType {
             }
             Schema::Date => {
                 let s = j.as_str().ok_or_else(|| mismatch("a date YYYY-MM-DD"))?;
-                let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                    .map_err(|_| err(path, "expected a date YYYY-MM-DD (a real calendar date)"))?;
+                let d = parse_iso_date(s)
+                    .ok_or_else(|| err(path, "expected a date YYYY-MM-DD (a real calendar date)"))?;
                 Value::Date((d - EPOCH).num_days() as i32)
             }
             Schema::TimestampMillis | Schema::TimestampMicros => {
@@ -139,7 +162,7 @@ impl RecordType {
                     items
                         .iter()
                         .enumerate()
-                        .map(|(i, x)| self.json_value(&a.items, x, &format!("{path}[{i}]")))
+                        .map(|(i, x)| self.json_value(&a.items, x, &mut format!("{path}[{i}]")))
                         .collect::<Result<_, _>>()?,
                 )
             }
@@ -148,7 +171,7 @@ impl RecordType {
                 Value::Map(
                     obj.iter()
                         .map(|(k, x)| {
-                            Ok((k.clone(), self.json_value(&m.types, x, &join(path, k))?))
+                            Ok((k.clone(), self.json_value(&m.types, x, &mut join(path, k))?))
                         })
                         .collect::<Result<_, JsonError>>()?,
                 )
@@ -165,9 +188,12 @@ impl RecordType {
                     if matches!(v, Schema::Null) {
                         continue;
                     }
+                    let len = path.len();
                     match self.json_value(v, j, path) {
                         Ok(x) => return Ok(Value::Union(i as u32, Box::new(x))),
                         Err(e) => {
+                            // A failed branch may have left its field names on the path.
+                            path.truncate(len);
                             first_err.get_or_insert(e);
                         }
                     }
@@ -189,12 +215,17 @@ impl RecordType {
                 }
                 let mut fields = Vec::with_capacity(r.fields.len());
                 for f in &r.fields {
-                    let p = join(path, &f.name);
+                    let len = path.len();
+                    if len > 0 {
+                        path.push('.');
+                    }
+                    path.push_str(&f.name);
                     let v = match (obj.get(&f.name), &f.default) {
-                        (Some(x), _) => self.json_value(&f.schema, x, &p)?,
-                        (None, Some(default)) => self.json_value(&f.schema, default, &p)?,
-                        (None, None) => return Err(err(&p, "is required and missing")),
+                        (Some(x), _) => self.json_value(&f.schema, x, path)?,
+                        (None, Some(default)) => self.json_value(&f.schema, default, path)?,
+                        (None, None) => return Err(err(path, "is required and missing")),
                     };
+                    path.truncate(len);
                     fields.push((f.name.clone(), v));
                 }
                 Value::Record(fields)

@@ -149,7 +149,12 @@ fn text_rules(path: &str, text: &str, report: &mut Report) {
                 .into(),
         );
     }
-    let n = text.chars().count();
+    // A UTF-8 character is at least one byte: count characters only where bytes could exceed.
+    let n = if text.len() > MAX_TEXT_CHARS {
+        text.chars().count()
+    } else {
+        0
+    };
     if n > MAX_TEXT_CHARS {
         push(
             "text-length",
@@ -270,7 +275,7 @@ impl RecordType {
                 });
             }
         }
-        self.walk_dates(self.schema, value, "", today, &mut report);
+        self.walk_dates(self.schema, value, &mut String::new(), today, &mut report);
         report
             .violations
             .sort_by_key(|v| self.field_position(&v.field));
@@ -297,12 +302,13 @@ impl RecordType {
         }
     }
 
-    /// Dates and timestamps must not lie in the future; text follows `text_rules`.
+    /// Dates and timestamps must not lie in the future; text follows `text_rules`. `path` is
+    /// one buffer grown and cut back as the walk descends (no allocation per field).
     fn walk_dates(
         &self,
         schema: &'static Schema,
         v: &Value,
-        path: &str,
+        path: &mut String,
         today: NaiveDate,
         report: &mut Report,
     ) {
@@ -316,12 +322,13 @@ impl RecordType {
             (Schema::Record(r), Value::Record(fields)) => {
                 for (name, x) in fields {
                     if let Some(&i) = r.lookup.get(name) {
-                        let p = if path.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{path}.{name}")
-                        };
-                        self.walk_dates(&r.fields[i].schema, x, &p, today, report);
+                        let len = path.len();
+                        if len > 0 {
+                            path.push('.');
+                        }
+                        path.push_str(name);
+                        self.walk_dates(&r.fields[i].schema, x, path, today, report);
+                        path.truncate(len);
                     }
                 }
             }
