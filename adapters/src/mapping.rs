@@ -175,7 +175,11 @@ fn fast_local_datetime(s: &str) -> Option<NaiveDateTime> {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     };
-    bus_schemas::json::parse_iso_date(&s[..10])?.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)
+    bus_schemas::json::parse_iso_date(&s[..10])?.and_hms_opt(
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    )
 }
 
 /// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (Asia/Shanghai), a date

@@ -136,8 +136,9 @@ impl RecordType {
             }
             Schema::Date => {
                 let s = j.as_str().ok_or_else(|| mismatch("a date YYYY-MM-DD"))?;
-                let d = parse_iso_date(s)
-                    .ok_or_else(|| err(path, "expected a date YYYY-MM-DD (a real calendar date)"))?;
+                let d = parse_iso_date(s).ok_or_else(|| {
+                    err(path, "expected a date YYYY-MM-DD (a real calendar date)")
+                })?;
                 Value::Date((d - EPOCH).num_days() as i32)
             }
             Schema::TimestampMillis | Schema::TimestampMicros => {
