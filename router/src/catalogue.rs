@@ -173,6 +173,100 @@ pub struct Grant {
     pub region: Option<String>,
 }
 
+/// What is wrong with one grant (besides a repeated id), one line each.
+fn grant_problems(
+    g: &Grant,
+    agencies: &HashSet<&str>,
+    items: &HashMap<String, (Item, Arc<RecordType>)>,
+) -> Vec<String> {
+    let at = format!("grant `{}`", g.id);
+    let mut problems = Vec::new();
+    if g.revision < 1 {
+        problems.push(format!("{at}: revision must be 1 or more"));
+    }
+    if !agencies.contains(g.agency.as_str()) {
+        problems.push(format!(
+            "{at}: agency `{}` is not a listed agency",
+            g.agency
+        ));
+    }
+    if let Some(u) = g.valid_until {
+        if u < g.valid_from {
+            problems.push(format!(
+                "{at}: valid_until {} is before valid_from {}",
+                u.0, g.valid_from.0
+            ));
+        }
+    }
+    if g.legal_basis.trim().is_empty() {
+        problems.push(format!(
+            "{at}: legal_basis is empty (article 35 requires one)"
+        ));
+    }
+    if let Some(r) = &g.region {
+        if r.is_empty() || r.len() > 6 || !r.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(format!(
+                "{at}: region `{r}` must be a division code prefix of up to 6 digits"
+            ));
+        }
+    }
+    let Some((item, rt)) = items.get(&g.item) else {
+        problems.push(format!("{at}: item `{}` is not a listed item", g.item));
+        return problems;
+    };
+    if g.valid_from < item.shared_from
+        || matches!((g.valid_until, item.shared_until), (_, Some(iu)) if g.valid_until.is_none_or(|gu| gu > iu))
+    {
+        problems.push(format!(
+            "{at}: valid {}..{} lies outside item `{}`'s sharing period {}..{}",
+            g.valid_from.0,
+            g.valid_until.map_or("(open)".into(), |d| d.0.to_string()),
+            item.id,
+            item.shared_from.0,
+            item.shared_until
+                .map_or("(open)".into(), |d| d.0.to_string()),
+        ));
+    }
+    if g.region.is_some() && item.division_field.is_none() {
+        problems.push(format!(
+            "{at}: has a region but item `{}` names no division_field",
+            item.id
+        ));
+    }
+    if g.fields.is_empty() {
+        problems.push(format!("{at}: grants no fields"));
+    }
+    let mut bad = Vec::new();
+    for f in &g.fields {
+        if rt.field_schema(f).is_none() {
+            bad.push(f.as_str());
+        }
+    }
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{at}: {} has no field {}; it has: {}",
+            rt.full_name,
+            bad.iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rt.leaf_paths().join(", ")
+        ));
+    }
+    for k in &rt.key {
+        if !g
+            .fields
+            .iter()
+            .any(|f| f == k || k.starts_with(&format!("{f}.")))
+        {
+            problems.push(format!(
+                    "{at}: must grant the record key `{k}` (agencies need it to apply updates and deletes; pseudonym identity replaces an ID number there)"
+                ));
+        }
+    }
+    problems
+}
+
 impl Grant {
     /// Whether the grant is in force on `day`.
     pub fn in_force(&self, day: NaiveDate) -> bool {
@@ -327,89 +421,7 @@ impl Catalogue {
             if !grant_ids.insert(g.id.clone()) {
                 problems.push(format!("{at}: listed twice"));
             }
-            if g.revision < 1 {
-                problems.push(format!("{at}: revision must be 1 or more"));
-            }
-            if !agencies.contains(g.agency.as_str()) {
-                problems.push(format!(
-                    "{at}: agency `{}` is not a listed agency",
-                    g.agency
-                ));
-            }
-            if let Some(u) = g.valid_until {
-                if u < g.valid_from {
-                    problems.push(format!(
-                        "{at}: valid_until {} is before valid_from {}",
-                        u.0, g.valid_from.0
-                    ));
-                }
-            }
-            if g.legal_basis.trim().is_empty() {
-                problems.push(format!(
-                    "{at}: legal_basis is empty (article 35 requires one)"
-                ));
-            }
-            if let Some(r) = &g.region {
-                if r.is_empty() || r.len() > 6 || !r.bytes().all(|b| b.is_ascii_digit()) {
-                    problems.push(format!(
-                        "{at}: region `{r}` must be a division code prefix of up to 6 digits"
-                    ));
-                }
-            }
-            let Some((item, rt)) = items.get(&g.item) else {
-                problems.push(format!("{at}: item `{}` is not a listed item", g.item));
-                continue;
-            };
-            if g.valid_from < item.shared_from
-                || matches!((g.valid_until, item.shared_until), (_, Some(iu)) if g.valid_until.is_none_or(|gu| gu > iu))
-            {
-                problems.push(format!(
-                    "{at}: valid {}..{} lies outside item `{}`'s sharing period {}..{}",
-                    g.valid_from.0,
-                    g.valid_until.map_or("(open)".into(), |d| d.0.to_string()),
-                    item.id,
-                    item.shared_from.0,
-                    item.shared_until
-                        .map_or("(open)".into(), |d| d.0.to_string()),
-                ));
-            }
-            if g.region.is_some() && item.division_field.is_none() {
-                problems.push(format!(
-                    "{at}: has a region but item `{}` names no division_field",
-                    item.id
-                ));
-            }
-            if g.fields.is_empty() {
-                problems.push(format!("{at}: grants no fields"));
-            }
-            let mut bad = Vec::new();
-            for f in &g.fields {
-                if rt.field_schema(f).is_none() {
-                    bad.push(f.as_str());
-                }
-            }
-            if !bad.is_empty() {
-                problems.push(format!(
-                    "{at}: {} has no field {}; it has: {}",
-                    rt.full_name,
-                    bad.iter()
-                        .map(|f| format!("`{f}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    rt.leaf_paths().join(", ")
-                ));
-            }
-            for k in &rt.key {
-                if !g
-                    .fields
-                    .iter()
-                    .any(|f| f == k || k.starts_with(&format!("{f}.")))
-                {
-                    problems.push(format!(
-                        "{at}: must grant the record key `{k}` (agencies need it to apply updates and deletes; pseudonym identity replaces an ID number there)"
-                    ));
-                }
-            }
+            problems.extend(grant_problems(g, &agencies, &items));
             grants_by_item
                 .entry(g.item.clone())
                 .or_default()
@@ -425,6 +437,44 @@ impl Catalogue {
         } else {
             Err(problems)
         }
+    }
+
+    /// What is wrong with a grant against this catalogue (empty: it fits).
+    pub fn check_grant(&self, g: &Grant) -> Vec<String> {
+        let agencies: HashSet<&str> = self.agency_ids().collect();
+        grant_problems(g, &agencies, &self.items)
+    }
+
+    /// Adds grants approved through the sharing workflow (kept in PostgreSQL, not in the
+    /// file). One that no longer fits the catalogue (its agency or item gone, a field renamed)
+    /// is left out and its problems returned, so a reload of the file never fails over it.
+    pub fn add_grants(&mut self, grants: Vec<Grant>) -> Vec<String> {
+        let names: Vec<String> = self.file.agencies.iter().map(|a| a.id.clone()).collect();
+        let agencies: HashSet<&str> = names.iter().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        let mut fit = Vec::new();
+        for g in grants {
+            let mut p = grant_problems(&g, &agencies, &self.items);
+            if self.file.grants.iter().any(|f| f.id == g.id) {
+                p.push(format!(
+                    "grant `{}`: the catalogue file has a grant with this id",
+                    g.id
+                ));
+            }
+            if p.is_empty() {
+                fit.push(g);
+            } else {
+                problems.extend(p);
+            }
+        }
+        for g in fit {
+            self.grants_by_item
+                .entry(g.item.clone())
+                .or_default()
+                .push(g.clone());
+            self.file.grants.push(g);
+        }
+        problems
     }
 
     /// The agency ids.

@@ -31,6 +31,35 @@ pub struct RouterConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The sharing workflow (applications, answers, escalation).
+    #[serde(default)]
+    pub workflow: WorkflowConfig,
+}
+
+/// The `[workflow]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Working-day calendar (public holidays, make-up working days) for the deadlines; without
+    /// one the workflow API answers 503 and says to set this.
+    #[serde(default)]
+    pub calendar: Option<PathBuf>,
+    /// How often unanswered applications are checked against their deadline, in seconds.
+    #[serde(default = "default_deadline_check_secs")]
+    pub deadline_check_secs: u64,
+}
+
+fn default_deadline_check_secs() -> u64 {
+    300
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        WorkflowConfig {
+            calendar: None,
+            deadline_check_secs: default_deadline_check_secs(),
+        }
+    }
 }
 
 /// Platform key material; files written by `govbus keygen` (mode 0600), never logged.
@@ -134,6 +163,7 @@ const SECTIONS: &[&str] = &[
     "router",
     "http",
     "log",
+    "workflow",
 ];
 
 impl RouterConfig {
@@ -157,6 +187,11 @@ impl RouterConfig {
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        if let Some(cal) = &mut cfg.workflow.calendar {
+            if cal.is_relative() {
+                *cal = base.join(&*cal);
             }
         }
         if let Some(ca) = &mut cfg.amqp.tls_ca_file {

@@ -1,7 +1,7 @@
 //! The router's listener: `/metrics`, `/healthz`, `/readyz` (503 while the broker is
 //! unreachable or while draining), `GET /keys` (the platform's public keys) and
 //! `GET /schemas/{fingerprint}` (every writer schema the router used, and the full record
-//! schemas).
+//! schemas), the status page (`/`, `/status`) and the workflow's `/api` (`workflow::api`).
 use std::sync::Arc;
 
 use axum::{
@@ -106,6 +106,7 @@ fn unavailable(e: anyhow::Error) -> Response {
 pub async fn serve(
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
+    api: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -126,7 +127,8 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .route("/keys", get(keys))
         .route("/schemas/{fingerprint}", get(schema))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(api);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

@@ -20,6 +20,8 @@
 //! - `provision.rs`: RabbitMQ accounts through the management API.
 //! - `http.rs`: `/metrics`, `/healthz`, `/readyz`, `/keys`, `/schemas/{fingerprint}`.
 //!   `telemetry.rs`: events and metrics.
+//! - `workflow/`: applications, answers, escalation, mediation (articles 34–37), its API
+//!   tokens and `/api` routes; `workdays.rs`: the working-day calendar for its deadlines.
 //! - [`cli`]: the `govbus` command line (`src/bin/govbus.rs` only parses and dispatches).
 
 pub mod agency;
@@ -41,6 +43,7 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod workdays;
+pub mod workflow;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -90,8 +93,34 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         tunables: cfg.router.clone(),
         probe: status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-status")),
     });
+    let calendar = match &cfg.workflow.calendar {
+        Some(p) => Some(workdays::Calendar::load(p)?),
+        None => {
+            tracing::warn!(
+                "workflow.calendar is not set: the sharing workflow API answers 503 until it is"
+            );
+            None
+        }
+    };
+    let wf = Arc::new(workflow::Workflow {
+        shared: shared.clone(),
+        cfg: Arc::new(cfg.clone()),
+        cache: cache.clone(),
+        connector: connector.clone(),
+        calendar,
+        tokens: workflow::token::TokenKey::derive(&keys::load_secret_as(
+            &cfg.platform.id_secret_file,
+            "platform.id_secret_file",
+        )?),
+    });
     let http_stop = CancellationToken::new();
-    let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;
+    let addr = http::serve(
+        cfg.http.listen,
+        shared.clone(),
+        workflow::api::routes(wf.clone()),
+        http_stop.clone(),
+    )
+    .await?;
     tracing::info!(%addr, amqp = %cfg.amqp.redacted_url(), "router listening for /metrics, /keys, /schemas");
     let background = CancellationToken::new();
     let retry = tokio::spawn(retry::run(
@@ -111,6 +140,11 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         std::time::Duration::from_secs(cfg.router.verify_every_secs),
         background.clone(),
     ));
+    let deadlines = tokio::spawn(workflow::deadlines(
+        wf,
+        std::time::Duration::from_secs(cfg.workflow.deadline_check_secs.max(1)),
+        background.clone(),
+    ));
     let draining = {
         let h = health.clone();
         let s = stop.clone();
@@ -121,7 +155,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     };
     let result = pipeline::run(shared, connector, stop).await;
     background.cancel();
-    let _ = tokio::join!(retry, watch, upkeep);
+    let _ = tokio::join!(retry, watch, upkeep, deadlines);
     draining.abort();
     http_stop.cancel();
     result

@@ -13,7 +13,7 @@ use std::{
 use bus_schemas::wire;
 use serde_json::{json, Value as Json};
 
-use crate::catalogue::Catalogue;
+use crate::{catalogue::Catalogue, workflow::token::Role};
 
 /// Tag on every account govbus manages (revocation touches no other account).
 pub const MANAGED_TAG: &str = "govbus-managed";
@@ -237,6 +237,9 @@ pub struct Target {
     pub platform_key: (String, String),
     /// The router's HTTP base URL as agencies reach it (`/schemas`, `/keys`), for their files.
     pub router_url: Option<String>,
+    /// Issues each agency's and department's workflow API token (`GOVBUS_API_TOKEN`), when
+    /// the platform's id secret was given.
+    pub tokens: Option<crate::workflow::token::TokenKey>,
 }
 
 /// What `provision` did.
@@ -274,6 +277,22 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The router's URL and the account holder's workflow API token, where known.
+fn workflow_lines(
+    target: &Target,
+    role: Role,
+    subject: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut lines = Vec::new();
+    if let Some(u) = &target.router_url {
+        lines.push(("GOVBUS_ROUTER_URL".to_string(), u.clone()));
+    }
+    if let Some(k) = &target.tokens {
+        lines.push(("GOVBUS_API_TOKEN".to_string(), k.issue(role, subject)?));
+    }
+    Ok(lines)
+}
+
 /// One account to provision.
 struct Account {
     name: String,
@@ -300,7 +319,10 @@ pub async fn provision(
                 ("GOVBUS_ROLE".into(), "department".into()),
                 ("GOVBUS_DEPARTMENT".into(), d.into()),
                 ("GOVBUS_QUARANTINE_QUEUE".into(), wire::quarantine_queue(d)),
-            ],
+            ]
+            .into_iter()
+            .chain(workflow_lines(target, Role::Department, d)?)
+            .collect(),
         });
     }
     for a in catalogue.agency_ids() {
@@ -326,12 +348,7 @@ pub async fn provision(
                 ),
             ]
             .into_iter()
-            .chain(
-                target
-                    .router_url
-                    .iter()
-                    .map(|u| ("GOVBUS_ROUTER_URL".to_string(), u.clone())),
-            )
+            .chain(workflow_lines(target, Role::Agency, a)?)
             .collect(),
         });
     }

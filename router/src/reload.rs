@@ -1,4 +1,5 @@
-//! Catalogue reloads: when the file changes (checked every `router.watch_ms`) or on SIGHUP.
+//! Catalogue reloads: when the file changes (checked every `router.watch_ms`), on SIGHUP, or
+//! when the sharing workflow approves a grant (kept in PostgreSQL, merged with the file's).
 //! A new catalogue is checked and compiled in full before it replaces the old one between
 //! two batches, so no message is lost or routed twice; a bad file is refused (logged,
 //! counted) and the old one stays in force.
@@ -29,7 +30,11 @@ pub async fn load(
     cache: &ProjectionCache,
     pool: &sqlx::PgPool,
 ) -> anyhow::Result<Routing> {
-    let catalogue = Catalogue::load(path)?;
+    let mut catalogue = Catalogue::load(path)?;
+    let stored = crate::workflow::stored_grants(pool).await?;
+    for p in catalogue.add_grants(stored) {
+        tracing::warn!(problem = %p, "a grant approved through the workflow no longer fits the catalogue; it is not in force");
+    }
     let routing = Routing::compile(catalogue, cache)?;
     store::register_schemas(pool, &cache.all()).await?;
     Ok(routing)
@@ -64,29 +69,45 @@ pub async fn watch(
             _ = hup.recv() => { last = stamp(&path); }
             () = stop.cancelled() => return,
         }
-        match load(&path, &cache, &shared.pool).await {
-            Ok(routing) => {
-                // New agencies and departments get their queues before anything is routed to them.
-                if let Ok(conn) = connector.connect_once().await {
-                    if let Ok(ch) = conn.create_channel().await {
-                        if let Err(e) = pipeline::declare(&ch, &routing).await {
-                            tracing::warn!(error = %e, "cannot declare the new catalogue's queues; deliveries to new agencies are kept until they exist");
-                        }
-                    }
-                    let _ = conn.close(200, "declared".into()).await;
-                }
-                let summary = format!(
-                    "{}: {} departments, {} agencies, {} items, {} grants",
-                    path.display(),
-                    routing.catalogue.file.departments.len(),
-                    routing.catalogue.file.agencies.len(),
-                    routing.catalogue.file.items.len(),
-                    routing.catalogue.file.grants.len()
-                );
-                *shared.routing.write().expect("routing lock") = Arc::new(routing);
-                telemetry::catalogue(true, &summary);
-            }
-            Err(e) => telemetry::catalogue(false, &format!("{e:#}")),
+        if let Err(e) = apply(&shared, &path, &cache, &connector).await {
+            telemetry::catalogue(false, &format!("{e:#}"));
         }
     }
+}
+
+/// One reload at a time (the file watcher and workflow approvals both reload).
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Loads the catalogue file and the workflow's grants, declares new agencies' queues, and puts
+/// the result in force. On error the old catalogue stays.
+pub async fn apply(
+    shared: &Arc<Shared>,
+    path: &Path,
+    cache: &ProjectionCache,
+    connector: &Connector,
+) -> anyhow::Result<()> {
+    let _one = RELOADING.lock().await;
+    let routing = load(path, cache, &shared.pool).await?;
+    // New agencies and departments get their queues before anything is routed to them.
+    if let Ok(conn) = connector.connect_once().await {
+        if let Ok(ch) = conn.create_channel().await {
+            if let Err(e) = pipeline::declare(&ch, &routing).await {
+                tracing::warn!(error = %e, "cannot declare the new catalogue's queues; deliveries to new agencies are kept until they exist");
+            }
+            // The channel before the connection, or lapin logs an error for a clean close.
+            let _ = ch.close(200, "declared".into()).await;
+        }
+        let _ = conn.close(200, "declared".into()).await;
+    }
+    let summary = format!(
+        "{}: {} departments, {} agencies, {} items, {} grants",
+        path.display(),
+        routing.catalogue.file.departments.len(),
+        routing.catalogue.file.agencies.len(),
+        routing.catalogue.file.items.len(),
+        routing.catalogue.file.grants.len()
+    );
+    *shared.routing.write().expect("routing lock") = Arc::new(routing);
+    telemetry::catalogue(true, &summary);
+    Ok(())
 }

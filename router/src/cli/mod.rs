@@ -11,6 +11,7 @@ pub mod replay;
 pub mod schemas;
 pub mod status;
 pub mod topology;
+pub mod workflow;
 
 /// govbus: the message bus for a city's government departments' authoritative records.
 #[derive(Debug, Parser)]
@@ -49,6 +50,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// What operators watch: agencies' queues and deliveries, departments, refusals, warnings.
     Status(status::StatusArgs),
+    /// The sharing workflow: apply for items, answer, mediate, decide, read outcomes.
+    Workflow(workflow::WorkflowArgs),
 }
 
 /// Runs a parsed command line.
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Quarantine(cmd) => quarantine::run(cmd),
         Command::Replay(args) => replay::run(args),
+        Command::Workflow(args) => workflow::run(args),
     }
 }

@@ -39,6 +39,10 @@ pub struct ProvisionArgs {
     /// `/schemas` and `/keys`).
     #[arg(long)]
     router_url: Option<String>,
+    /// The platform's id secret (`platform.id_secret_file` of the router's config): with it,
+    /// each agency's and department's file gets its workflow API token (`GOVBUS_API_TOKEN`).
+    #[arg(long)]
+    platform_id_secret: Option<PathBuf>,
 }
 
 /// (scheme, user, password, host:port, vhost) of an AMQP URL.
@@ -114,6 +118,12 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         prefix: args.account_prefix.clone(),
         platform_key: (key_id, public.trim().to_string()),
         router_url: args.router_url.clone(),
+        tokens: match &args.platform_id_secret {
+            Some(p) => Some(crate::workflow::token::TokenKey::derive(
+                &bus_schemas::keys::load_secret_as(p, "--platform-id-secret")?,
+            )),
+            None => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -107,10 +107,17 @@ watch_ms = 200
 
 [http]
 listen = "127.0.0.1:{port}"
+
+[workflow]
+calendar = "{calendar}"
+deadline_check_secs = 1
 "#,
                 amqp = w.vhost.amqp_url,
                 db = w.db.url,
-                port = w.http_port
+                port = w.http_port,
+                calendar = workspace_root()
+                    .join("router/examples/workdays.toml")
+                    .display()
             ),
         )
         .unwrap();

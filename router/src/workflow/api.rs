@@ -1,0 +1,102 @@
+//! The workflow's HTTP API on the router, JSON in and out, each request authenticated by its
+//! bearer token:
+//! - `POST /api/applications` (agency): apply. `GET /api/applications`: those the token may see.
+//! - `GET /api/applications/{id}`: one, with every recorded step.
+//! - `POST /api/applications/{id}/answer` (responsible department): approve (fewer fields
+//!   allowed) or refuse with a reason.
+//! - `POST /api/applications/{id}/resolve` (coordinator): mediation or decision.
+//! - `GET /api/outcomes` (any token): closed applications, published to all.
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde_json::json;
+
+use super::{AnswerRequest, ApplyRequest, ResolveRequest, Workflow, WorkflowError};
+
+impl IntoResponse for WorkflowError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WorkflowError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            WorkflowError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WorkflowError::NotFound(_) => StatusCode::NOT_FOUND,
+            WorkflowError::Conflict(_) => StatusCode::CONFLICT,
+            WorkflowError::Invalid(_) => StatusCode::BAD_REQUEST,
+            WorkflowError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+type Wf = State<Arc<Workflow>>;
+
+async fn list(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    Ok(Json(wf.list(&actor).await?).into_response())
+}
+
+async fn one(State(wf): Wf, h: HeaderMap, Path(id): Path<i64>) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let (app, events) = wf.get(&actor, id).await?;
+    Ok(Json(json!({ "application": app, "events": events })).into_response())
+}
+
+async fn apply(
+    State(wf): Wf,
+    h: HeaderMap,
+    body: Result<Json<ApplyRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok((StatusCode::CREATED, Json(wf.apply(&actor, req).await?)).into_response())
+}
+
+async fn answer(
+    State(wf): Wf,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    body: Result<Json<AnswerRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok(Json(wf.answer(&actor, id, req).await?).into_response())
+}
+
+async fn resolve(
+    State(wf): Wf,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    body: Result<Json<ResolveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok(Json(wf.resolve(&actor, id, req).await?).into_response())
+}
+
+async fn outcomes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
+    wf.authenticate(bearer(&h))?;
+    Ok(Json(wf.outcomes().await?).into_response())
+}
+
+/// The `/api` routes.
+pub fn routes(wf: Arc<Workflow>) -> Router {
+    Router::new()
+        .route("/api/applications", get(list).post(apply))
+        .route("/api/applications/{id}", get(one))
+        .route("/api/applications/{id}/answer", post(answer))
+        .route("/api/applications/{id}/resolve", post(resolve))
+        .route("/api/outcomes", get(outcomes))
+        .with_state(wf)
+}

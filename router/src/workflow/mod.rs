@@ -1,0 +1,815 @@
+//! The sharing workflow (articles 34–37): an agency applies for a catalogue item's fields; a
+//! responsible department answers within 10 working days (approve, approve fewer fields, or
+//! refuse with a reason); a late answer or a refusal escalates to the coordinator, who records
+//! the outcome of mediation and, if still disputed, the decision. A grant approved at any
+//! stage is kept in PostgreSQL beside the catalogue file's, in force at once (the router
+//! reloads), and the item's existing records are replayed to the agency, which is how the
+//! 5-working-day delivery deadline is met. Every step is recorded with its actor; closed
+//! applications are published to every token holder.
+//!
+//! Deadlines are in working days of the configured [`Calendar`]; without one the workflow
+//! answers 503 and says which setting to add.
+pub mod api;
+pub mod token;
+
+use std::sync::Arc;
+
+use bus_schemas::{amqp::Connector, validate::today_in_shanghai};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+use crate::{
+    catalogue::{Date, Grant, Identity},
+    config::RouterConfig,
+    grants::ProjectionCache,
+    pipeline::Shared,
+    workdays::Calendar,
+};
+use token::{Actor, Role, TokenKey};
+
+/// Working days a department has to answer (article 36).
+pub const ANSWER_WORKING_DAYS: u32 = 10;
+/// Working days from approval to delivery (article 36).
+pub const DELIVERY_WORKING_DAYS: u32 = 5;
+
+/// Why a workflow request failed; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// No token, or not one this platform issued (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's holder may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such application (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not in a state that allows this step (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is wrong; the message says what to change (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The workflow cannot run here now (no calendar, database down) (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for WorkflowError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::warn!(error = %e, "workflow database error");
+        WorkflowError::Unavailable("the router's database is unreachable; retry".into())
+    }
+}
+
+type Result<T> = std::result::Result<T, WorkflowError>;
+
+/// An application as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Application {
+    /// Id.
+    pub id: i64,
+    /// Applying agency.
+    pub agency: String,
+    /// Item applied for.
+    pub item: String,
+    /// Its responsible departments when applied for.
+    pub departments: Vec<String>,
+    /// Fields asked for.
+    pub fields: Vec<String>,
+    /// `full` or `pseudonym`.
+    pub identity: String,
+    /// Legal basis (article 35).
+    pub legal_basis: String,
+    /// Purpose of use.
+    pub purpose: String,
+    /// Last day asked for.
+    pub valid_until: Option<NaiveDate>,
+    /// Day applied (Asia/Shanghai).
+    pub submitted_on: NaiveDate,
+    /// Last day for the department's answer.
+    pub answer_due: NaiveDate,
+    /// `submitted`, `escalated`, `disputed` or `closed`.
+    pub state: String,
+    /// `granted`, `partially_granted` or `refused` once closed.
+    pub outcome: Option<String>,
+    /// Fields granted.
+    pub granted_fields: Option<Vec<String>>,
+    /// Day the department answered.
+    pub answered_on: Option<NaiveDate>,
+    /// Day it went to the coordinator.
+    pub escalated_on: Option<NaiveDate>,
+    /// Why it went to the coordinator.
+    pub escalation: Option<String>,
+    /// Day it closed.
+    pub closed_on: Option<NaiveDate>,
+    /// `department`, `mediation` or `decision`.
+    pub closed_by: Option<String>,
+    /// Deliveries due by (closing day + 5 working days) when granted.
+    pub grant_due: Option<NaiveDate>,
+}
+
+/// `SELECT <every application column> FROM applications <rest>`, as a literal.
+macro_rules! select_applications {
+    ($rest:literal) => {
+        concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due FROM applications ", $rest)
+    };
+}
+
+fn app_from_row(r: &sqlx::postgres::PgRow) -> Application {
+    Application {
+        id: r.get("id"),
+        agency: r.get("agency"),
+        item: r.get("item"),
+        departments: r.get("departments"),
+        fields: r.get("fields"),
+        identity: r.get("identity"),
+        legal_basis: r.get("legal_basis"),
+        purpose: r.get("purpose"),
+        valid_until: r.get("valid_until"),
+        submitted_on: r.get("submitted_on"),
+        answer_due: r.get("answer_due"),
+        state: r.get("state"),
+        outcome: r.get("outcome"),
+        granted_fields: r.get("granted_fields"),
+        answered_on: r.get("answered_on"),
+        escalated_on: r.get("escalated_on"),
+        escalation: r.get("escalation"),
+        closed_on: r.get("closed_on"),
+        closed_by: r.get("closed_by"),
+        grant_due: r.get("grant_due"),
+    }
+}
+
+/// One recorded step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Role of the actor (`platform` for deadlines).
+    pub role: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Their note.
+    pub note: String,
+}
+
+/// An agency's application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// Item id.
+    pub item: String,
+    /// Fields needed (schema paths, the record key among them).
+    pub fields: Vec<String>,
+    /// `full` (default) or `pseudonym`.
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    /// Legal basis (article 35).
+    pub legal_basis: String,
+    /// Purpose of use.
+    pub purpose: String,
+    /// Last day needed; open-ended when absent.
+    #[serde(default)]
+    pub valid_until: Option<NaiveDate>,
+}
+
+/// A department's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerRequest {
+    /// `approve` or `refuse`.
+    pub decision: String,
+    /// With `approve`: the fields granted, when fewer than asked (default: all asked).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// The reason (required with `refuse`).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The coordinator's record of mediation or decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    /// `mediation` or `decision`.
+    pub stage: String,
+    /// `grant`, `refuse`, or (mediation only) `disputed`.
+    pub result: String,
+    /// With `grant`: the fields granted (default: all asked).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// What was agreed or decided, and why.
+    pub note: String,
+}
+
+/// The workflow's state and what it needs to put a grant in force.
+pub struct Workflow {
+    /// The router's shared state (routing, database).
+    pub shared: Arc<Shared>,
+    /// The router's config (for reloads and replays).
+    pub cfg: Arc<RouterConfig>,
+    /// Projections (reloads reuse them).
+    pub cache: Arc<ProjectionCache>,
+    /// The broker (queues of newly granted agencies).
+    pub connector: Connector,
+    /// Working days; `None` when `workflow.calendar` is not set.
+    pub calendar: Option<Calendar>,
+    /// API tokens.
+    pub tokens: TokenKey,
+}
+
+fn deadline(cal: &Calendar, from: NaiveDate, days: u32) -> Result<NaiveDate> {
+    cal.add_working_days(from, days)
+        .map_err(|e| WorkflowError::Unavailable(format!("{e}; add the year to workflow.calendar")))
+}
+
+impl Workflow {
+    fn calendar(&self) -> Result<&Calendar> {
+        self.calendar.as_ref().ok_or_else(|| {
+            WorkflowError::Unavailable(
+                "the sharing workflow needs a working-day calendar: set workflow.calendar in the router's config (see router/examples/workdays.toml)".into(),
+            )
+        })
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// The holder of a bearer token.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Actor> {
+        let t = token.ok_or_else(|| {
+            WorkflowError::Unauthenticated(
+                "send the API token as `Authorization: Bearer <token>` (GOVBUS_API_TOKEN in your provisioning .env)".into(),
+            )
+        })?;
+        self.tokens.check(t).ok_or_else(|| {
+            WorkflowError::Unauthenticated(
+                "the API token is not one this platform issued; ask the platform operator for a new one".into(),
+            )
+        })
+    }
+
+    async fn event(
+        &self,
+        app: i64,
+        role: &str,
+        actor: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<()> {
+        record_event(self.pool(), app, role, actor, action, note).await?;
+        Ok(())
+    }
+
+    /// One application, if `actor` may see it.
+    pub async fn get(&self, actor: &Actor, id: i64) -> Result<(Application, Vec<Event>)> {
+        let app = self.load(id).await?;
+        if !may_see(actor, &app) {
+            return Err(WorkflowError::NotFound(format!(
+                "no application {id} of yours"
+            )));
+        }
+        let events = sqlx::query("SELECT to_char(at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+08:00\"') AS at, role, actor, action, note FROM application_events WHERE application = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Event {
+                at: r.get("at"),
+                role: r.get("role"),
+                actor: r.get("actor"),
+                action: r.get("action"),
+                note: r.get("note"),
+            })
+            .collect();
+        Ok((app, events))
+    }
+
+    async fn load(&self, id: i64) -> Result<Application> {
+        sqlx::query(select_applications!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| app_from_row(&r))
+            .ok_or_else(|| WorkflowError::NotFound(format!("no application {id}")))
+    }
+
+    /// The applications `actor` may see: an agency its own, a department those for its items,
+    /// the coordinator and operators all.
+    pub async fn list(&self, actor: &Actor) -> Result<Vec<Application>> {
+        let rows = sqlx::query(select_applications!("ORDER BY id"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(app_from_row)
+            .filter(|a| may_see(actor, a))
+            .collect())
+    }
+
+    /// Closed applications: published to every token holder (article 36).
+    pub async fn outcomes(&self) -> Result<Vec<Application>> {
+        let rows = sqlx::query(select_applications!(
+            "WHERE state = 'closed' ORDER BY closed_on, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(app_from_row).collect())
+    }
+
+    /// An agency applies.
+    pub async fn apply(&self, actor: &Actor, req: ApplyRequest) -> Result<Application> {
+        if actor.role != Role::Agency {
+            return Err(WorkflowError::Forbidden(
+                "only an agency applies for catalogue items (use the agency's token)".into(),
+            ));
+        }
+        let cal = self.calendar()?;
+        let today = today_in_shanghai();
+        let routing = self.shared.routing();
+        let cat = &routing.catalogue;
+        let Some((item, _)) = cat.items.get(&req.item) else {
+            return Err(WorkflowError::Invalid(format!(
+                "item `{}` is not in the catalogue; items: {}",
+                req.item,
+                sorted(cat.items.keys())
+            )));
+        };
+        if req.legal_basis.trim().is_empty() || req.purpose.trim().is_empty() {
+            return Err(WorkflowError::Invalid(
+                "legal_basis and purpose are required (article 35)".into(),
+            ));
+        }
+        let identity = req.identity.unwrap_or(Identity::Full);
+        let candidate = grant_of(
+            "application",
+            &actor.subject,
+            &req.item,
+            &req.fields,
+            identity,
+            &req.legal_basis,
+            &req.purpose,
+            today.max(item.shared_from.0),
+            req.valid_until,
+        );
+        let problems = cat.check_grant(&candidate);
+        if !problems.is_empty() {
+            return Err(WorkflowError::Invalid(problems.join("; ")));
+        }
+        let due = deadline(cal, today, ANSWER_WORKING_DAYS)?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted') RETURNING id")
+            .bind(&actor.subject)
+            .bind(&req.item)
+            .bind(&item.departments)
+            .bind(&req.fields)
+            .bind(identity_str(identity))
+            .bind(&req.legal_basis)
+            .bind(&req.purpose)
+            .bind(req.valid_until)
+            .bind(today)
+            .bind(due)
+            .fetch_one(self.pool())
+            .await?;
+        self.event(
+            id,
+            "agency",
+            &actor.subject,
+            "applied",
+            &format!(
+                "{} field(s) of {}; answer due {due}",
+                req.fields.len(),
+                req.item
+            ),
+        )
+        .await?;
+        tracing::info!(application = id, agency = %actor.subject, item = %req.item, %due, "application received");
+        self.load(id).await
+    }
+
+    /// A responsible department answers.
+    pub async fn answer(&self, actor: &Actor, id: i64, req: AnswerRequest) -> Result<Application> {
+        let app = self.load(id).await?;
+        if actor.role != Role::Department || !app.departments.contains(&actor.subject) {
+            return Err(WorkflowError::Forbidden(format!(
+                "only a department responsible for `{}` ({}) answers this application",
+                app.item,
+                app.departments.join(", ")
+            )));
+        }
+        self.calendar()?;
+        self.escalate_overdue().await?;
+        let app = self.load(id).await?;
+        if app.state != "submitted" {
+            return Err(WorkflowError::Conflict(format!(
+                "application {id} is {}{}; the coordinator handles it now",
+                app.state,
+                app.escalation
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let today = today_in_shanghai();
+        match req.decision.as_str() {
+            "approve" => {
+                let fields = self.granted_fields(&app, req.fields)?;
+                sqlx::query("UPDATE applications SET answered_on = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(today)
+                    .execute(self.pool())
+                    .await?;
+                self.grant(&app, &fields, "department", actor, &req.note).await
+            }
+            "refuse" => {
+                if req.note.trim().is_empty() {
+                    return Err(WorkflowError::Invalid(
+                        "a refusal needs its reason in `note` (article 36)".into(),
+                    ));
+                }
+                sqlx::query("UPDATE applications SET state = 'escalated', answered_on = $2, escalated_on = $2, escalation = 'refused by the department' WHERE id = $1")
+                    .bind(id)
+                    .bind(today)
+                    .execute(self.pool())
+                    .await?;
+                self.event(id, "department", &actor.subject, "refused", &req.note)
+                    .await?;
+                self.event(id, "platform", "govbus", "escalated", "refused by the department: to the coordinator for mediation")
+                    .await?;
+                self.load(id).await
+            }
+            other => Err(WorkflowError::Invalid(format!(
+                "decision `{other}`: use `approve` (with `fields` to grant fewer) or `refuse` (with the reason in `note`)"
+            ))),
+        }
+    }
+
+    /// The coordinator records mediation or a decision.
+    pub async fn resolve(
+        &self,
+        actor: &Actor,
+        id: i64,
+        req: ResolveRequest,
+    ) -> Result<Application> {
+        if actor.role != Role::Coordinator {
+            return Err(WorkflowError::Forbidden(
+                "only the coordinator records mediation and decisions".into(),
+            ));
+        }
+        self.calendar()?;
+        let app = self.load(id).await?;
+        let allowed = match req.stage.as_str() {
+            "mediation" => app.state == "escalated",
+            "decision" => app.state == "escalated" || app.state == "disputed",
+            other => {
+                return Err(WorkflowError::Invalid(format!(
+                    "stage `{other}`: use `mediation` or `decision`"
+                )))
+            }
+        };
+        if !allowed {
+            return Err(WorkflowError::Conflict(format!(
+                "application {id} is {}; {} is for escalated{} applications",
+                app.state,
+                req.stage,
+                if req.stage == "decision" {
+                    " or disputed"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if req.note.trim().is_empty() {
+            return Err(WorkflowError::Invalid(
+                "record what was agreed or decided, and why, in `note`".into(),
+            ));
+        }
+        let today = today_in_shanghai();
+        match req.result.as_str() {
+            "grant" => {
+                let fields = self.granted_fields(&app, req.fields)?;
+                self.grant(&app, &fields, &req.stage, actor, &req.note)
+                    .await
+            }
+            "refuse" => {
+                sqlx::query("UPDATE applications SET state = 'closed', outcome = 'refused', closed_on = $2, closed_by = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(today)
+                    .bind(&req.stage)
+                    .execute(self.pool())
+                    .await?;
+                self.event(
+                    id,
+                    "coordinator",
+                    &actor.subject,
+                    &format!("{}: refused", req.stage),
+                    &req.note,
+                )
+                .await?;
+                self.load(id).await
+            }
+            "disputed" if req.stage == "mediation" => {
+                sqlx::query("UPDATE applications SET state = 'disputed' WHERE id = $1")
+                    .bind(id)
+                    .execute(self.pool())
+                    .await?;
+                self.event(
+                    id,
+                    "coordinator",
+                    &actor.subject,
+                    "mediation: still disputed",
+                    &req.note,
+                )
+                .await?;
+                self.load(id).await
+            }
+            other => Err(WorkflowError::Invalid(format!(
+                "result `{other}`: use `grant`, `refuse`{}",
+                if req.stage == "mediation" {
+                    " or `disputed`"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+
+    /// The fields to grant: those given (a subset of those asked) or all asked.
+    fn granted_fields(&self, app: &Application, given: Option<Vec<String>>) -> Result<Vec<String>> {
+        let fields = given.unwrap_or_else(|| app.fields.clone());
+        let extra: Vec<&String> = fields.iter().filter(|f| !app.fields.contains(f)).collect();
+        if !extra.is_empty() {
+            return Err(WorkflowError::Invalid(format!(
+                "only fields asked for can be granted; not asked: {}",
+                extra
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(fields)
+    }
+
+    /// Closes `app` with a grant of `fields`, puts it in force and replays the item's records.
+    async fn grant(
+        &self,
+        app: &Application,
+        fields: &[String],
+        by: &str,
+        actor: &Actor,
+        note: &str,
+    ) -> Result<Application> {
+        let cal = self.calendar()?;
+        let today = today_in_shanghai();
+        let routing = self.shared.routing();
+        let identity = if app.identity == "pseudonym" {
+            Identity::Pseudonym
+        } else {
+            Identity::Full
+        };
+        let from = routing
+            .catalogue
+            .items
+            .get(&app.item)
+            .map_or(today, |(i, _)| today.max(i.shared_from.0));
+        let g = grant_of(
+            &format!("app-{}", app.id),
+            &app.agency,
+            &app.item,
+            fields,
+            identity,
+            &app.legal_basis,
+            &app.purpose,
+            from,
+            app.valid_until,
+        );
+        let problems = routing.catalogue.check_grant(&g);
+        if !problems.is_empty() {
+            return Err(WorkflowError::Invalid(problems.join("; ")));
+        }
+        let outcome = if fields.len() < app.fields.len() {
+            "partially_granted"
+        } else {
+            "granted"
+        };
+        let due = deadline(cal, today, DELIVERY_WORKING_DAYS)?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO workflow_grants (id, application, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(&g.id)
+            .bind(app.id)
+            .bind(&g.agency)
+            .bind(&g.item)
+            .bind(fields)
+            .bind(identity_str(identity))
+            .bind(&g.legal_basis)
+            .bind(&g.purpose)
+            .bind(from)
+            .bind(app.valid_until)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE applications SET state = 'closed', outcome = $2, granted_fields = $3, closed_on = $4, closed_by = $5, grant_due = $6 WHERE id = $1")
+            .bind(app.id)
+            .bind(outcome)
+            .bind(fields)
+            .bind(today)
+            .bind(by)
+            .bind(due)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let role = if by == "department" {
+            "department"
+        } else {
+            "coordinator"
+        };
+        let action = if by == "department" {
+            outcome.to_string()
+        } else {
+            format!("{by}: {outcome}")
+        };
+        self.event(
+            app.id,
+            role,
+            &actor.subject,
+            &action,
+            &format!("{}; {note}", fields.join(", ")),
+        )
+        .await?;
+        tracing::info!(application = app.id, agency = %app.agency, item = %app.item, outcome, "grant approved; putting it in force");
+        if let Err(e) = crate::reload::apply(
+            &self.shared,
+            &self.cfg.catalogue,
+            &self.cache,
+            &self.connector,
+        )
+        .await
+        {
+            tracing::error!(error = %format!("{e:#}"), application = app.id, "the approved grant is stored but the catalogue could not be reloaded; it takes effect at the next reload");
+        }
+        self.spawn_replay(app.id, app.agency.clone(), app.item.clone());
+        self.load(app.id).await
+    }
+
+    /// Sends the agency the item's existing records under its new grant, and records it.
+    fn spawn_replay(&self, app: i64, agency: String, item: String) {
+        let cfg = self.cfg.clone();
+        let pool = self.shared.pool.clone();
+        tokio::spawn(async move {
+            let (action, note) = match crate::replay::replay(&cfg, &agency, &item, None).await {
+                Ok(r) => (
+                    "replayed",
+                    format!(
+                        "{}: {} latest records, {} delivered, {} not covered, {} refused",
+                        r.id, r.records, r.delivered, r.not_granted, r.refused
+                    ),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), application = app, "replay after approval failed; run `govbus replay` by hand");
+                    (
+                        "replay failed",
+                        format!("{e:#}; run `govbus replay --agency {agency} --item {item}`"),
+                    )
+                }
+            };
+            let _ = record_event(&pool, app, "platform", "govbus", action, &note).await;
+        });
+    }
+
+    /// Escalates every application whose department did not answer in time.
+    pub async fn escalate_overdue(&self) -> Result<Vec<i64>> {
+        let today = today_in_shanghai();
+        let ids: Vec<(i64, NaiveDate)> = sqlx::query_as("UPDATE applications SET state = 'escalated', escalated_on = $1, escalation = 'no answer within 10 working days' WHERE state = 'submitted' AND answer_due < $1 RETURNING id, answer_due")
+            .bind(today)
+            .fetch_all(self.pool())
+            .await?;
+        for (id, due) in &ids {
+            self.event(
+                *id,
+                "platform",
+                "govbus",
+                "escalated",
+                &format!("no answer by {due} (10 working days): to the coordinator for mediation"),
+            )
+            .await?;
+            tracing::warn!(application = id, %due, "application unanswered by its deadline; escalated to the coordinator");
+        }
+        Ok(ids.into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+/// Records one step of an application.
+async fn record_event(
+    pool: &PgPool,
+    app: i64,
+    role: &str,
+    actor: &str,
+    action: &str,
+    note: &str,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO application_events (application, role, actor, action, note) VALUES ($1, $2, $3, $4, $5)")
+        .bind(app)
+        .bind(role)
+        .bind(actor)
+        .bind(action)
+        .bind(note)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn may_see(actor: &Actor, app: &Application) -> bool {
+    match actor.role {
+        Role::Agency => app.agency == actor.subject,
+        Role::Department => app.departments.contains(&actor.subject),
+        Role::Coordinator | Role::Operator => true,
+    }
+}
+
+fn sorted<'a>(ids: impl Iterator<Item = &'a String>) -> String {
+    let mut v: Vec<&str> = ids.map(String::as_str).collect();
+    v.sort_unstable();
+    v.join(", ")
+}
+
+fn identity_str(i: Identity) -> &'static str {
+    match i {
+        Identity::Full => "full",
+        Identity::Pseudonym => "pseudonym",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grant_of(
+    id: &str,
+    agency: &str,
+    item: &str,
+    fields: &[String],
+    identity: Identity,
+    legal_basis: &str,
+    purpose: &str,
+    from: NaiveDate,
+    until: Option<NaiveDate>,
+) -> Grant {
+    Grant {
+        id: id.to_string(),
+        revision: 1,
+        agency: agency.to_string(),
+        item: item.to_string(),
+        fields: fields.to_vec(),
+        identity,
+        legal_basis: legal_basis.to_string(),
+        purpose: purpose.to_string(),
+        valid_from: Date(from),
+        valid_until: until.map(Date),
+        region: None,
+    }
+}
+
+/// The grants approved through the workflow, for the routing tables.
+pub async fn stored_grants(pool: &PgPool) -> anyhow::Result<Vec<Grant>> {
+    let rows = sqlx::query("SELECT id, revision, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until FROM workflow_grants ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Grant {
+            id: r.get("id"),
+            revision: r.get("revision"),
+            agency: r.get("agency"),
+            item: r.get("item"),
+            fields: r.get("fields"),
+            identity: if r.get::<String, _>("identity") == "pseudonym" {
+                Identity::Pseudonym
+            } else {
+                Identity::Full
+            },
+            legal_basis: r.get("legal_basis"),
+            purpose: r.get("purpose"),
+            valid_from: Date(r.get("valid_from")),
+            valid_until: r.get::<Option<NaiveDate>, _>("valid_until").map(Date),
+            region: None,
+        })
+        .collect())
+}
+
+/// Escalates overdue applications every `every` until `stop`.
+pub async fn deadlines(
+    wf: Arc<Workflow>,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    if wf.calendar.is_none() {
+        return;
+    }
+    loop {
+        if let Err(e) = wf.escalate_overdue().await {
+            tracing::warn!(error = %e, "cannot check application deadlines now; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

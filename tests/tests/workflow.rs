@@ -1,0 +1,453 @@
+//! The sharing workflow with real dates (articles 34–37): an application answered in time with
+//! fewer fields than asked, whose deliveries (replayed and live) then carry only those; one
+//! left unanswered past its 10 working days, escalated, disputed and decided; a refusal that
+//! goes to mediation and ends in a grant; who may do what; outcomes published to all.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bus_schemas::validate::today_in_shanghai;
+use common::World;
+use govbus_tests::Process;
+use serde_json::{json, Value};
+
+/// `govbus workflow token` for `role`/`subject`.
+fn token(w: &World, role: &str, subject: &str) -> String {
+    let out = Process::command("govbus")
+        .args(["workflow", "token", "--platform-id-secret"])
+        .arg(w.path("platform/id-secret"))
+        .args(["--role", role, "--subject", subject])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `METHOD /api<path>` with `token`: (status, JSON).
+async fn api(
+    w: &World,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let c = reqwest::Client::new();
+    let mut r = c.request(method.parse().unwrap(), w.url(&format!("/api{path}")));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// `govbus workflow <args>` with `token`, against the test's router.
+fn cli(w: &World, token: &str, args: &[&str]) -> std::process::Output {
+    Process::command("govbus")
+        .arg("workflow")
+        .args(["--router-url", &w.url("")])
+        .args(args)
+        .env("GOVBUS_API_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+/// The record fields of each delivery `govbus tail` printed.
+fn fields(lines: &[Value]) -> Vec<Vec<String>> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut f: Vec<String> = l["record"].as_object().unwrap().keys().cloned().collect();
+            f.sort();
+            f
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applications_are_answered_escalated_mediated_and_put_in_force() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let tianhe = token(&w, "agency", "tianhe");
+    let hrss = token(&w, "agency", "hrss");
+    let civil = token(&w, "agency", "civil");
+    let police = token(&w, "department", "police");
+    let commerce = token(&w, "department", "commerce");
+    let coordinator = token(&w, "coordinator", "wang");
+
+    // Police records exist before anyone applies; tianhe holds no grant of household.
+    let cfg = w.police(0, 20, 1);
+    w.run_adapter(&cfg);
+    w.settle(Duration::from_millis(500)).await;
+    assert_eq!(w.count("agency.tianhe").await, 0);
+    let _ = w.drain("agency.civil", Duration::from_millis(200)).await;
+    let _ = w.drain("agency.health", Duration::from_millis(200)).await;
+
+    // No token, a forged one: 401 with what to do.
+    let (s, v) = api(&w, "GET", "/applications", None, None).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("Authorization: Bearer"));
+    let forged = tianhe.replace("tianhe", "civil");
+    assert_eq!(
+        api(&w, "GET", "/applications", Some(&forged), None).await.0,
+        401
+    );
+
+    // 1. tianhe applies (through the command line) for four fields; bad applications are refused.
+    let (s, v) = api(
+        &w,
+        "POST",
+        "/applications",
+        Some(&tianhe),
+        Some(json!({
+            "item": "household", "fields": ["name", "sex"], "legal_basis": "x", "purpose": "y"
+        })),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("must grant the record key"),
+        "{v}"
+    );
+    let (s, v) = api(
+        &w,
+        "POST",
+        "/applications",
+        Some(&police),
+        Some(json!({
+            "item": "household", "fields": ["citizen_id_number"], "legal_basis": "x", "purpose": "y"
+        })),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let out = cli(
+        &w,
+        &tianhe,
+        &[
+            "--json",
+            "apply",
+            "--item",
+            "household",
+            "--fields",
+            "citizen_id_number,name,sex,status",
+            "--legal-basis",
+            "《广州市政务信息共享管理规定》第三十五条; 街道户籍服务",
+            "--purpose",
+            "居民服务",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id1 = app["id"].as_i64().unwrap();
+    assert_eq!(app["state"], "submitted");
+    let today = today_in_shanghai();
+    assert_eq!(app["submitted_on"], today.to_string());
+    // Ten working days by the 2026 calendar (weekends and holidays skipped).
+    let due =
+        chrono::NaiveDate::parse_from_str(app["answer_due"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+    let mut d = today;
+    let mut n = 0;
+    while n < 10 {
+        d = d.succ_opt().unwrap();
+        if !matches!(
+            chrono::Datelike::weekday(&d),
+            chrono::Weekday::Sat | chrono::Weekday::Sun
+        ) {
+            n += 1;
+        }
+    }
+    assert_eq!(due, d, "no 2026 public holiday falls in these two weeks");
+
+    // Who may answer: not the agency, not another department.
+    let answer = |fields: Value| json!({ "decision": "approve", "fields": fields, "note": "only what the service needs" });
+    let p = format!("/applications/{id1}/answer");
+    assert_eq!(
+        api(&w, "POST", &p, Some(&tianhe), Some(answer(json!(null))))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api(&w, "POST", &p, Some(&commerce), Some(answer(json!(null))))
+            .await
+            .0,
+        403
+    );
+    // Nor grant a field that was not asked for.
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&police),
+        Some(answer(json!(["citizen_id_number", "ethnicity"]))),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // Police approves two of the four fields.
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&police),
+        Some(answer(json!(["citizen_id_number", "sex"]))),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "closed");
+    assert_eq!(v["outcome"], "partially_granted");
+    assert_eq!(v["closed_by"], "department");
+    assert!(v["grant_due"].as_str().unwrap() > today.to_string().as_str());
+    // The grant is in force without a restart, and the existing records are replayed to tianhe.
+    let replayed = w.tail("tianhe", 20).await;
+    assert_eq!(replayed.len(), 20);
+    assert!(
+        fields(&replayed)
+            .iter()
+            .all(|f| f == &["citizen_id_number", "sex"]),
+        "{:?}",
+        fields(&replayed)[0]
+    );
+    // New records flow live under the grant, with only those two fields.
+    let cfg = w.police(20, 25, 1);
+    w.run_adapter(&cfg);
+    let live = w.tail("tianhe", 5).await;
+    assert!(fields(&live)
+        .iter()
+        .all(|f| f == &["citizen_id_number", "sex"]));
+    assert!(replayed
+        .iter()
+        .chain(&live)
+        .all(|l| l["grant"] == format!("app-{id1}").as_str()));
+    // The application's record shows each step, the replay among them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let (_, v) = api(
+            &w,
+            "GET",
+            &format!("/applications/{id1}"),
+            Some(&tianhe),
+            None,
+        )
+        .await;
+        let actions: Vec<String> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect();
+        if actions.iter().any(|a| a == "replayed") || Instant::now() > deadline {
+            break v["events"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["applied", "partially_granted", "replayed"],
+        "{events}"
+    );
+    assert!(
+        events[2]["note"].as_str().unwrap().contains("20 delivered"),
+        "{events}"
+    );
+    // Another agency cannot see tianhe's application.
+    assert_eq!(
+        api(
+            &w,
+            "GET",
+            &format!("/applications/{id1}"),
+            Some(&hrss),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // 2. hrss applies; nobody answers. Its application is moved back to 2 November 2026, so
+    // its 10 working days ended on 16 November.
+    let (s, v) = api(&w, "POST", "/applications", Some(&hrss), Some(json!({
+        "item": "household", "fields": ["citizen_id_number", "status"], "legal_basis": "社会保险法", "purpose": "参保登记"
+    }))).await;
+    assert_eq!(s, 201, "{v}");
+    let id2 = v["id"].as_i64().unwrap();
+    let pool = w.pg().await;
+    sqlx::query("UPDATE applications SET submitted_on = '2026-11-02', answer_due = '2026-11-16' WHERE id = $1")
+        .bind(id2)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let (_, v) = api(
+            &w,
+            "GET",
+            &format!("/applications/{id2}"),
+            Some(&coordinator),
+            None,
+        )
+        .await;
+        if v["application"]["state"] == "escalated" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["application"]["state"], "escalated", "{v}");
+    assert_eq!(
+        v["application"]["escalation"],
+        "no answer within 10 working days"
+    );
+    assert!(v["events"][1]["note"]
+        .as_str()
+        .unwrap()
+        .contains("no answer by 2026-11-16"));
+    // A late answer is refused: the coordinator has it now.
+    let (s, v) = api(
+        &w,
+        "POST",
+        &format!("/applications/{id2}/answer"),
+        Some(&police),
+        Some(answer(json!(null))),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    // Only the coordinator mediates; mediation fails; the decision refuses.
+    let resolve = |stage: &str, result: &str| json!({ "stage": stage, "result": result, "note": "公安与人社未达成一致" });
+    let p = format!("/applications/{id2}/resolve");
+    assert_eq!(
+        api(
+            &w,
+            "POST",
+            &p,
+            Some(&police),
+            Some(resolve("mediation", "disputed"))
+        )
+        .await
+        .0,
+        403
+    );
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&coordinator),
+        Some(resolve("mediation", "disputed")),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("disputed")), "{v}");
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&coordinator),
+        Some(resolve("mediation", "grant")),
+    )
+    .await;
+    assert_eq!(s, 409, "mediation is over: {v}");
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&coordinator),
+        Some(resolve("decision", "refuse")),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["outcome"].as_str(), v["closed_by"].as_str()),
+        (Some("refused"), Some("decision"))
+    );
+
+    // 3. civil applies for enterprise data; commerce refuses; mediation grants it.
+    let (s, v) = api(&w, "POST", "/applications", Some(&civil), Some(json!({
+        "item": "enterprise", "fields": ["unified_social_credit_code", "name"], "legal_basis": "社会组织登记管理", "purpose": "核验"
+    }))).await;
+    assert_eq!(s, 201, "{v}");
+    let id3 = v["id"].as_i64().unwrap();
+    let p = format!("/applications/{id3}/answer");
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&commerce),
+        Some(json!({ "decision": "refuse" })),
+    )
+    .await;
+    assert_eq!(s, 400, "a refusal needs its reason: {v}");
+    let (s, v) = api(
+        &w,
+        "POST",
+        &p,
+        Some(&commerce),
+        Some(json!({ "decision": "refuse", "note": "涉及商业秘密" })),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("escalated")), "{v}");
+    let (s, v) = api(
+        &w,
+        "POST",
+        &format!("/applications/{id3}/resolve"),
+        Some(&coordinator),
+        Some(json!({
+            "stage": "mediation", "result": "grant", "note": "名称和统一社会信用代码为公开信息"
+        })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["outcome"].as_str(), v["closed_by"].as_str()),
+        (Some("granted"), Some("mediation"))
+    );
+
+    // Outcomes are published to every token holder, including an agency not involved.
+    let out = cli(&w, &token(&w, "agency", "health"), &["outcomes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    for want in ["partially_granted", "refused", "granted"] {
+        assert!(table.contains(want), "{table}");
+    }
+    assert_eq!(table.lines().count(), 4, "{table}");
+    // Each agency lists only its own applications.
+    let (_, v) = api(&w, "GET", "/applications", Some(&hrss), None).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (_, v) = api(&w, "GET", "/applications", Some(&coordinator), None).await;
+    assert_eq!(v.as_array().unwrap().len(), 3);
+
+    // A restart keeps the workflow's grants in force (they are in PostgreSQL, not the file).
+    w.router = None;
+    w.start_router().await;
+    let cfg = w.police(25, 27, 1);
+    w.run_adapter(&cfg);
+    let live = w.tail("tianhe", 2).await;
+    assert_eq!(
+        fields(&live),
+        vec![vec!["citizen_id_number".to_string(), "sex".into()]; 2]
+    );
+    w.verify_ledger();
+}
