@@ -37,6 +37,7 @@ pub mod provision;
 pub mod pseudonym;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod retry;
 pub mod route;
 pub mod status;

@@ -537,6 +537,7 @@ async fn commit(
             store::insert_refusals(&mut tx, refusals).await?;
             store::count_departments(&mut tx, departments).await?;
             store::keep_latest(&mut tx, latest).await?;
+            crate::report::count_timeliness(&mut tx, delivered).await?;
             tx.commit().await?;
             Ok::<usize, sqlx::Error>(rows)
         };

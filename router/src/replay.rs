@@ -50,6 +50,18 @@ pub async fn replay(
     item: &str,
     since: Option<chrono::NaiveDate>,
 ) -> anyhow::Result<Replayed> {
+    replay_records(cfg, agency, item, since, None).await
+}
+
+/// [`replay`], limited to the record whose keyed key hash is `key_hash` when given (a
+/// disputed record the platform sends again).
+pub async fn replay_records(
+    cfg: &RouterConfig,
+    agency: &str,
+    item: &str,
+    since: Option<chrono::NaiveDate>,
+    key_hash: Option<&str>,
+) -> anyhow::Result<Replayed> {
     let platform = crate::load_platform(cfg)?;
     let pool = crate::store::connect(&cfg.database.url, 2).await?;
     let cache = Arc::new(ProjectionCache::default());
@@ -95,10 +107,12 @@ pub async fn replay(
         "SELECT routing_key, ingest_id, headers, body FROM latest_records
          WHERE item = $1
            AND ($2::text IS NULL OR received_at >= $2::date::timestamp AT TIME ZONE 'Asia/Shanghai')
+           AND ($3::text IS NULL OR key_hash = $3)
          ORDER BY received_at, key_hash",
     )
     .bind(item)
     .bind(since.map(|d| d.to_string()))
+    .bind(key_hash)
     .fetch(&pool);
     let mut batch = Vec::with_capacity(BATCH);
     loop {

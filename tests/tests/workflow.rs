@@ -11,22 +11,6 @@ use common::World;
 use govbus_tests::Process;
 use serde_json::{json, Value};
 
-/// `govbus workflow token` for `role`/`subject`.
-fn token(w: &World, role: &str, subject: &str) -> String {
-    let out = Process::command("govbus")
-        .args(["workflow", "token", "--platform-id-secret"])
-        .arg(w.path("platform/id-secret"))
-        .args(["--role", role, "--subject", subject])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// `METHOD /api<path>` with `token`: (status, JSON).
 async fn api(
     w: &World,
@@ -75,12 +59,12 @@ fn fields(lines: &[Value]) -> Vec<Vec<String>> {
 async fn applications_are_answered_escalated_mediated_and_put_in_force() {
     let mut w = World::new().await;
     w.start_router().await;
-    let tianhe = token(&w, "agency", "tianhe");
-    let hrss = token(&w, "agency", "hrss");
-    let civil = token(&w, "agency", "civil");
-    let police = token(&w, "department", "police");
-    let commerce = token(&w, "department", "commerce");
-    let coordinator = token(&w, "coordinator", "wang");
+    let tianhe = w.api_token("agency", "tianhe");
+    let hrss = w.api_token("agency", "hrss");
+    let civil = w.api_token("agency", "civil");
+    let police = w.api_token("department", "police");
+    let commerce = w.api_token("department", "commerce");
+    let coordinator = w.api_token("coordinator", "wang");
 
     // Police records exist before anyone applies; tianhe holds no grant of household.
     let cfg = w.police(0, 20, 1);
@@ -422,7 +406,7 @@ async fn applications_are_answered_escalated_mediated_and_put_in_force() {
     );
 
     // Outcomes are published to every token holder, including an agency not involved.
-    let out = cli(&w, &token(&w, "agency", "health"), &["outcomes"]);
+    let out = cli(&w, &w.api_token("agency", "health"), &["outcomes"]);
     assert!(
         out.status.success(),
         "{}",
@@ -448,6 +432,216 @@ async fn applications_are_answered_escalated_mediated_and_put_in_force() {
     assert_eq!(
         fields(&live),
         vec![vec!["citizen_id_number".to_string(), "sex".into()]; 2]
+    );
+    w.verify_ledger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_record_is_corrected_for_every_past_recipient_still_granted() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let hrss = w.api_token("agency", "hrss");
+    let tianhe = w.api_token("agency", "tianhe");
+    let civil = w.api_token("agency", "civil");
+    let commerce = w.api_token("department", "commerce");
+    let operator = w.api_token("operator", "ops");
+    // Four enterprises: hrss and health get all four, tianhe the two in Tianhe (0 and 2).
+    let cfg = w.commerce(0, 4);
+    w.run_adapter(&cfg);
+    let got = w.tail("hrss", 4).await;
+    let uscc0 = common::uscc(0);
+    let disputed = got
+        .iter()
+        .find(|l| l["record"]["unified_social_credit_code"] == uscc0.as_str())
+        .unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Only the agency that received it can dispute it, and it must say what is wrong.
+    let body = |problem: &str| json!({ "message_id": disputed, "problem": problem });
+    let (s, v) = api(
+        &w,
+        "POST",
+        "/disputes",
+        Some(&civil),
+        Some(body("名称错误")),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        api(&w, "POST", "/disputes", Some(&hrss), Some(body(" ")))
+            .await
+            .0,
+        400
+    );
+    let (s, d) = api(
+        &w,
+        "POST",
+        "/disputes",
+        Some(&hrss),
+        Some(body("企业名称与营业执照不符")),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    let id = d["id"].as_i64().unwrap();
+    assert_eq!(
+        (d["state"].as_str(), d["version"].as_i64()),
+        (Some("open"), Some(1))
+    );
+    assert!(d["check_due"].as_str().unwrap() > today_in_shanghai().to_string().as_str());
+
+    // The platform finds a data error: the department is told and sees the dispute.
+    let finding = |cause: &str| json!({ "cause": cause, "note": "源数据名称录入错误" });
+    assert_eq!(
+        api(
+            &w,
+            "POST",
+            &format!("/disputes/{id}/finding"),
+            Some(&commerce),
+            Some(finding("data"))
+        )
+        .await
+        .0,
+        403
+    );
+    let (s, v) = api(
+        &w,
+        "POST",
+        &format!("/disputes/{id}/finding"),
+        Some(&operator),
+        Some(finding("data")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (200, Some("with_department")),
+        "{v}"
+    );
+    let (_, v) = api(&w, "GET", "/disputes", Some(&commerce), None).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+
+    // Meanwhile health's grant of enterprise data ends (yesterday).
+    let yesterday = today_in_shanghai().pred_opt().unwrap();
+    let cat = std::fs::read_to_string(w.path("catalogue.toml"))
+        .unwrap()
+        .replace(
+            "id = \"health-enterprise\"\nrevision = 1",
+            "id = \"health-enterprise\"\nrevision = 2",
+        );
+    let cat = cat.replacen(
+        "purpose = \"卫生许可核验\"\nvalid_from = 2026-01-01\n",
+        &format!(
+            "purpose = \"卫生许可核验\"\nvalid_from = 2026-01-01\nvalid_until = {yesterday}\n"
+        ),
+        1,
+    );
+    std::fs::write(w.path("catalogue.toml"), cat).unwrap();
+    w.await_metric(
+        "govbus_router_catalogue_reloads_total 1",
+        30,
+        "the ended grant was not loaded",
+    )
+    .await;
+    let health_before = w.count("agency.health").await;
+
+    // Commerce publishes the corrected version through its adapter.
+    let fix = format!(
+        "uscc,name,rep,rep_id,division,address,established,version,op\n{uscc0},企业0有限责任公司,法人0,{},440106,某路0号,2015-03-01,2,U\n",
+        common::citizen(100_000)
+    );
+    w.drop_csv("commerce", "enterprise-fix.csv", &fix);
+    w.run_adapter(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let d = loop {
+        let (_, v) = api(&w, "GET", &format!("/disputes/{id}"), Some(&hrss), None).await;
+        if v["dispute"]["state"] == "closed" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(d["dispute"]["outcome"], "corrected", "{d}");
+    assert_eq!(d["dispute"]["corrected_version"], 2);
+    // The report: every past recipient, who got the correction, who was left out and why.
+    let recipients: Vec<(String, String)> = d["dispute"]["report"]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["agency"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(recipients.len(), 3, "{recipients:?}");
+    for (agency, status) in &recipients {
+        match agency.as_str() {
+            "hrss" | "tianhe" => assert_eq!(status, "has the corrected version 2"),
+            "health" => assert!(
+                status.starts_with("left out: holds no grant of enterprise in force"),
+                "{status}"
+            ),
+            other => panic!("{other} never received the record"),
+        }
+    }
+    // hrss got the corrected record; health got nothing more.
+    let fixed = w.tail("hrss", 1).await;
+    assert_eq!(fixed[0]["record"]["name"], "企业0有限责任公司");
+    assert_eq!(w.count("agency.health").await, health_before);
+    let actions: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "disputed",
+            "found: data error",
+            "department notified",
+            "report archived and sent"
+        ]
+    );
+
+    // A technical fault: the platform sends tianhe the record again at once.
+    let t = w.tail("tianhe", 3).await; // records 0 (v1, v2) and 2
+    let two = t
+        .iter()
+        .find(|l| l["record"]["unified_social_credit_code"] == common::uscc(2).as_str())
+        .unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = api(
+        &w,
+        "POST",
+        "/disputes",
+        Some(&tianhe),
+        Some(json!({ "message_id": two, "problem": "消费端解码失败，记录丢失" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id2 = v["id"].as_i64().unwrap();
+    let (s, v) = api(
+        &w,
+        "POST",
+        &format!("/disputes/{id2}/finding"),
+        Some(&operator),
+        Some(json!({ "cause": "technical", "note": "投递队列故障" })),
+    )
+    .await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("corrected")), "{v}");
+    let again = w.tail("tianhe", 1).await;
+    assert_eq!(
+        again[0]["record"]["unified_social_credit_code"],
+        common::uscc(2).as_str()
+    );
+    assert_ne!(
+        again[0]["message_id"].as_str().unwrap(),
+        two,
+        "a new message id"
     );
     w.verify_ledger();
 }

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod provision;
 pub mod quarantine;
 pub mod replay;
+pub mod report;
 pub mod schemas;
 pub mod status;
 pub mod topology;
@@ -50,6 +51,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// What operators watch: agencies' queues and deliveries, departments, refusals, warnings.
     Status(status::StatusArgs),
+    /// The yearly sharing report (articles 41, 42) as CSV and an HTML page with charts.
+    Report(report::ReportArgs),
     /// The sharing workflow: apply for items, answer, mediate, decide, read outcomes.
     Workflow(workflow::WorkflowArgs),
 }
@@ -69,5 +72,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Quarantine(cmd) => quarantine::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Workflow(args) => workflow::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -104,6 +104,34 @@ pub enum WorkflowCommand {
     },
     /// Closed applications and their outcomes (published to all).
     Outcomes,
+    /// (agency) Dispute a delivered record by its message id (article 44).
+    Dispute {
+        /// The delivery's message id (`govbus tail` prints it).
+        #[arg(long)]
+        message_id: String,
+        /// What is wrong with it.
+        #[arg(long)]
+        problem: String,
+    },
+    /// Disputes your token may see.
+    Disputes,
+    /// One dispute with every step and its verification report.
+    ShowDispute {
+        /// Dispute id.
+        id: i64,
+    },
+    /// (operator) Record what the check of a dispute found: `technical` (the platform sends
+    /// the record again), `data` (the department must publish a correction) or `unfounded`.
+    Finding {
+        /// Dispute id.
+        id: i64,
+        /// `technical`, `data` or `unfounded`.
+        #[arg(long)]
+        cause: String,
+        /// What was found.
+        #[arg(long)]
+        note: String,
+    },
     /// (operator) Print an API token for the coordinator or an operator.
     Token {
         /// The platform's id secret (`platform.id_secret_file` of the router's config).
@@ -276,10 +304,50 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 WorkflowCommand::Outcomes => {
                     call(Method::GET, &format!("{base}/api/outcomes"), &token, None).await
                 }
+                WorkflowCommand::Dispute {
+                    message_id,
+                    problem,
+                } => {
+                    call(
+                        Method::POST,
+                        &format!("{base}/api/disputes"),
+                        &token,
+                        Some(json!({ "message_id": message_id, "problem": problem })),
+                    )
+                    .await
+                }
+                WorkflowCommand::Disputes => {
+                    call(Method::GET, &format!("{base}/api/disputes"), &token, None).await
+                }
+                WorkflowCommand::ShowDispute { id } => {
+                    call(
+                        Method::GET,
+                        &format!("{base}/api/disputes/{id}"),
+                        &token,
+                        None,
+                    )
+                    .await
+                }
+                WorkflowCommand::Finding { id, cause, note } => {
+                    call(
+                        Method::POST,
+                        &format!("{base}/api/disputes/{id}/finding"),
+                        &token,
+                        Some(json!({ "cause": cause, "note": note })),
+                    )
+                    .await
+                }
                 WorkflowCommand::Token { .. } => unreachable!("handled above"),
             }
         })?;
-    if args.caller.json {
+    let dispute_command = matches!(
+        args.command,
+        WorkflowCommand::Dispute { .. }
+            | WorkflowCommand::Disputes
+            | WorkflowCommand::ShowDispute { .. }
+            | WorkflowCommand::Finding { .. }
+    );
+    if args.caller.json || dispute_command {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }

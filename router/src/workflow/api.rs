@@ -6,6 +6,9 @@
 //!   allowed) or refuse with a reason.
 //! - `POST /api/applications/{id}/resolve` (coordinator): mediation or decision.
 //! - `GET /api/outcomes` (any token): closed applications, published to all.
+//! - `POST /api/disputes` (agency): dispute a delivered record by `message_id`.
+//!   `GET /api/disputes`, `GET /api/disputes/{id}` (with its steps and report).
+//! - `POST /api/disputes/{id}/finding` (operator): `technical`, `data` or `unfounded`.
 use std::sync::Arc;
 
 use axum::{
@@ -17,7 +20,10 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AnswerRequest, ApplyRequest, ResolveRequest, Workflow, WorkflowError};
+use super::{
+    disputes::{DisputeRequest, FindingRequest},
+    AnswerRequest, ApplyRequest, ResolveRequest, Workflow, WorkflowError,
+};
 
 impl IntoResponse for WorkflowError {
     fn into_response(self) -> Response {
@@ -90,6 +96,42 @@ async fn outcomes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError
     Ok(Json(wf.outcomes().await?).into_response())
 }
 
+async fn disputes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    Ok(Json(wf.disputes(&actor).await?).into_response())
+}
+
+async fn open_dispute(
+    State(wf): Wf,
+    h: HeaderMap,
+    body: Result<Json<DisputeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok((StatusCode::CREATED, Json(wf.dispute(&actor, req).await?)).into_response())
+}
+
+async fn one_dispute(
+    State(wf): Wf,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let (d, events) = wf.dispute_with_events(&actor, id).await?;
+    Ok(Json(json!({ "dispute": d, "events": events })).into_response())
+}
+
+async fn finding(
+    State(wf): Wf,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    body: Result<Json<FindingRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok(Json(wf.finding(&actor, id, req).await?).into_response())
+}
+
 /// The `/api` routes.
 pub fn routes(wf: Arc<Workflow>) -> Router {
     Router::new()
@@ -98,5 +140,8 @@ pub fn routes(wf: Arc<Workflow>) -> Router {
         .route("/api/applications/{id}/answer", post(answer))
         .route("/api/applications/{id}/resolve", post(resolve))
         .route("/api/outcomes", get(outcomes))
+        .route("/api/disputes", get(disputes).post(open_dispute))
+        .route("/api/disputes/{id}", get(one_dispute))
+        .route("/api/disputes/{id}/finding", post(finding))
         .with_state(wf)
 }

@@ -10,6 +10,7 @@
 //! Deadlines are in working days of the configured [`Calendar`]; without one the workflow
 //! answers 503 and says which setting to add.
 pub mod api;
+pub mod disputes;
 pub mod token;
 
 use std::sync::Arc;
@@ -271,19 +272,12 @@ impl Workflow {
                 "no application {id} of yours"
             )));
         }
-        let events = sqlx::query("SELECT to_char(at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+08:00\"') AS at, role, actor, action, note FROM application_events WHERE application = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| Event {
-                at: r.get("at"),
-                role: r.get("role"),
-                actor: r.get("actor"),
-                action: r.get("action"),
-                note: r.get("note"),
-            })
-            .collect();
+        let events = read_events(
+            self.pool(),
+            events_query!("application_events", "application"),
+            id,
+        )
+        .await?;
         Ok((app, events))
     }
 
@@ -699,6 +693,31 @@ impl Workflow {
     }
 }
 
+/// `SELECT` of the steps of one application or dispute, times in Asia/Shanghai.
+macro_rules! events_query {
+    ($table:literal, $key:literal) => {
+        concat!("SELECT to_char(at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+08:00\"') AS at, role, actor, action, note FROM ", $table, " WHERE ", $key, " = $1 ORDER BY id")
+    };
+}
+pub(crate) use events_query;
+
+/// The steps `query` (from [`events_query`]) reads for `id`.
+async fn read_events(pool: &PgPool, query: &'static str, id: i64) -> Result<Vec<Event>> {
+    Ok(sqlx::query(query)
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Event {
+            at: r.get("at"),
+            role: r.get("role"),
+            actor: r.get("actor"),
+            action: r.get("action"),
+            note: r.get("note"),
+        })
+        .collect())
+}
+
 /// Records one step of an application.
 async fn record_event(
     pool: &PgPool,
@@ -794,7 +813,7 @@ pub async fn stored_grants(pool: &PgPool) -> anyhow::Result<Vec<Grant>> {
         .collect())
 }
 
-/// Escalates overdue applications every `every` until `stop`.
+/// Escalates overdue applications and closes corrected disputes every `every` until `stop`.
 pub async fn deadlines(
     wf: Arc<Workflow>,
     every: std::time::Duration,
@@ -806,6 +825,9 @@ pub async fn deadlines(
     loop {
         if let Err(e) = wf.escalate_overdue().await {
             tracing::warn!(error = %e, "cannot check application deadlines now; retrying");
+        }
+        if let Err(e) = wf.settle_disputes().await {
+            tracing::warn!(error = %e, "cannot check disputes now; retrying");
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

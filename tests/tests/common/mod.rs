@@ -404,6 +404,22 @@ listen = "127.0.0.1:0"
             .collect()
     }
 
+    /// A workflow API token for `role`/`subject` (`govbus workflow token`).
+    pub fn api_token(&self, role: &str, subject: &str) -> String {
+        let out = Process::command("govbus")
+            .args(["workflow", "token", "--platform-id-secret"])
+            .arg(self.path("platform/id-secret"))
+            .args(["--role", role, "--subject", subject])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// `govbus ledger verify` passes.
     pub fn verify_ledger(&self) {
         let out = Process::command("govbus")
