@@ -3,6 +3,7 @@
 //! timeliness (delay from source change to delivery, p50/p95, against the item's update
 //! frequency). Per department and item: records routed, refused attempts, disputes and those
 //! upheld. Applications: how many, answered in time, answer time in working days, escalated.
+//! Contacts: registrations and changes reported, and how many late (article 34).
 //! The CSV is one tidy table (`section,agency,department,item,measure,value`); the HTML page
 //! shows the same numbers with bar charts in plain SVG (readable printed). Counts only: no
 //! record, name or ID number.
@@ -137,6 +138,17 @@ pub struct Applications {
     pub mean_answer_working_days: Option<f64>,
 }
 
+/// An agency's contact registrations and changes (article 34).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ContactUpdates {
+    /// Agency.
+    pub agency: String,
+    /// Registrations and changes reported in the year.
+    pub reports: i64,
+    /// Of them, reported after their 5 working days.
+    pub late: i64,
+}
+
 /// A year's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -150,6 +162,8 @@ pub struct Report {
     pub departments: Vec<DepartmentItem>,
     /// Applications.
     pub applications: Vec<Applications>,
+    /// Contact updates.
+    pub contacts: Vec<ContactUpdates>,
 }
 
 /// The delay an item's update frequency allows (ms), where the catalogue says one we know.
@@ -383,8 +397,26 @@ pub async fn build(
             a
         })
         .collect();
+    let contacts = sqlx::query(
+        "SELECT agency, count(*), count(*) FILTER (WHERE late) FROM agency_contacts
+         WHERE reported_on >= $1 AND reported_on < $2 AND ($3::text IS NULL OR agency = $3)
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(agency)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| ContactUpdates {
+        agency: r.get(0),
+        reports: r.get(1),
+        late: r.get(2),
+    })
+    .collect();
     Ok(Report {
         year,
+        contacts,
         agency: agency.map(String::from),
         agencies,
         departments: departments.into_values().collect(),
@@ -454,6 +486,14 @@ pub fn csv(r: &Report) -> anyhow::Result<String> {
             ),
         ] {
             w.write_record([&format!("applications_{}", a.role), agency, dept, "", m, &v])?;
+        }
+    }
+    for c in &r.contacts {
+        for (m, v) in [
+            ("contact_reports", c.reports),
+            ("contact_reports_late", c.late),
+        ] {
+            w.write_record(["contacts", &c.agency, "", "", m, &v.to_string()])?;
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -574,6 +614,17 @@ Delays are from the change in the department's system to the delivery, in bucket
             a.granted,
             a.mean_answer_working_days
                 .map_or("–".into(), |d| format!("{d:.1}"))
+        ));
+    }
+    h.push_str("</table>\n<h2>Contacts reported (article 34: changes within 5 working days)</h2>\n<table id=\"contacts\"><tr><th>agency</th><th>reports</th><th>late</th></tr>\n");
+    for c in &r.contacts {
+        h.push_str(&format!(
+            "<tr data-agency=\"{}\"{}><td>{}</td><td data-measure=\"contact_reports\">{}</td><td data-measure=\"contact_reports_late\">{}</td></tr>\n",
+            esc(&c.agency),
+            if c.late > 0 { " class=\"late\"" } else { "" },
+            esc(&c.agency),
+            c.reports,
+            c.late
         ));
     }
     h.push_str("</table></body></html>\n");

@@ -645,3 +645,182 @@ async fn a_disputed_record_is_corrected_for_every_past_recipient_still_granted()
     );
     w.verify_ledger();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_requests_outside_the_catalogue_and_other_districts() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let civil = w.api_token("agency", "civil");
+    let police = w.api_token("department", "police");
+    let coordinator = w.api_token("coordinator", "wang");
+    let person = |n: &str| json!({ "name": n, "phone": "020-8888 0000" });
+    let contacts = |changed: Option<&str>| {
+        json!({ "leader": person("张三"), "sharing_officer": person("李四"),
+                "technical_officer": person("王五"), "changed_on": changed })
+    };
+    let today = today_in_shanghai();
+
+    // Registered today: on time. A change made on Monday 2 November 2026 and reported today:
+    // its 5 working days ended on Monday 9 November, so it is recorded as late.
+    let (s, v) = api(&w, "POST", "/contacts", Some(&civil), Some(contacts(None))).await;
+    assert_eq!((s, v["late"].as_bool()), (201, Some(false)), "{v}");
+    assert_eq!(v["changed_on"], today.to_string());
+    let (s, v) = api(
+        &w,
+        "POST",
+        "/contacts",
+        Some(&civil),
+        Some(contacts(Some("2026-11-02"))),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["report_due"].as_str(), v["late"].as_bool()),
+        (Some("2026-11-09"), Some(true))
+    );
+    // A contact without a telephone or e-mail, a change in the future: refused, saying why.
+    let mut bad = contacts(None);
+    bad["leader"] = json!({ "name": "张三" });
+    let (s, v) = api(&w, "POST", "/contacts", Some(&civil), Some(bad)).await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("leader:"), "{v}");
+    let tomorrow = today.succ_opt().unwrap().to_string();
+    assert_eq!(
+        api(
+            &w,
+            "POST",
+            "/contacts",
+            Some(&civil),
+            Some(contacts(Some(&tomorrow)))
+        )
+        .await
+        .0,
+        400
+    );
+    // Contacts are read by the agency itself and the coordinator, not by a department.
+    let (_, v) = api(&w, "GET", "/contacts", Some(&civil), None).await;
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["leader"]["name"], "张三");
+    assert_eq!(
+        api(&w, "GET", "/contacts", Some(&coordinator), None)
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        api(&w, "GET", "/contacts", Some(&police), None).await.0,
+        403
+    );
+
+    // A request for data outside the catalogue, the two parties named, through the command line.
+    let out = cli(
+        &w,
+        &civil,
+        &[
+            "--json",
+            "apply",
+            "--outside-department",
+            "police",
+            "--outside-data",
+            "流动人口居住登记（姓名、居住地址）",
+            "--legal-basis",
+            "《广州市流动人口服务管理规定》",
+            "--purpose",
+            "婚姻登记核验",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = app["id"].as_i64().unwrap();
+    assert_eq!(
+        (app["item"].as_str(), app["departments"][0].as_str()),
+        (Some(""), Some("police"))
+    );
+    // Police agrees: the outcome is recorded; nothing is routed until the catalogue lists the data.
+    let (s, v) = api(
+        &w,
+        "POST",
+        &format!("/applications/{id}/answer"),
+        Some(&police),
+        Some(json!({ "decision": "approve", "note": "同意，纳入下一版目录" })),
+    )
+    .await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("granted")), "{v}");
+    let pool = w.pg().await;
+    let grants: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(grants, 0);
+    let (_, v) = api(
+        &w,
+        "GET",
+        &format!("/applications/{id}"),
+        Some(&civil),
+        None,
+    )
+    .await;
+    assert_eq!(v["events"][1]["action"], "agreed outside the catalogue");
+
+    // An application for another district's data is recorded as forwarded, with 5 working days.
+    let (s, v) = api(&w, "POST", "/applications", Some(&civil), Some(json!({
+        "item": "enterprise", "fields": ["unified_social_credit_code", "name"], "legal_basis": "x", "purpose": "y", "district": "440106"
+    }))).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["forwarded_to"], "440106");
+    let due =
+        chrono::NaiveDate::parse_from_str(v["forward_due"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+    assert!(
+        due > today
+            && due
+                < chrono::NaiveDate::parse_from_str(v["answer_due"].as_str().unwrap(), "%Y-%m-%d")
+                    .unwrap()
+    );
+    let (_, e) = api(
+        &w,
+        "GET",
+        &format!("/applications/{}", v["id"]),
+        Some(&civil),
+        None,
+    )
+    .await;
+    assert_eq!(e["events"][1]["action"], "forwarded");
+
+    // The yearly report counts the contact reports and the late one.
+    let out = Process::command("govbus")
+        .args([
+            "report",
+            "--year",
+            &chrono::Datelike::year(&today).to_string(),
+            "--config",
+        ])
+        .arg(w.path("router.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.contains("contacts,civil,,,contact_reports,2\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("contacts,civil,,,contact_reports_late,1\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("applications_agency,civil,,,applications,2\n"),
+        "{csv}"
+    );
+    assert!(!csv.contains("张三"), "no contact names in the report");
+}

@@ -43,11 +43,24 @@ pub enum WorkflowCommand {
     /// (agency) Apply for an item's fields; the responsible department answers within 10 working days.
     Apply {
         /// Item id.
-        #[arg(long)]
-        item: String,
+        #[arg(long, required_unless_present = "outside_department")]
+        item: Option<String>,
         /// Fields needed, comma-separated (the record key among them).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "outside_department"
+        )]
         fields: Vec<String>,
+        /// A request outside the catalogue: the department asked…
+        #[arg(long, requires = "outside_data", conflicts_with_all = ["item", "fields"])]
+        outside_department: Option<String>,
+        /// …and the data needed, described.
+        #[arg(long)]
+        outside_data: Option<String>,
+        /// The data is another district's: that district platform's division code (forwarded).
+        #[arg(long)]
+        district: Option<String>,
         /// `full` or `pseudonym` identity.
         #[arg(long, default_value = "full")]
         identity: String,
@@ -115,6 +128,16 @@ pub enum WorkflowCommand {
     },
     /// Disputes your token may see.
     Disputes,
+    /// (agency) Register or change your three contacts (article 34), from a JSON file:
+    /// {"leader": {"name", "phone"|"email"}, "sharing_officer": …, "technical_officer": …,
+    /// "changed_on": "YYYY-MM-DD"}.
+    ReportContacts {
+        /// The JSON file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Contacts recorded (your own, or all for the coordinator and operators).
+    Contacts,
     /// One dispute with every step and its verification report.
     ShowDispute {
         /// Dispute id.
@@ -252,20 +275,46 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 WorkflowCommand::Apply {
                     item,
                     fields,
+                    outside_department,
+                    outside_data,
+                    district,
                     identity,
                     legal_basis,
                     purpose,
                     valid_until,
-                } => call(
-                    Method::POST,
-                    &apps,
-                    &token,
-                    Some(json!({
-                        "item": item, "fields": fields, "identity": identity,
-                        "legal_basis": legal_basis, "purpose": purpose, "valid_until": valid_until,
-                    })),
-                )
-                .await,
+                } => {
+                    let outside = outside_department
+                        .as_ref()
+                        .map(|d| json!({ "department": d, "data": outside_data }));
+                    call(
+                        Method::POST,
+                        &apps,
+                        &token,
+                        Some(json!({
+                            "item": item.clone().unwrap_or_default(), "fields": fields,
+                            "identity": identity, "legal_basis": legal_basis, "purpose": purpose,
+                            "valid_until": valid_until, "outside_catalogue": outside,
+                            "district": district,
+                        })),
+                    )
+                    .await
+                }
+                WorkflowCommand::ReportContacts { file } => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+                    let body: Value = serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+                    call(
+                        Method::POST,
+                        &format!("{base}/api/contacts"),
+                        &token,
+                        Some(body),
+                    )
+                    .await
+                }
+                WorkflowCommand::Contacts => {
+                    call(Method::GET, &format!("{base}/api/contacts"), &token, None).await
+                }
                 WorkflowCommand::List => call(Method::GET, &apps, &token, None).await,
                 WorkflowCommand::Show { id } => {
                     call(Method::GET, &format!("{apps}/{id}"), &token, None).await
@@ -346,6 +395,8 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
             | WorkflowCommand::Disputes
             | WorkflowCommand::ShowDispute { .. }
             | WorkflowCommand::Finding { .. }
+            | WorkflowCommand::ReportContacts { .. }
+            | WorkflowCommand::Contacts
     );
     if args.caller.json || dispute_command {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -9,6 +9,8 @@
 //! - `POST /api/disputes` (agency): dispute a delivered record by `message_id`.
 //!   `GET /api/disputes`, `GET /api/disputes/{id}` (with its steps and report).
 //! - `POST /api/disputes/{id}/finding` (operator): `technical`, `data` or `unfounded`.
+//! - `POST /api/contacts` (agency): register or change its three contacts;
+//!   `GET /api/contacts`: the agency its own, the coordinator and operators all.
 use std::sync::Arc;
 
 use axum::{
@@ -21,6 +23,7 @@ use axum::{
 use serde_json::json;
 
 use super::{
+    contacts::ContactsRequest,
     disputes::{DisputeRequest, FindingRequest},
     AnswerRequest, ApplyRequest, ResolveRequest, Workflow, WorkflowError,
 };
@@ -132,6 +135,25 @@ async fn finding(
     Ok(Json(wf.finding(&actor, id, req).await?).into_response())
 }
 
+async fn contacts(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    Ok(Json(wf.contacts(&actor).await?).into_response())
+}
+
+async fn report_contacts(
+    State(wf): Wf,
+    h: HeaderMap,
+    body: Result<Json<ContactsRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h))?;
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(wf.report_contacts(&actor, req).await?),
+    )
+        .into_response())
+}
+
 /// The `/api` routes.
 pub fn routes(wf: Arc<Workflow>) -> Router {
     Router::new()
@@ -141,6 +163,7 @@ pub fn routes(wf: Arc<Workflow>) -> Router {
         .route("/api/applications/{id}/resolve", post(resolve))
         .route("/api/outcomes", get(outcomes))
         .route("/api/disputes", get(disputes).post(open_dispute))
+        .route("/api/contacts", get(contacts).post(report_contacts))
         .route("/api/disputes/{id}", get(one_dispute))
         .route("/api/disputes/{id}/finding", post(finding))
         .with_state(wf)

@@ -10,6 +10,7 @@
 //! Deadlines are in working days of the configured [`Calendar`]; without one the workflow
 //! answers 503 and says which setting to add.
 pub mod api;
+pub mod contacts;
 pub mod disputes;
 pub mod token;
 
@@ -109,12 +110,18 @@ pub struct Application {
     pub closed_by: Option<String>,
     /// Deliveries due by (closing day + 5 working days) when granted.
     pub grant_due: Option<NaiveDate>,
+    /// For a request outside the catalogue: the data asked for (`item` is empty).
+    pub outside_catalogue: Option<String>,
+    /// The district platform the application was forwarded to.
+    pub forwarded_to: Option<String>,
+    /// That platform's 5 working days end.
+    pub forward_due: Option<NaiveDate>,
 }
 
 /// `SELECT <every application column> FROM applications <rest>`, as a literal.
 macro_rules! select_applications {
     ($rest:literal) => {
-        concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due FROM applications ", $rest)
+        concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due, outside_catalogue, forwarded_to, forward_due FROM applications ", $rest)
     };
 }
 
@@ -140,6 +147,9 @@ fn app_from_row(r: &sqlx::postgres::PgRow) -> Application {
         closed_on: r.get("closed_on"),
         closed_by: r.get("closed_by"),
         grant_due: r.get("grant_due"),
+        outside_catalogue: r.get("outside_catalogue"),
+        forwarded_to: r.get("forwarded_to"),
+        forward_due: r.get("forward_due"),
     }
 }
 
@@ -161,10 +171,19 @@ pub struct Event {
 /// An agency's application.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyRequest {
-    /// Item id.
+    /// Item id (empty for a request outside the catalogue).
+    #[serde(default)]
     pub item: String,
-    /// Fields needed (schema paths, the record key among them).
+    /// Fields needed (schema paths, the record key among them; empty outside the catalogue).
+    #[serde(default)]
     pub fields: Vec<String>,
+    /// A request for data outside the catalogue: the department asked and the data needed.
+    #[serde(default)]
+    pub outside_catalogue: Option<OutsideCatalogue>,
+    /// The data is another district's: the division code of that district's platform
+    /// (`440106`); the application is recorded as forwarded to it.
+    #[serde(default)]
+    pub district: Option<String>,
     /// `full` (default) or `pseudonym`.
     #[serde(default)]
     pub identity: Option<Identity>,
@@ -175,6 +194,15 @@ pub struct ApplyRequest {
     /// Last day needed; open-ended when absent.
     #[serde(default)]
     pub valid_until: Option<NaiveDate>,
+}
+
+/// What a request outside the catalogue asks for, and of whom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutsideCatalogue {
+    /// The department asked.
+    pub department: String,
+    /// The data needed, described.
+    pub data: String,
 }
 
 /// A department's answer.
@@ -321,6 +349,9 @@ impl Workflow {
             ));
         }
         let cal = self.calendar()?;
+        if let Some(o) = req.outside_catalogue.clone() {
+            return self.apply_outside(actor, &req, o).await;
+        }
         let today = today_in_shanghai();
         let routing = self.shared.routing();
         let cat = &routing.catalogue;
@@ -379,7 +410,95 @@ impl Workflow {
         )
         .await?;
         tracing::info!(application = id, agency = %actor.subject, item = %req.item, %due, "application received");
+        self.forward(id, req.district.as_deref()).await?;
         self.load(id).await
+    }
+
+    /// A request for data outside the catalogue: the same path, the two parties named; an
+    /// approval records the outcome (there is no item to route until the catalogue lists one).
+    async fn apply_outside(
+        &self,
+        actor: &Actor,
+        req: &ApplyRequest,
+        o: OutsideCatalogue,
+    ) -> Result<Application> {
+        let cal = self.calendar()?;
+        if !req.item.is_empty() || !req.fields.is_empty() {
+            return Err(WorkflowError::Invalid(
+                "a request outside the catalogue names no item or fields: describe the data in outside_catalogue.data".into(),
+            ));
+        }
+        if !self
+            .shared
+            .routing()
+            .catalogue
+            .department_ids()
+            .any(|d| d == o.department)
+        {
+            return Err(WorkflowError::Invalid(format!(
+                "department `{}` is not in the catalogue",
+                o.department
+            )));
+        }
+        if o.data.trim().is_empty()
+            || req.legal_basis.trim().is_empty()
+            || req.purpose.trim().is_empty()
+        {
+            return Err(WorkflowError::Invalid(
+                "describe the data, and give legal_basis and purpose (article 35)".into(),
+            ));
+        }
+        let today = today_in_shanghai();
+        let due = deadline(cal, today, ANSWER_WORKING_DAYS)?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, submitted_on, answer_due, state, outside_catalogue) VALUES ($1, '', $2, '{}', 'full', $3, $4, $5, $6, 'submitted', $7) RETURNING id")
+            .bind(&actor.subject)
+            .bind(vec![o.department.clone()])
+            .bind(&req.legal_basis)
+            .bind(&req.purpose)
+            .bind(today)
+            .bind(due)
+            .bind(&o.data)
+            .fetch_one(self.pool())
+            .await?;
+        self.event(
+            id,
+            "agency",
+            &actor.subject,
+            "applied outside the catalogue",
+            &format!(
+                "{} asked of {}; answer due {due}",
+                actor.subject, o.department
+            ),
+        )
+        .await?;
+        self.forward(id, req.district.as_deref()).await?;
+        self.load(id).await
+    }
+
+    /// Records an application for another district's data as forwarded to that district's
+    /// platform, with its own 5 working days.
+    async fn forward(&self, id: i64, district: Option<&str>) -> Result<()> {
+        let Some(d) = district else { return Ok(()) };
+        if d.len() != 6 || !d.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(WorkflowError::Invalid(format!(
+                "district `{d}`: give the 6-digit division code of the district's platform (440106)"
+            )));
+        }
+        let due = deadline(self.calendar()?, today_in_shanghai(), DELIVERY_WORKING_DAYS)?;
+        sqlx::query("UPDATE applications SET forwarded_to = $2, forward_due = $3 WHERE id = $1")
+            .bind(id)
+            .bind(d)
+            .bind(due)
+            .execute(self.pool())
+            .await?;
+        self.event(
+            id,
+            "platform",
+            "govbus",
+            "forwarded",
+            &format!("to the platform of district {d}; it has until {due} (5 working days)"),
+        )
+        .await
     }
 
     /// A responsible department answers.
@@ -557,6 +676,29 @@ impl Workflow {
     ) -> Result<Application> {
         let cal = self.calendar()?;
         let today = today_in_shanghai();
+        let role = if by == "department" {
+            "department"
+        } else {
+            "coordinator"
+        };
+        if app.outside_catalogue.is_some() {
+            // Nothing to route until the catalogue lists the data: the outcome is recorded.
+            sqlx::query("UPDATE applications SET state = 'closed', outcome = 'granted', closed_on = $2, closed_by = $3 WHERE id = $1")
+                .bind(app.id)
+                .bind(today)
+                .bind(by)
+                .execute(self.pool())
+                .await?;
+            self.event(
+                app.id,
+                role,
+                &actor.subject,
+                "agreed outside the catalogue",
+                &format!("{note}; the data is shared once the catalogue lists it as an item"),
+            )
+            .await?;
+            return self.load(app.id).await;
+        }
         let routing = self.shared.routing();
         let identity = if app.identity == "pseudonym" {
             Identity::Pseudonym
@@ -613,11 +755,6 @@ impl Workflow {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let role = if by == "department" {
-            "department"
-        } else {
-            "coordinator"
-        };
         let action = if by == "department" {
             outcome.to_string()
         } else {
