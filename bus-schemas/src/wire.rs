@@ -10,6 +10,10 @@ use sha2::Sha256;
 pub const INGEST_EXCHANGE: &str = "govbus.ingest";
 /// Topic exchange for records that failed mapping or validation, routing key `<department>.<item>`.
 pub const QUARANTINE_EXCHANGE: &str = "govbus.quarantine";
+/// A copy of every quarantined row, which the router counts (per day, department and item,
+/// for the yearly report's quarantine rate) and drops; the rows themselves stay in each
+/// department's quarantine queue.
+pub const QUARANTINE_COUNTS_QUEUE: &str = "govbus.quarantine.counts";
 /// Direct exchange the router delivers through, routing key `<agency>`.
 pub const DELIVER_EXCHANGE: &str = "govbus.deliver";
 /// Direct exchange for dead letters, routing key = the dead-letter queue's name.

@@ -19,3 +19,13 @@ CREATE INDEX agency_contacts_agency ON agency_contacts (agency, id);
 ALTER TABLE applications ADD COLUMN outside_catalogue text;
 ALTER TABLE applications ADD COLUMN forwarded_to text;
 ALTER TABLE applications ADD COLUMN forward_due date;
+
+-- Quarantined rows per day, department and item (counted from a copy the router consumes;
+-- the rows themselves stay in the department's quarantine queue), for the report's rate.
+CREATE TABLE quarantine_daily (
+    day        date   NOT NULL,
+    department text   NOT NULL,
+    item       text   NOT NULL,
+    rows       bigint NOT NULL,
+    PRIMARY KEY (day, department, item)
+);

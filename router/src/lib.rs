@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod projection;
 pub mod provision;
 pub mod pseudonym;
+pub mod quarantined;
 pub mod reload;
 pub mod replay;
 pub mod report;

@@ -185,16 +185,26 @@ async fn session(
         .await?;
     telemetry::reconnect();
     shared.health.set_connected(true);
+    let counting = conn.create_channel().await?;
     let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
     let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
     let settle = settle(shared.clone(), publish.clone(), rx);
-    let (a, b) = tokio::join!(intake, settle);
-    if a.is_ok() && b.is_ok() {
+    // Counting ends with the session: when intake and settle end (stopping or failed), so does it.
+    let session_stop = stop.child_token();
+    let count = crate::quarantined::run(shared.clone(), counting.clone(), session_stop.clone());
+    let routing_done = async {
+        let r = tokio::join!(intake, settle);
+        session_stop.cancel();
+        r
+    };
+    let ((a, b), c) = tokio::join!(routing_done, count);
+    if a.is_ok() && b.is_ok() && c.is_ok() {
         // Stopping: close the channels before the connection, as the protocol expects.
         let _ = consume.close(200, "router stopping".into()).await;
         let _ = publish.close(200, "router stopping".into()).await;
+        let _ = counting.close(200, "router stopping".into()).await;
     }
-    a.and(b)
+    a.and(b).and(c)
 }
 
 /// First stage: batches, decisions, publishes.

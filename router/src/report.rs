@@ -1,8 +1,8 @@
 //! Yearly reports (articles 41, 42): `govbus report --config router.toml --year Y
 //! [--agency ID] --csv FILE --html FILE`. Per agency and item: records shared, replays and
 //! timeliness (delay from source change to delivery, p50/p95, against the item's update
-//! frequency). Per department and item: records routed, refused attempts, disputes and those
-//! upheld. Applications: how many, answered in time, answer time in working days, escalated.
+//! frequency). Per department and item: records routed, refused attempts, rows quarantined and
+//! the quarantine rate, disputes and those upheld. Applications: how many, answered in time, answer time in working days, escalated.
 //! Contacts: registrations and changes reported, and how many late (article 34).
 //! The CSV is one tidy table (`section,agency,department,item,measure,value`); the HTML page
 //! shows the same numbers with bar charts in plain SVG (readable printed). Counts only: no
@@ -113,6 +113,8 @@ pub struct DepartmentItem {
     pub records: i64,
     /// Refused attempts (bad signature, schema, not responsible, …).
     pub refused: i64,
+    /// Rows the department's adapters quarantined (failed mapping or validation).
+    pub quarantined: i64,
     /// Disputes opened over its records.
     pub disputes: i64,
     /// Of them, upheld as a data error and corrected.
@@ -307,6 +309,17 @@ pub async fn build(
         {
             rows.push((r.get(0), r.get(1), "refused", r.get(2)));
         }
+        for r in sqlx::query(
+            "SELECT department, item, sum(rows)::bigint FROM quarantine_daily
+             WHERE day >= $1 AND day < $2 GROUP BY 1, 2",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?
+        {
+            rows.push((r.get(0), r.get(1), "quarantined", r.get(2)));
+        }
     }
     for r in sqlx::query(
         "SELECT department, item, count(*),
@@ -335,6 +348,7 @@ pub async fn build(
         match what {
             "records" => e.records += n,
             "refused" => e.refused += n,
+            "quarantined" => e.quarantined += n,
             "disputes" => e.disputes += n,
             _ => e.disputes_upheld += n,
         }
@@ -453,19 +467,14 @@ pub fn csv(r: &Report) -> anyhow::Result<String> {
     }
     for d in &r.departments {
         for (m, v) in [
-            ("records", d.records),
-            ("refused", d.refused),
-            ("disputes", d.disputes),
-            ("disputes_upheld", d.disputes_upheld),
+            ("records", d.records.to_string()),
+            ("refused", d.refused.to_string()),
+            ("quarantined", d.quarantined.to_string()),
+            ("quarantine_rate", rate(d)),
+            ("disputes", d.disputes.to_string()),
+            ("disputes_upheld", d.disputes_upheld.to_string()),
         ] {
-            w.write_record([
-                "department_item",
-                "",
-                &d.department,
-                &d.item,
-                m,
-                &v.to_string(),
-            ])?;
+            w.write_record(["department_item", "", &d.department, &d.item, m, &v])?;
         }
     }
     for a in &r.applications {
@@ -497,6 +506,17 @@ pub fn csv(r: &Report) -> anyhow::Result<String> {
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// Quarantined rows as a share of the rows the department's adapters read (routed plus
+/// quarantined), to four decimals; empty when none were read.
+fn rate(d: &DepartmentItem) -> String {
+    let all = d.records + d.quarantined;
+    if all == 0 {
+        String::new()
+    } else {
+        format!("{:.4}", d.quarantined as f64 / all as f64)
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -587,16 +607,18 @@ Delays are from the change in the department's system to the delivery, in bucket
             esc(&a.timeliness)
         ));
     }
-    h.push_str("</table>\n<h2>Departments: records, refusals, accuracy (article 41)</h2>\n<table id=\"departments\"><tr><th>department</th><th>item</th><th>records routed</th><th>refused attempts</th><th>disputes</th><th>upheld and corrected</th></tr>\n");
+    h.push_str("</table>\n<h2>Departments: records, refusals, accuracy (article 41)</h2>\n<table id=\"departments\"><tr><th>department</th><th>item</th><th>records routed</th><th>refused attempts</th><th>quarantined rows</th><th>quarantine rate</th><th>disputes</th><th>upheld and corrected</th></tr>\n");
     for d in &r.departments {
         h.push_str(&format!(
-            "<tr data-department=\"{}\" data-item=\"{}\"><td>{}</td><td>{}</td><td data-measure=\"records\">{}</td><td data-measure=\"refused\">{}</td><td data-measure=\"disputes\">{}</td><td data-measure=\"disputes_upheld\">{}</td></tr>\n",
+            "<tr data-department=\"{}\" data-item=\"{}\"><td>{}</td><td>{}</td><td data-measure=\"records\">{}</td><td data-measure=\"refused\">{}</td><td data-measure=\"quarantined\">{}</td><td>{}</td><td data-measure=\"disputes\">{}</td><td data-measure=\"disputes_upheld\">{}</td></tr>\n",
             esc(&d.department),
             esc(&d.item),
             esc(&d.department),
             esc(&d.item),
             d.records,
             d.refused,
+            d.quarantined,
+            rate(d),
             d.disputes,
             d.disputes_upheld
         ));

@@ -13,6 +13,7 @@ use serde_json::json;
 async fn post(w: &World, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
     let r = reqwest::Client::new()
         .post(w.url(&format!("/api{path}")))
+        .timeout(Duration::from_secs(60))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -79,7 +80,14 @@ fn dom_number(dom: &str, id: &str) -> i64 {
 async fn the_yearly_report_agrees_with_the_ledger_and_shows_it() {
     let mut w = World::new().await;
     w.start_router().await;
-    for cfg in [w.police(0, 10, 1), w.commerce(0, 4), w.localtax(0, 3)] {
+    let police = w.police(0, 10, 1);
+    // One row with an ID number that is no ID number: quarantined by the adapter.
+    w.drop_csv(
+        "police",
+        "household-bad.csv",
+        "id,name,sex,ethnicity,status,version,op\n12345,居民x,男,汉族,正常,1,U\n",
+    );
+    for cfg in [police, w.commerce(0, 4), w.localtax(0, 3)] {
         w.run_adapter(&cfg);
     }
     // tianhe applies for two household fields; police grants them; the 10 records are replayed.
@@ -132,9 +140,43 @@ async fn the_yearly_report_agrees_with_the_ledger_and_shows_it() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The router has counted the quarantined row.
+    for _ in 0..150 {
+        let n: Option<i64> = sqlx::query_scalar("SELECT sum(rows)::bigint FROM quarantine_daily")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     w.settle(Duration::from_millis(500)).await;
 
     let (html, t) = report(&w, &[]);
+    let measure = |d: &str, i: &str, m: &str| {
+        t.get(&(
+            "department_item".into(),
+            String::new(),
+            d.into(),
+            i.into(),
+            m.into(),
+        ))
+        .cloned()
+    };
+    // The quarantined row: 1 of the 11 rows police's adapter read.
+    assert_eq!(
+        measure("police", "household", "quarantined").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        measure("police", "household", "quarantine_rate").as_deref(),
+        Some("0.0909")
+    );
+    assert_eq!(
+        measure("commerce", "enterprise", "quarantined").as_deref(),
+        Some("0")
+    );
     // Every agency's and item's deliveries and replays are the ledger's.
     let rows = sqlx::query_as::<_, (String, String, i64, i64)>(
         "SELECT agency, item, count(*) FILTER (WHERE replay IS NULL), count(*) FILTER (WHERE replay IS NOT NULL) FROM ledger GROUP BY 1, 2",

@@ -20,7 +20,9 @@ async fn api(
     body: Option<Value>,
 ) -> (u16, Value) {
     let c = reqwest::Client::new();
-    let mut r = c.request(method.parse().unwrap(), w.url(&format!("/api{path}")));
+    let mut r = c
+        .request(method.parse().unwrap(), w.url(&format!("/api{path}")))
+        .timeout(Duration::from_secs(60));
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }

@@ -81,7 +81,8 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Re
     .await
 }
 
-/// The four exchanges, the router's queue bound to everything ingested, and its dead letters.
+/// The four exchanges, the router's queue bound to everything ingested, and its dead letters;
+/// the queue through which the router counts quarantined rows.
 pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
     exchange(ch, wire::INGEST_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(ch, wire::QUARANTINE_EXCHANGE, ExchangeKind::Topic).await?;
@@ -90,7 +91,15 @@ pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
     queue(ch, wire::ROUTER_DLQ, quorum_args(None)).await?;
     bind(ch, wire::ROUTER_DLQ, wire::DLX_EXCHANGE, wire::ROUTER_DLQ).await?;
     queue(ch, wire::ROUTER_QUEUE, quorum_args(Some(wire::ROUTER_DLQ))).await?;
-    bind(ch, wire::ROUTER_QUEUE, wire::INGEST_EXCHANGE, "#").await
+    bind(ch, wire::ROUTER_QUEUE, wire::INGEST_EXCHANGE, "#").await?;
+    queue(ch, wire::QUARANTINE_COUNTS_QUEUE, quorum_args(None)).await?;
+    bind(
+        ch,
+        wire::QUARANTINE_COUNTS_QUEUE,
+        wire::QUARANTINE_EXCHANGE,
+        "#",
+    )
+    .await
 }
 
 /// A department's quarantine queue, bound to its own routing keys only.

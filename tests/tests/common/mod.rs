@@ -389,9 +389,11 @@ listen = "127.0.0.1:0"
         tail.arg("tail")
             .args(self.agency_flags(agency))
             .args(["--count", &count.to_string()]);
-        let out = tokio::task::spawn_blocking(move || tail.output().unwrap())
-            .await
-            .unwrap();
+        let what = format!("govbus tail --agency {agency} --count {count}");
+        let out =
+            tokio::task::spawn_blocking(move || govbus_tests::output_within(&mut tail, 120, &what))
+                .await
+                .unwrap();
         assert!(
             out.status.success(),
             "govbus tail: {}",
