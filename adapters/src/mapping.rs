@@ -170,11 +170,7 @@ fn fast_local_datetime(s: &str) -> Option<NaiveDateTime> {
     if b.len() != 19 || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
+    let num = |r: std::ops::Range<usize>| bus_schemas::json::digits(&b[r]);
     bus_schemas::json::parse_iso_date(&s[..10])?.and_hms_opt(
         num(11..13)?,
         num(14..16)?,

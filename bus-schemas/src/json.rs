@@ -32,6 +32,14 @@ fn kind(j: &Json) -> &'static str {
     }
 }
 
+/// The number a run of ASCII digits spells (`None` if any byte is not a digit); for the
+/// fixed-width date and time fields parsed by hand.
+pub fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
+}
+
 /// Parses exactly `YYYY-MM-DD` (a real calendar date), without chrono's format machinery:
 /// every date of every record passes through here.
 pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
@@ -39,12 +47,11 @@ pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
-    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+    NaiveDate::from_ymd_opt(
+        digits(&b[0..4])? as i32,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )
 }
 
 /// `YYYY-MM-DD` of a date (years 0–9999), as `parse_iso_date` reads it.

@@ -142,6 +142,25 @@ pub enum Identity {
     Pseudonym,
 }
 
+impl Identity {
+    /// The name the catalogue file and the workflow's tables use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Full => "full",
+            Identity::Pseudonym => "pseudonym",
+        }
+    }
+
+    /// The identity stored as `s` (`pseudonym`; anything else is `full`, the default).
+    pub fn from_stored(s: &str) -> Self {
+        if s == Identity::Pseudonym.as_str() {
+            Identity::Pseudonym
+        } else {
+            Identity::Full
+        }
+    }
+}
+
 /// A grant of an item's fields to an agency.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

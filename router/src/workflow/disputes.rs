@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
 use super::{
-    deadline, events_query, read_events,
+    deadline, events_query, insert_event_query, read_events, record_event,
     token::{Actor, Role},
     Event, Workflow, WorkflowError,
 };
@@ -121,14 +121,16 @@ async fn event(
     action: &str,
     note: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO dispute_events (dispute, role, actor, action, note) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(role)
-        .bind(actor)
-        .bind(action)
-        .bind(note)
-        .execute(pool)
-        .await?;
+    record_event(
+        pool,
+        insert_event_query!("dispute_events", "dispute"),
+        id,
+        role,
+        actor,
+        action,
+        note,
+    )
+    .await?;
     Ok(())
 }
 

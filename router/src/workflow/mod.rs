@@ -288,7 +288,16 @@ impl Workflow {
         action: &str,
         note: &str,
     ) -> Result<()> {
-        record_event(self.pool(), app, role, actor, action, note).await?;
+        record_event(
+            self.pool(),
+            insert_event_query!("application_events", "application"),
+            app,
+            role,
+            actor,
+            action,
+            note,
+        )
+        .await?;
         Ok(())
     }
 
@@ -389,7 +398,7 @@ impl Workflow {
             .bind(&req.item)
             .bind(&item.departments)
             .bind(&req.fields)
-            .bind(identity_str(identity))
+            .bind(identity.as_str())
             .bind(&req.legal_basis)
             .bind(&req.purpose)
             .bind(req.valid_until)
@@ -700,11 +709,7 @@ impl Workflow {
             return self.load(app.id).await;
         }
         let routing = self.shared.routing();
-        let identity = if app.identity == "pseudonym" {
-            Identity::Pseudonym
-        } else {
-            Identity::Full
-        };
+        let identity = Identity::from_stored(&app.identity);
         let from = routing
             .catalogue
             .items
@@ -738,7 +743,7 @@ impl Workflow {
             .bind(&g.agency)
             .bind(&g.item)
             .bind(fields)
-            .bind(identity_str(identity))
+            .bind(identity.as_str())
             .bind(&g.legal_basis)
             .bind(&g.purpose)
             .bind(from)
@@ -804,7 +809,16 @@ impl Workflow {
                     )
                 }
             };
-            let _ = record_event(&pool, app, "platform", "govbus", action, &note).await;
+            let _ = record_event(
+                &pool,
+                insert_event_query!("application_events", "application"),
+                app,
+                "platform",
+                "govbus",
+                action,
+                &note,
+            )
+            .await;
         });
     }
 
@@ -855,17 +869,32 @@ async fn read_events(pool: &PgPool, query: &'static str, id: i64) -> Result<Vec<
         .collect())
 }
 
-/// Records one step of an application.
+/// `INSERT` of one step of an application or dispute.
+macro_rules! insert_event_query {
+    ($table:literal, $key:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (",
+            $key,
+            ", role, actor, action, note) VALUES ($1, $2, $3, $4, $5)"
+        )
+    };
+}
+pub(crate) use insert_event_query;
+
+/// Records one step of an application or dispute with `query` (from [`insert_event_query`]).
 async fn record_event(
     pool: &PgPool,
-    app: i64,
+    query: &'static str,
+    id: i64,
     role: &str,
     actor: &str,
     action: &str,
     note: &str,
 ) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO application_events (application, role, actor, action, note) VALUES ($1, $2, $3, $4, $5)")
-        .bind(app)
+    sqlx::query(query)
+        .bind(id)
         .bind(role)
         .bind(actor)
         .bind(action)
@@ -887,13 +916,6 @@ fn sorted<'a>(ids: impl Iterator<Item = &'a String>) -> String {
     let mut v: Vec<&str> = ids.map(String::as_str).collect();
     v.sort_unstable();
     v.join(", ")
-}
-
-fn identity_str(i: Identity) -> &'static str {
-    match i {
-        Identity::Full => "full",
-        Identity::Pseudonym => "pseudonym",
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -936,11 +958,7 @@ pub async fn stored_grants(pool: &PgPool) -> anyhow::Result<Vec<Grant>> {
             agency: r.get("agency"),
             item: r.get("item"),
             fields: r.get("fields"),
-            identity: if r.get::<String, _>("identity") == "pseudonym" {
-                Identity::Pseudonym
-            } else {
-                Identity::Full
-            },
+            identity: Identity::from_stored(r.get("identity")),
             legal_basis: r.get("legal_basis"),
             purpose: r.get("purpose"),
             valid_from: Date(r.get("valid_from")),
