@@ -18,6 +18,8 @@ pub use bus_schemas::keys;
 
 pub mod checkpoint;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod mapping;
 pub mod message;

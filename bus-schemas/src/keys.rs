@@ -11,18 +11,22 @@ use crate::wire::Signer;
 #[error("{0}")]
 pub struct KeyError(String);
 
-fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
-    let mut f = fs::OpenOptions::new()
+/// Creates a new file readable by its owner only (0600); an existing file is an error.
+pub fn create_private(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| {
-            KeyError(format!(
-                "cannot create {}: {e} (an existing key is never overwritten)",
-                path.display()
-            ))
-        })?;
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
+    let mut f = create_private(path).map_err(|e| {
+        KeyError(format!(
+            "cannot create {}: {e} (an existing key is never overwritten)",
+            path.display()
+        ))
+    })?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| KeyError(format!("cannot write {}: {e}", path.display())))

@@ -29,6 +29,8 @@ pub mod canonical;
 pub mod codec;
 pub mod compat;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod json;
 pub mod keys;

@@ -25,9 +25,12 @@
 //! - [`cli`]: the `govbus` command line (`src/bin/govbus.rs` only parses and dispatches).
 
 pub mod agency;
+pub mod backup;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod http;
 pub mod ledger;

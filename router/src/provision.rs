@@ -6,7 +6,6 @@
 //! account.
 use std::{
     io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -265,11 +264,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     }
     let tmp = path.with_extension("env.tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
+    let mut f = bus_schemas::keys::create_private(&tmp)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;

@@ -37,6 +37,10 @@ pub async fn load(
     }
     let routing = Routing::compile(catalogue, cache)?;
     store::register_schemas(pool, &cache.all()).await?;
+    // The file as put in force, kept by content (the catalogue history a backup carries).
+    if let Ok(text) = std::fs::read_to_string(path) {
+        store::record_catalogue(pool, &text).await?;
+    }
     Ok(routing)
 }
 

@@ -35,6 +35,21 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     Ok(pool)
 }
 
+/// Keeps a catalogue file's text by its SHA-256 (first and last time it was loaded).
+pub async fn record_catalogue(pool: &PgPool, text: &str) -> sqlx::Result<()> {
+    use sha2::Digest;
+    let sum = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    sqlx::query(
+        "INSERT INTO catalogue_versions (sha256, body) VALUES ($1, $2)
+         ON CONFLICT (sha256) DO UPDATE SET last_loaded = now()",
+    )
+    .bind(sum)
+    .bind(text)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Registers the writer schema of each projection (idempotent).
 pub async fn register_schemas(
     pool: &PgPool,

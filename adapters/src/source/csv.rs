@@ -65,7 +65,7 @@ struct CsvState {
 }
 
 /// A CSV row: its line, and its columns or why it cannot be read.
-type CsvRow = (u64, Result<Map<String, Json>, String>);
+pub type CsvRow = (u64, Result<Map<String, Json>, String>);
 
 /// A file being read: its decoded text, parsed one record at a time (memory stays about the
 /// size of the text, whatever the number of rows).
@@ -291,8 +291,34 @@ impl CsvSource {
 /// Reads and decodes a CSV file, reads its header and counts its records (a cheap pass
 /// without allocation), and returns it ready to be read record by record.
 fn open_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<OpenFile, SourceError> {
-    let mut bytes = std::fs::read(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| SourceError::Transient(format!("cannot read {}: {e}", path.display())))?;
+    open_bytes(bytes, &path.display().to_string(), encoding, delimiter)
+}
+
+/// Parses a whole CSV file held in memory, as the source would: its header, then each row as
+/// (line, columns or why it cannot be read). For the fuzz targets and tests; the source itself
+/// reads one row at a time.
+pub fn parse_bytes(
+    bytes: Vec<u8>,
+    encoding: &str,
+    delimiter: u8,
+) -> Result<(Vec<String>, Vec<CsvRow>), String> {
+    let mut file = open_bytes(bytes, "input", encoding, delimiter).map_err(|e| e.to_string())?;
+    let mut rows = Vec::with_capacity(file.total);
+    while let Some(row) = file.read() {
+        rows.push(row);
+    }
+    Ok((file.headers, rows))
+}
+
+/// Decodes a file's bytes (`label` names it in errors) and opens it for reading.
+fn open_bytes(
+    mut bytes: Vec<u8>,
+    label: &str,
+    encoding: &str,
+    delimiter: u8,
+) -> Result<OpenFile, SourceError> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
@@ -300,8 +326,7 @@ fn open_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<OpenFile, Sour
         "utf-8" | "utf8" => String::from_utf8(bytes)
             .map_err(|e| {
                 SourceError::Fatal(format!(
-                "{} is not valid UTF-8 (byte {}); set source.encoding = \"gb18030\" or \"auto\"",
-                path.display(),
+                "{label} is not valid UTF-8 (byte {}); set source.encoding = \"gb18030\" or \"auto\"",
                 e.utf8_error().valid_up_to()
             ))
             })?
@@ -338,12 +363,7 @@ fn open_csv(path: &Path, encoding: &str, delimiter: u8) -> Result<OpenFile, Sour
     let mut reader = builder().from_reader(std::io::Cursor::new(text));
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| {
-            SourceError::Fatal(format!(
-                "{}: cannot read the header row: {e}",
-                path.display()
-            ))
-        })?
+        .map_err(|e| SourceError::Fatal(format!("{label}: cannot read the header row: {e}")))?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();

@@ -113,6 +113,42 @@ struct HttpState {
     version_floor: i64,
 }
 
+/// The rows of a page: the array at `items_pointer` (the whole body when empty).
+fn page_items<'a>(body: &'a Json, items_pointer: &str) -> Result<&'a Vec<Json>, String> {
+    let items = if items_pointer.is_empty() {
+        Some(body)
+    } else {
+        body.pointer(items_pointer)
+    };
+    items.and_then(Json::as_array).ok_or_else(|| {
+        format!("the response has no array at source.items_pointer `{items_pointer}`")
+    })
+}
+
+/// One row of a page: its columns, and why it cannot be read where it cannot.
+pub type PageRow = (Map<String, Json>, Option<String>);
+
+/// One row of a page: its columns, or why it cannot be read.
+fn page_row(item: &Json) -> PageRow {
+    match item {
+        Json::Object(o) => (o.clone(), None),
+        _ => (Map::new(), Some("the row is not a JSON object".to_string())),
+    }
+}
+
+/// Parses a response body as the source does: JSON, then each row of the array at
+/// `items_pointer`. For the fuzz targets and tests.
+pub fn parse_page(
+    body: &[u8],
+    items_pointer: &str,
+) -> Result<Vec<PageRow>, String> {
+    let body: Json = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    Ok(page_items(&body, items_pointer)?
+        .iter()
+        .map(page_row)
+        .collect())
+}
+
 fn base_key(page: &PageKey) -> String {
     page.clone().unwrap_or_default()
 }
@@ -256,17 +292,7 @@ impl HttpSource {
     async fn fetch(&mut self) -> Result<bool, SourceError> {
         let page = self.read_page.clone();
         let body = self.get(&page).await?;
-        let items = if self.cfg.items_pointer.is_empty() {
-            Some(&body)
-        } else {
-            body.pointer(&self.cfg.items_pointer)
-        };
-        let items = items.and_then(Json::as_array).ok_or_else(|| {
-            SourceError::Fatal(format!(
-                "the response has no array at source.items_pointer `{}`",
-                self.cfg.items_pointer
-            ))
-        })?;
+        let items = page_items(&body, &self.cfg.items_pointer).map_err(SourceError::Fatal)?;
         let key = base_key(&page);
         let base = match self.state.bases.get(&key) {
             Some(&b) => b,
@@ -283,10 +309,7 @@ impl HttpSource {
         }
         let count = items.len();
         for (i, item) in items.iter().enumerate().skip(self.read_skip) {
-            let (row, problem) = match item {
-                Json::Object(o) => (o.clone(), None),
-                _ => (Map::new(), Some("the row is not a JSON object".to_string())),
-            };
+            let (row, problem) = page_row(item);
             self.buffer.push_back(SourceRecord {
                 row,
                 position: json!({"page": page, "index": i + 1}),

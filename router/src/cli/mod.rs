@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod agency;
+pub mod backup;
 pub mod catalogue;
 pub mod keygen;
 pub mod ledger;
@@ -55,6 +56,10 @@ pub enum Command {
     Report(report::ReportArgs),
     /// The sharing workflow: apply for items, answer, mediate, decide, read outcomes.
     Workflow(workflow::WorkflowArgs),
+    /// Back up the router's database and catalogue into a new folder, consistent, checksummed.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new, empty database (checksums checked first).
+    Restore(backup::RestoreArgs),
 }
 
 /// Runs a parsed command line.
@@ -73,5 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Workflow(args) => workflow::run(args),
         Command::Report(args) => report::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }

@@ -1,9 +1,6 @@
 //! `govbus quarantine`: what a department's adapters set aside, by reason; and taking the rows
 //! out to correct them (`govbus-adapter --requeue FILE` sends them back through validation).
-use std::{
-    collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf,
-    process::ExitCode, time::Duration,
-};
+use std::{collections::BTreeMap, io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
 use bus_schemas::{
     amqp::{AmqpConfig, Connector},
@@ -171,12 +168,7 @@ pub fn run(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             QuarantineCommand::Export { department, out } => {
                 let queue = wire::quarantine_queue(&department.department);
                 let (conn, ch, all) = take_all(&department.url()?, &queue).await?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&out)
-                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+                let mut file = bus_schemas::keys::create_private(&out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
                 for d in &all {
                     let (item, reason, field, position) = describe(d);
                     let row: Json = serde_json::from_slice(&d.data)
