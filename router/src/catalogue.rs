@@ -8,9 +8,23 @@ use std::{
 };
 
 use bus_schemas::{keys::parse_public_key, wire, RecordType, Registry};
-use chrono::NaiveDate;
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
+
+/// The text of a TOML date or date-time, or of a string.
+fn toml_time_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Toml(dt) => dt.to_string(),
+        Raw::Text(s) => s,
+    })
+}
 
 /// A date written either as a TOML date (`2026-01-01`) or as a string (`"2026-01-01"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,19 +32,128 @@ pub struct Date(pub NaiveDate);
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Toml(toml::value::Datetime),
-            Text(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Toml(dt) => dt.to_string(),
-            Raw::Text(s) => s,
-        };
+        let text = toml_time_text(d)?;
         NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
             .map(Date)
             .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a date YYYY-MM-DD")))
+    }
+}
+
+/// A moment written as a TOML offset date-time (`2026-12-01T00:00:00+08:00`), a local date-time
+/// or a date (both taken in Asia/Shanghai), or the same as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(pub DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for Moment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = toml_time_text(d)?;
+        let t = text.trim();
+        let shanghai = FixedOffset::east_opt(8 * 3600).expect("UTC+8");
+        let local = |n: chrono::NaiveDateTime| n.and_local_timezone(shanghai).single();
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S")
+                    .ok()
+                    .and_then(local)
+            })
+            .or_else(|| {
+                NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| local(d.and_time(chrono::NaiveTime::MIN)))
+            })
+            .map(|t| Moment(t.with_timezone(&Utc)))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a time like 2026-12-01T00:00:00+08:00 (or a date, taken in Asia/Shanghai)"
+                ))
+            })
+    }
+}
+
+/// A department's signing key: its public key alone (`"<base64>"`, valid until removed), or a
+/// table with its validity (`{ public = "<base64>", valid_from = …, valid_until = …,
+/// revoked_at = …, revoked_reason = "…" }`). Rotation: add the new key with `valid_from`,
+/// give the old one `valid_until` (the overlap in which both verify). Revocation: `revoked_at`
+/// (records received from then on, replays included, are refused).
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub public: String,
+    pub valid_from: Option<Moment>,
+    pub valid_until: Option<Moment>,
+    pub revoked_at: Option<Moment>,
+    pub revoked_reason: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for KeyEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            public: String,
+            #[serde(default)]
+            valid_from: Option<Moment>,
+            #[serde(default)]
+            valid_until: Option<Moment>,
+            #[serde(default)]
+            revoked_at: Option<Moment>,
+            #[serde(default)]
+            revoked_reason: Option<String>,
+        }
+        // Through a TOML value, so that a table's mistake is reported as itself (an untagged
+        // enum would only say that nothing matched).
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(public) => Ok(KeyEntry {
+                public,
+                valid_from: None,
+                valid_until: None,
+                revoked_at: None,
+                revoked_reason: None,
+            }),
+            v @ toml::Value::Table(_) => {
+                let f: Full = v.try_into().map_err(serde::de::Error::custom)?;
+                Ok(KeyEntry {
+                    public: f.public,
+                    valid_from: f.valid_from,
+                    valid_until: f.valid_until,
+                    revoked_at: f.revoked_at,
+                    revoked_reason: f.revoked_reason,
+                })
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "a key is \"<base64 public key>\" or {{ public = \"…\", valid_from = …, valid_until = …, revoked_at = … }}, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// A department's public key as the router checks it.
+#[derive(Debug, Clone)]
+pub struct DepartmentKey {
+    pub key: VerifyingKey,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl DepartmentKey {
+    /// Why a message received at `at` must not be accepted with this key, if it must not.
+    pub fn not_in_force(&self, at: DateTime<Utc>) -> Option<String> {
+        let fmt = |t: DateTime<Utc>| {
+            t.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+                .to_rfc3339()
+        };
+        if let Some(r) = self.revoked_at.filter(|r| at >= *r) {
+            return Some(format!("was revoked at {}", fmt(r)));
+        }
+        if let Some(f) = self.valid_from.filter(|f| at < *f) {
+            return Some(format!("is valid only from {}", fmt(f)));
+        }
+        if let Some(u) = self.valid_until.filter(|u| at >= *u) {
+            return Some(format!("expired at {}", fmt(u)));
+        }
+        None
     }
 }
 
@@ -60,9 +183,10 @@ pub struct Department {
     pub id: String,
     /// Name (`广州市公安局`).
     pub name: String,
-    /// Signing public keys, key id → base64 Ed25519 public key (`govbus-adapter keygen` prints it).
+    /// Signing public keys, key id → base64 Ed25519 public key (`govbus-adapter keygen` prints
+    /// it), or key id → `{ public = …, valid_from, valid_until, revoked_at, revoked_reason }`.
     #[serde(default)]
-    pub keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, KeyEntry>,
 }
 
 /// A contact of an agency (article 34).
@@ -298,8 +422,8 @@ impl Grant {
 pub struct Catalogue {
     /// The file as written.
     pub file: CatalogueFile,
-    /// Department id → key id → public key.
-    pub keys: HashMap<String, HashMap<String, VerifyingKey>>,
+    /// Department id → key id → public key and its validity.
+    pub keys: HashMap<String, HashMap<String, DepartmentKey>>,
     /// Item id → (item, record type).
     pub items: HashMap<String, (Item, Arc<RecordType>)>,
     /// Item id → grants of it.
@@ -352,12 +476,31 @@ impl Catalogue {
                 problems.push(format!("{at}: no signing keys; add `keys = {{ \"<key id>\" = \"<public key>\" }}` from `govbus-adapter keygen`"));
             }
             let mut dk = HashMap::new();
-            for (kid, pk) in &d.keys {
-                match parse_public_key(pk) {
-                    Ok(k) => {
-                        dk.insert(kid.clone(), k);
+            for (kid, entry) in &d.keys {
+                let key_at = format!("{at}: key `{kid}`");
+                if let (Some(f), Some(u)) = (entry.valid_from, entry.valid_until) {
+                    if u <= f {
+                        problems.push(format!("{key_at}: valid_until is not after valid_from"));
                     }
-                    Err(e) => problems.push(format!("{at}: key `{kid}` is {e}")),
+                }
+                if entry.revoked_reason.is_some() && entry.revoked_at.is_none() {
+                    problems.push(format!(
+                        "{key_at}: revoked_reason without revoked_at; give the revocation time"
+                    ));
+                }
+                match parse_public_key(&entry.public) {
+                    Ok(key) => {
+                        dk.insert(
+                            kid.clone(),
+                            DepartmentKey {
+                                key,
+                                valid_from: entry.valid_from.map(|m| m.0),
+                                valid_until: entry.valid_until.map(|m| m.0),
+                                revoked_at: entry.revoked_at.map(|m| m.0),
+                            },
+                        );
+                    }
+                    Err(e) => problems.push(format!("{key_at} is {e}")),
                 }
             }
             keys.insert(d.id.clone(), dk);
@@ -550,5 +693,71 @@ mod tests {
         );
         assert!(all.contains("outside item"), "{all}");
         assert!(problems.len() >= 3);
+    }
+
+    /// Keys with validity: times in three spellings, every problem named, and the moment a
+    /// key stops (or starts) verifying.
+    #[test]
+    fn key_validity() {
+        let pk = "fDk9tIwV7QCegB+0umeHSADUow/rk19KcMAyEnfdxdg=";
+        let text = sample().replace(
+            &format!("keys = {{ \"police-2026\" = \"{pk}\" }}"),
+            &format!(
+                "keys = {{ \"a\" = {{ public = \"{pk}\", valid_from = 2026-01-01, valid_until = 2026-06-01T12:00:00+08:00 }}, \"b\" = {{ public = \"{pk}\", revoked_at = \"2026-03-01T00:00:00\" }} }}"
+            ),
+        );
+        let c = Catalogue::check(toml::from_str(&text).unwrap()).unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let a = &c.keys["police"]["a"];
+        assert!(a
+            .not_in_force(at("2025-12-31T15:59:59Z"))
+            .unwrap()
+            .starts_with("is valid only from 2026-01-01T00:00:00+08:00"));
+        assert_eq!(a.not_in_force(at("2025-12-31T16:00:00Z")), None);
+        assert_eq!(a.not_in_force(at("2026-06-01T03:59:59Z")), None);
+        assert_eq!(
+            a.not_in_force(at("2026-06-01T04:00:00Z")).unwrap(),
+            "expired at 2026-06-01T12:00:00+08:00"
+        );
+        let b = &c.keys["police"]["b"];
+        assert_eq!(b.not_in_force(at("2026-02-28T15:59:59Z")), None);
+        assert_eq!(
+            b.not_in_force(at("2026-02-28T16:00:00Z")).unwrap(),
+            "was revoked at 2026-03-01T00:00:00+08:00"
+        );
+
+        let bad = sample().replace(
+            &format!("keys = {{ \"police-2026\" = \"{pk}\" }}"),
+            &format!(
+                "keys = {{ \"a\" = {{ public = \"{pk}\", valid_from = 2026-02-01, valid_until = 2026-01-01 }}, \"b\" = {{ public = \"{pk}\", revoked_reason = \"lost\" }} }}"
+            ),
+        );
+        let all = Catalogue::check(toml::from_str(&bad).unwrap())
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("department `police`: key `a`: valid_until is not after valid_from"),
+            "{all}"
+        );
+        assert!(
+            all.contains("department `police`: key `b`: revoked_reason without revoked_at"),
+            "{all}"
+        );
+        let typo = sample().replace(
+            &format!("keys = {{ \"police-2026\" = \"{pk}\" }}"),
+            &format!("keys = {{ \"a\" = {{ public = \"{pk}\", revoked = 2026-01-01 }} }}"),
+        );
+        let e = toml::from_str::<CatalogueFile>(&typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `revoked`"), "{e}");
+        let when = sample().replace(
+            &format!("keys = {{ \"police-2026\" = \"{pk}\" }}"),
+            &format!("keys = {{ \"a\" = {{ public = \"{pk}\", revoked_at = \"soon\" }} }}"),
+        );
+        let e = toml::from_str::<CatalogueFile>(&when)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`soon` is not a time"), "{e}");
     }
 }

@@ -241,12 +241,13 @@ async fn intake(
         // Verifying, projecting and signing are the CPU-heavy part: a large batch is split
         // over two threads.
         let decided = tokio::task::spawn_blocking(move || {
-            let today = today_in_shanghai();
+            let (received, today) = (chrono::Utc::now(), today_in_shanghai());
             let decide_all = |part: Vec<Delivery>| {
                 part.into_iter()
                     .map(|d| {
                         let outcome = decide.platform.route(
                             &routing,
+                            received,
                             today,
                             d.routing_key.as_str(),
                             &d.properties,

@@ -104,7 +104,7 @@ pub async fn replay_records(
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut rows = sqlx::query(
-        "SELECT routing_key, ingest_id, headers, body FROM latest_records
+        "SELECT routing_key, ingest_id, headers, body, received_at FROM latest_records
          WHERE item = $1
            AND ($2::text IS NULL OR received_at >= $2::date::timestamp AT TIME ZONE 'Asia/Shanghai')
            AND ($3::text IS NULL OR key_hash = $3)
@@ -124,10 +124,12 @@ pub async fn replay_records(
             let ingest_id: String = r.get(1);
             let headers: serde_json::Value = r.get(2);
             let body: Vec<u8> = r.get(3);
+            // The department's key must have been in force when the record arrived.
+            let received: chrono::DateTime<chrono::Utc> = r.get(4);
             let props = BasicProperties::default()
                 .with_message_id(ingest_id.as_str().into())
                 .with_headers(crate::store::headers_from_json(&headers));
-            match platform.route(&routing, today, &routing_key, &props, &body) {
+            match platform.route(&routing, received, today, &routing_key, &props, &body) {
                 Outcome::Deliver { deliveries, .. } => {
                     let mut any = false;
                     for mut p in deliveries.into_iter().filter(|p| p.entry.agency == agency) {

@@ -7,7 +7,7 @@ use bus_schemas::{
     split_header,
     wire::{self, header, IdKey, Op, Signer},
 };
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties,
@@ -43,6 +43,8 @@ pub enum Reason {
     NoGrant,
     /// The item is not in the catalogue.
     UnknownItem,
+    /// Signed with a department key that is revoked, expired or not yet valid when received.
+    KeyNotInForce,
     /// Headers missing or contradicting the routing key.
     Malformed,
     /// The body does not decode with its schema.
@@ -58,6 +60,7 @@ impl Reason {
             Reason::WrongDepartment => "wrong_department",
             Reason::NoGrant => "no_grant",
             Reason::UnknownItem => "unknown_item",
+            Reason::KeyNotInForce => "key_not_in_force",
             Reason::Malformed => "malformed",
             Reason::Undecodable => "undecodable",
         }
@@ -189,10 +192,12 @@ fn pseudonymise(
 }
 
 impl Platform {
-    /// Decides what to do with one message.
+    /// Decides what to do with one message, received at `received` (the moment the
+    /// department's key must be in force; `today` is its date in Asia/Shanghai).
     pub fn route(
         &self,
         routing: &Routing,
+        received: DateTime<Utc>,
         today: NaiveDate,
         routing_key: &str,
         props: &BasicProperties,
@@ -250,7 +255,13 @@ impl Platform {
                 ),
             );
         };
-        if !wire::verify(key, signature, ingest_id, rk_item, version, op, body) {
+        if let Some(why) = key.not_in_force(received) {
+            return refused(
+                Reason::KeyNotInForce,
+                format!("key `{key_id}` of department `{rk_dept}` {why}"),
+            );
+        }
+        if !wire::verify(&key.key, signature, ingest_id, rk_item, version, op, body) {
             return refused(
                 Reason::BadSignature,
                 format!(

@@ -138,10 +138,7 @@ fn page_row(item: &Json) -> PageRow {
 
 /// Parses a response body as the source does: JSON, then each row of the array at
 /// `items_pointer`. For the fuzz targets and tests.
-pub fn parse_page(
-    body: &[u8],
-    items_pointer: &str,
-) -> Result<Vec<PageRow>, String> {
+pub fn parse_page(body: &[u8], items_pointer: &str) -> Result<Vec<PageRow>, String> {
     let body: Json = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     Ok(page_items(&body, items_pointer)?
         .iter()
