@@ -54,6 +54,15 @@ pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     )
 }
 
+/// The date an Avro `date` (days since 1970-01-01) stands for, if it is in years 0–9999 (what
+/// `YYYY-MM-DD` can say; a hostile datum can hold any 32-bit day count).
+pub fn date_from_days(days: i32) -> Option<NaiveDate> {
+    use chrono::Datelike;
+    EPOCH
+        .checked_add_signed(chrono::Duration::days(i64::from(days)))
+        .filter(|d| (0..=9999).contains(&d.year()))
+}
+
 /// `YYYY-MM-DD` of a date (years 0–9999), as `parse_iso_date` reads it.
 pub fn format_iso_date(d: NaiveDate) -> String {
     use chrono::Datelike;
@@ -276,8 +285,7 @@ impl RecordType {
             (_, Value::Enum(_, s)) => Json::String(s.clone()),
             (_, Value::Uuid(u)) => Json::String(u.to_string()),
             (_, Value::Date(d)) => {
-                let date = EPOCH + chrono::Duration::days(i64::from(*d));
-                Json::String(date.format("%Y-%m-%d").to_string())
+                Json::String(format_iso_date(date_from_days(*d).ok_or_else(bad)?))
             }
             (_, Value::TimestampMillis(ms)) => Json::String(
                 DateTime::<Utc>::from_timestamp_millis(*ms)

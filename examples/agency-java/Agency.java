@@ -214,6 +214,14 @@ public final class Agency {
         if (seen.get() >= limit) {
           return; // not acked: redelivered to the next consumer
         }
+        Map<String, Object> h = props.getHeaders();
+        if (h != null && h.get("govbus-kind") != null
+            && "checkpoint".equals(h.get("govbus-kind").toString())) {
+          // A signed head of your ledger chain (govbus ledger verify --checkpoints); keep it
+          // if you audit the platform (govbus tail --checkpoints DIR does).
+          channel.basicAck(envelope.getDeliveryTag(), false);
+          return;
+        }
         try {
           handle(agency.decode(props, body));
           channel.basicAck(envelope.getDeliveryTag(), false);

@@ -128,6 +128,11 @@ def main():
         for method, properties, body in channel.consume(queue, inactivity_timeout=args.idle_seconds):
             if method is None:  # idle
                 break
+            if (properties.headers or {}).get("govbus-kind") in ("checkpoint", b"checkpoint"):
+                # A signed head of your ledger chain (govbus ledger verify --checkpoints);
+                # keep it if you audit the platform (govbus tail --checkpoints DIR does).
+                channel.basic_ack(method.delivery_tag)
+                continue
             try:
                 delivery = decode(properties, body, platform_key, schemas)
             except (ValueError, KeyError) as e:

@@ -124,6 +124,10 @@ pub struct Tunables {
     /// the result is the `govbus_router_ledger_verified` gauge.
     #[serde(default = "default_verify_every_secs")]
     pub verify_every_secs: u64,
+    /// How often each agency whose ledger chain grew is sent a signed checkpoint of its head,
+    /// in seconds (`govbus ledger checkpoint` sends them on demand).
+    #[serde(default = "default_checkpoint_every_secs")]
+    pub checkpoint_every_secs: u64,
 }
 
 fn default_batch() -> usize {
@@ -141,6 +145,9 @@ fn default_watch_ms() -> u64 {
 fn default_verify_every_secs() -> u64 {
     3600
 }
+fn default_checkpoint_every_secs() -> u64 {
+    3600
+}
 
 impl Default for Tunables {
     fn default() -> Self {
@@ -150,6 +157,7 @@ impl Default for Tunables {
             retry_ms: default_retry_ms(),
             watch_ms: default_watch_ms(),
             verify_every_secs: default_verify_every_secs(),
+            checkpoint_every_secs: default_checkpoint_every_secs(),
         }
     }
 }

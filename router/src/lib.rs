@@ -27,6 +27,7 @@
 pub mod agency;
 pub mod backup;
 pub mod catalogue;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 #[doc(hidden)]
@@ -145,6 +146,12 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         std::time::Duration::from_secs(cfg.router.verify_every_secs),
         background.clone(),
     ));
+    let checkpoints = tokio::spawn(checkpoint::every(
+        shared.clone(),
+        connector.clone(),
+        std::time::Duration::from_secs(cfg.router.checkpoint_every_secs.max(1)),
+        background.clone(),
+    ));
     let deadlines = tokio::spawn(workflow::deadlines(
         wf,
         std::time::Duration::from_secs(cfg.workflow.deadline_check_secs.max(1)),
@@ -160,7 +167,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     };
     let result = pipeline::run(shared, connector, stop).await;
     background.cancel();
-    let _ = tokio::join!(retry, watch, upkeep, deadlines);
+    let _ = tokio::join!(retry, watch, upkeep, checkpoints, deadlines);
     draining.abort();
     http_stop.cancel();
     result

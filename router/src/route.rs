@@ -101,7 +101,7 @@ pub enum Outcome {
 }
 
 /// A text header's value.
-pub(crate) fn header_str<'h>(h: &'h FieldTable, name: &str) -> Option<&'h str> {
+pub fn header_str<'h>(h: &'h FieldTable, name: &str) -> Option<&'h str> {
     match h.inner().get(name)? {
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
         AMQPValue::ShortString(s) => Some(s.as_str()),
@@ -287,6 +287,14 @@ impl Platform {
             Ok(v) => v,
             Err(e) => return refused(Reason::Undecodable, e.to_string()),
         };
+        if let Some(why) = bus_schemas::validate::unrepresentable(&value) {
+            return refused(
+                Reason::Undecodable,
+                format!(
+                    "{why}: no reader can show it; the department's publisher must not write it"
+                ),
+            );
+        }
         let key_values: Vec<&str> = rt
             .key
             .iter()

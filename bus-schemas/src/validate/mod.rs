@@ -196,6 +196,48 @@ pub fn value_class(s: &str) -> String {
     }
 }
 
+/// The first value of a decoded record that no reader can show as JSON or a date: a date
+/// outside years 0–9999, a timestamp outside ±262,000 years, a NaN or infinite number. A
+/// datum can hold them (any 32- or 64-bit count, any IEEE bits) though no adapter writes them;
+/// the router refuses such a record rather than deliver what agencies cannot read.
+pub fn unrepresentable(value: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &mut String) -> Option<String> {
+        let bad = |path: &str, what: &str| Some(format!("field `{path}` holds {what}"));
+        match v {
+            Value::Union(_, inner) => walk(inner, path),
+            Value::Record(fields) => fields.iter().find_map(|(name, x)| {
+                let len = path.len();
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(name);
+                let r = walk(x, path);
+                path.truncate(len);
+                r
+            }),
+            Value::Array(items) => items.iter().find_map(|x| walk(x, path)),
+            Value::Map(m) => m.values().find_map(|x| walk(x, path)),
+            Value::Date(d) if crate::json::date_from_days(*d).is_none() => {
+                bad(path, "a date outside years 0000–9999")
+            }
+            Value::TimestampMillis(ms)
+                if chrono::DateTime::<Utc>::from_timestamp_millis(*ms).is_none() =>
+            {
+                bad(path, "a timestamp out of range")
+            }
+            Value::TimestampMicros(us)
+                if chrono::DateTime::<Utc>::from_timestamp_micros(*us).is_none() =>
+            {
+                bad(path, "a timestamp out of range")
+            }
+            Value::Float(x) if !x.is_finite() => bad(path, "NaN or an infinite number"),
+            Value::Double(x) if !x.is_finite() => bad(path, "NaN or an infinite number"),
+            _ => None,
+        }
+    }
+    walk(value, &mut String::new())
+}
+
 impl RecordType {
     /// Validates a record against the data-element standards, with "today" in Asia/Shanghai.
     pub fn validate(&self, value: &Value) -> Report {
@@ -302,7 +344,8 @@ impl RecordType {
         }
     }
 
-    /// Dates and timestamps must not lie in the future; text follows `text_rules`. `path` is
+    /// Dates must be in years 0–9999 and, like timestamps, not in the future; numbers must be
+    /// finite; text follows `text_rules`. `path` is
     /// one buffer grown and cut back as the walk descends (no allocation per field).
     fn walk_dates(
         &self,
@@ -333,8 +376,15 @@ impl RecordType {
                 }
             }
             (_, Value::Date(days)) => {
-                let d = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
-                    + chrono::Duration::days(i64::from(*days));
+                let Some(d) = crate::json::date_from_days(*days) else {
+                    report.violations.push(Violation {
+                        field: path.to_string(),
+                        class: "date".into(),
+                        rule: "date-range",
+                        message: "is not a date of years 0000–9999 (YYYY-MM-DD)".into(),
+                    });
+                    return;
+                };
                 if d > today {
                     report.violations.push(Violation {
                         field: path.to_string(),
@@ -358,6 +408,17 @@ impl RecordType {
                 }
             }
             (_, Value::String(text)) => text_rules(path, text, report),
+            (_, Value::Float(_) | Value::Double(_))
+                if !matches!(v, Value::Float(x) if x.is_finite())
+                    && !matches!(v, Value::Double(x) if x.is_finite()) =>
+            {
+                report.violations.push(Violation {
+                    field: path.to_string(),
+                    class: "number".into(),
+                    rule: "number-finite",
+                    message: "is NaN or infinite; give a number".into(),
+                });
+            }
             _ => {}
         }
     }

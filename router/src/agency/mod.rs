@@ -8,7 +8,7 @@
 //! is rebuilt and the broker redelivers what was not acked.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -30,6 +30,7 @@ use lapin::{
 use serde_json::{json, Value as Json};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Checkpoint;
 use crate::route::{header_i64, header_str};
 
 pub mod sink;
@@ -60,6 +61,10 @@ pub struct AgencyArgs {
     /// Deliveries the broker sends ahead of acks.
     #[arg(long, default_value_t = 500)]
     pub prefetch: u16,
+    /// Keep the platform's signed ledger checkpoints here (one JSON file each; without it they
+    /// are verified and acked only). `govbus ledger verify --checkpoints DIR` checks them.
+    #[arg(long, env = "GOVBUS_CHECKPOINTS_DIR")]
+    pub checkpoints: Option<PathBuf>,
 }
 
 /// Everything an agency tool needs, resolved from flags, environment and the env file.
@@ -75,6 +80,8 @@ pub struct Access {
     pub router_url: String,
     /// Platform public key.
     pub platform_key: ed25519_dalek::VerifyingKey,
+    /// Where ledger checkpoints are kept, if anywhere.
+    pub checkpoints: Option<PathBuf>,
 }
 
 /// The `KEY=VALUE` lines of a file `govbus provision` wrote (comments skipped).
@@ -151,6 +158,7 @@ impl Access {
             },
             router_url,
             platform_key,
+            checkpoints: args.checkpoints.clone(),
         })
     }
 }
@@ -243,6 +251,32 @@ impl Decoder {
             key: access.platform_key,
             schemas: HashMap::new(),
         })
+    }
+
+    /// A ledger checkpoint among the deliveries: verified with the platform key, saved into
+    /// `dir` when given (not acked until saved).
+    pub fn checkpoint(&self, d: &Delivery, dir: Option<&Path>) -> Result<(), DecodeError> {
+        let bad = |m: String| DecodeError::Permanent(m);
+        let message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .ok_or_else(|| bad("a checkpoint without a message_id".into()))?;
+        let empty = FieldTable::default();
+        let h = d.properties.headers().as_ref().unwrap_or(&empty);
+        let cp = Checkpoint::from_delivery(&message_id, h, &d.data).map_err(bad)?;
+        let head = cp.verified(&self.key).map_err(bad)?;
+        if let Some(dir) = dir {
+            cp.save(dir, &head).map_err(|e| {
+                DecodeError::Transient(format!(
+                    "cannot save a ledger checkpoint in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        tracing::info!(seq = head.seq, hash = %head.hash, saved = dir.is_some(), "ledger checkpoint received");
+        Ok(())
     }
 
     /// The writer schema for a fingerprint: cached, else fetched from the router.
@@ -525,12 +559,21 @@ async fn session<H: Handler>(
                 Err(_) => break,
             }
         }
-        // Verify and decode; retry while the router's schema endpoint is unreachable.
-        let mut decoded = Vec::with_capacity(deliveries.len());
+        // Verify and decode (a ledger checkpoint: verify and keep it); retry while the
+        // router's schema endpoint is unreachable or a checkpoint cannot be saved.
+        let mut decoded: Vec<Result<Option<Received>, DecodeError>> =
+            Vec::with_capacity(deliveries.len());
         for d in &deliveries {
             let mut wait = Duration::from_millis(500);
             loop {
-                match decoder.decode(d).await {
+                let r = if is_checkpoint(d) {
+                    decoder
+                        .checkpoint(d, access.checkpoints.as_deref())
+                        .map(|()| None)
+                } else {
+                    decoder.decode(d).await.map(Some)
+                };
+                match r {
                     Err(DecodeError::Transient(m)) => {
                         tracing::warn!(error = %m, "cannot read a schema; retrying");
                         tokio::select! {
@@ -548,14 +591,17 @@ async fn session<H: Handler>(
         }
         let good: Vec<Received> = decoded
             .iter()
-            .filter_map(|r| r.as_ref().ok().cloned())
+            .filter_map(|r| r.as_ref().ok().cloned().flatten())
             .collect();
         let mut verdicts = handler.handle(&good, stop).await?.into_iter();
+        let mut records = 0u64;
         for (d, r) in deliveries.iter().zip(&decoded) {
             let verdict = match r {
-                Ok(_) => verdicts.next().unwrap_or(Verdict::Ack),
+                Ok(Some(_)) => verdicts.next().unwrap_or(Verdict::Ack),
+                Ok(None) => Verdict::Ack,
                 Err(e) => Verdict::Reject(e.to_string()),
             };
+            records += u64::from(!matches!(r, Ok(None)));
             let message_id = d
                 .properties
                 .message_id()
@@ -574,8 +620,17 @@ async fn session<H: Handler>(
             };
             anyhow::ensure!(ok, "the channel closed before the ack was sent");
         }
-        *handled += deliveries.len() as u64;
+        *handled += records;
     }
+}
+
+/// Whether a delivery is a ledger checkpoint rather than a record.
+fn is_checkpoint(d: &Delivery) -> bool {
+    d.properties
+        .headers()
+        .as_ref()
+        .and_then(|h| crate::route::header_str(h, crate::checkpoint::KIND_HEADER))
+        == Some(crate::checkpoint::KIND)
 }
 
 /// The catalogue-free check that a `--table` name is a plain SQL identifier (optionally
