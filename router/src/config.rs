@@ -74,6 +74,28 @@ pub struct PlatformConfig {
     pub id_secret_file: PathBuf,
     /// Secret for pseudonyms (`pgb1_`; at least 32 bytes). Rotating it needs a new prefix.
     pub pseudonym_secret_file: PathBuf,
+    /// The previous key's endorsement of this key (`govbus keygen --endorse-with`), served at
+    /// `/keys` so agencies provisioned with an older key accept this one.
+    #[serde(default)]
+    pub endorsement_file: Option<PathBuf>,
+    /// Keys used before this one, still listed at `/keys` until `valid_until`.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// A platform key used before the current one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    /// Its key id.
+    pub key_id: String,
+    /// Its public key, base64 (the `.pub` file).
+    pub public_key: String,
+    /// RFC 3339; agencies accept nothing signed with it afterwards.
+    pub valid_until: String,
+    /// Its own endorsement by the key before it, if any (for agencies two rotations behind).
+    #[serde(default)]
+    pub endorsement_file: Option<PathBuf>,
 }
 
 /// The `[database]` section.
@@ -195,6 +217,19 @@ impl RouterConfig {
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(e) = &mut cfg.platform.endorsement_file {
+            rebase(e);
+        }
+        for k in &mut cfg.platform.previous_keys {
+            if let Some(e) = &mut k.endorsement_file {
+                rebase(e);
             }
         }
         if let Some(cal) = &mut cfg.workflow.calendar {

@@ -14,8 +14,11 @@ pub fn catalogue(data: &[u8]) {
     let Ok(file) = toml::from_str::<CatalogueFile>(text) else {
         return;
     };
+    // One projection cache for the process, as in the router: a projection's schema lives as
+    // long as the process (built once per record type and field set).
+    static CACHE: std::sync::OnceLock<ProjectionCache> = std::sync::OnceLock::new();
     if let Ok(catalogue) = Catalogue::check(file) {
-        if let Err(e) = Routing::compile(catalogue, &ProjectionCache::default()) {
+        if let Err(e) = Routing::compile(catalogue, CACHE.get_or_init(ProjectionCache::default)) {
             panic!("a catalogue that passed the check does not compile: {e}");
         }
     }

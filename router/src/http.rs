@@ -11,7 +11,6 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use bus_schemas::{Fingerprint, Registry};
 use serde_json::json;
 
@@ -30,14 +29,10 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn keys(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let signer = &s.platform.signer;
     Json(json!({
-        "keys": [{
-            "key_id": signer.key_id,
-            "algorithm": "Ed25519",
-            "public_key": B64.encode(signer.verifying_key().to_bytes()),
-        }],
+        "keys": s.platform.published_keys,
         "signed_bytes": "message_id LF item LF version LF op LF body",
+        "endorsement": "the previous key signs message_id `govbus-key-endorsement`, item = the new key id, version 0, op upsert, body = the new 32-byte public key",
     }))
 }
 

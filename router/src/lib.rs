@@ -36,6 +36,7 @@ pub mod grants;
 pub mod http;
 pub mod ledger;
 pub mod pipeline;
+pub mod platform_keys;
 pub mod projection;
 pub mod provision;
 pub mod pseudonym;
@@ -63,12 +64,14 @@ use crate::{
 
 /// The platform's keys and secrets from the `[platform]` section.
 pub fn load_platform(cfg: &RouterConfig) -> anyhow::Result<Platform> {
+    let signer = keys::load_signer_as(
+        &cfg.platform.key_file,
+        &cfg.platform.key_id,
+        "platform.key_file",
+    )?;
     Ok(Platform {
-        signer: keys::load_signer_as(
-            &cfg.platform.key_file,
-            &cfg.platform.key_id,
-            "platform.key_file",
-        )?,
+        published_keys: platform_keys::published(&cfg.platform, &signer)?,
+        signer,
         ids: IdKey::new(&keys::load_secret_as(
             &cfg.platform.id_secret_file,
             "platform.id_secret_file",

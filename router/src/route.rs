@@ -28,6 +28,8 @@ pub struct Platform {
     pub ids: IdKey,
     /// Pseudonyms.
     pub pseudonyms: Pseudonymizer,
+    /// The keys `GET /keys` serves (current and previous, with endorsements).
+    pub published_keys: Vec<crate::platform_keys::Listed>,
 }
 
 /// Why a message reaches nobody. Refused messages are acked, counted and kept with the reason.

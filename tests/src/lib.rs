@@ -47,6 +47,76 @@ pub struct Services {
     pub management_auth: (String, String),
     /// PostgreSQL URL with rights to create databases.
     pub database_url: String,
+    /// TLS files for an `amqps://` broker.
+    pub tls: AmqpTls,
+}
+
+/// The TLS files of an `amqps://` broker (`GOVBUS__AMQP__TLS_CA_FILE`, `…_CERT_FILE`,
+/// `…_KEY_FILE`), passed on to every program and connection a test makes.
+#[derive(Debug, Clone, Default)]
+pub struct AmqpTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl AmqpTls {
+    fn from_env() -> Self {
+        let get = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        AmqpTls {
+            ca_file: get("GOVBUS__AMQP__TLS_CA_FILE"),
+            cert_file: get("GOVBUS__AMQP__TLS_CERT_FILE"),
+            key_file: get("GOVBUS__AMQP__TLS_KEY_FILE"),
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        [
+            ("tls_ca_file", &self.ca_file),
+            ("tls_cert_file", &self.cert_file),
+            ("tls_key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    }
+
+    /// Lines for a config's `[amqp]` section.
+    pub fn config_lines(&self) -> String {
+        self.each()
+            .map(|(k, v)| format!("{k} = \"{}\"\n", v.display()))
+            .collect()
+    }
+
+    /// Flags for the agency tools (`--amqp-tls-ca-file …`).
+    pub fn flags(&self) -> Vec<String> {
+        self.each()
+            .flat_map(|(k, v)| {
+                [
+                    format!("--amqp-{}", k.replace('_', "-")),
+                    v.display().to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    /// lapin's TLS settings.
+    pub fn lapin(&self) -> anyhow::Result<lapin::tcp::OwnedTLSConfig> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        Ok(lapin::tcp::OwnedTLSConfig {
+            cert_chain: match &self.ca_file {
+                Some(p) => Some(String::from_utf8(read(p)?)?),
+                None => None,
+            },
+            identity: match (&self.cert_file, &self.key_file) {
+                (Some(c), Some(k)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: read(c)?,
+                    key: read(k)?,
+                }),
+                _ => None,
+            },
+        })
+    }
 }
 
 impl Services {
@@ -64,6 +134,7 @@ impl Services {
             management_url: management_url.trim_end_matches('/').to_string(),
             management_auth: (user, pass),
             database_url,
+            tls: AmqpTls::from_env(),
         }
     }
 }
@@ -111,7 +182,8 @@ pub struct TestVhost {
     pub name: String,
     /// AMQP URL of the vhost.
     pub amqp_url: String,
-    services: Services,
+    /// The broker's settings (TLS files among them).
+    pub services: Services,
 }
 
 impl TestVhost {
@@ -163,14 +235,19 @@ impl TestVhost {
 
     /// Connects to the vhost, failing with how to start the broker when it cannot.
     pub async fn connect(&self) -> anyhow::Result<lapin::Connection> {
-        lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to RabbitMQ vhost {}: {HOW_TO_START}",
-                    self.name
-                )
-            })
+        lapin::Connection::connect_with_config(
+            &self.amqp_url,
+            lapin::ConnectionProperties::default(),
+            self.services.tls.lapin()?,
+            lapin::runtime::default_runtime()?,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to RabbitMQ vhost {}: {HOW_TO_START}",
+                self.name
+            )
+        })
     }
 }
 
@@ -540,6 +617,15 @@ pub fn chromium_dom(url: &str) -> String {
 
 /// Runs `cmd` to the end like `Command::output`, but kills it and fails the test, naming
 /// `what` and showing its standard error, if it is not done within `secs` seconds: a test
+/// A finished command's standard output then standard error, as text (for assertions).
+pub fn combined(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// that waits for something that never comes must fail, not hang the suite.
 pub fn output_within(cmd: &mut Command, secs: u64, what: &str) -> std::process::Output {
     use std::io::Read;

@@ -20,11 +20,7 @@ fn govbus(args: &[&str], config: &Path) -> std::process::Output {
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    govbus_tests::combined(out)
 }
 
 /// Every table's rows, as sorted text, to compare two databases.

@@ -25,14 +25,7 @@ fn verify(w: &World, dir: &std::path::Path) -> (bool, String) {
         120,
         "govbus ledger verify --checkpoints",
     );
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), govbus_tests::combined(&out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,13 @@ pub struct AmqpConfig {
     /// PEM file of the CA that signed the broker's certificate (for `amqps://`); the system roots when unset.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) to present to the broker as a client certificate, with
+    /// `tls_key_file`; for brokers that check client certificates (`ssl_options.verify`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (keep it 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Publishes in flight awaiting the broker's confirm (about 1,000 is fastest here).
     #[serde(default = "default_confirm_window")]
     pub confirm_window: usize,
@@ -58,6 +65,8 @@ impl Default for AmqpConfig {
         AmqpConfig {
             url: default_url(),
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             confirm_window: default_confirm_window(),
             prefetch: default_prefetch(),
             heartbeat_secs: default_heartbeat_secs(),

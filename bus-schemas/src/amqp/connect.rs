@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use lapin::{tcp::OwnedTLSConfig, Connection, ConnectionProperties};
+use lapin::{
+    tcp::{OwnedIdentity, OwnedTLSConfig},
+    Connection, ConnectionProperties,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::config::AmqpConfig;
@@ -19,12 +22,9 @@ pub struct Connector {
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The TLS CA file could not be read.
-    #[error("cannot read the TLS CA file {path}: {source}; set amqp.tls_ca_file to a PEM file")]
-    CaFile {
-        path: String,
-        source: std::io::Error,
-    },
+    /// A TLS file (CA, client certificate or key) could not be read, or is half configured.
+    #[error("{0}")]
+    TlsFile(String),
     /// The broker refused or could not be reached.
     #[error("cannot connect to RabbitMQ at {url}: {source}")]
     Broker { url: String, source: lapin::Error },
@@ -47,21 +47,47 @@ impl Connector {
         &self.config
     }
 
+    /// The TLS settings: the CA to check the broker's certificate against and the client
+    /// certificate to present, read from their files.
+    fn tls(&self) -> Result<OwnedTLSConfig, ConnectError> {
+        let read = |path: &std::path::Path, key: &str| {
+            std::fs::read(path).map_err(|e| {
+                ConnectError::TlsFile(format!(
+                    "cannot read amqp.{key} {}: {e}; give a PEM file",
+                    path.display()
+                ))
+            })
+        };
+        let c = &self.config;
+        let cert_chain = match &c.tls_ca_file {
+            Some(p) => Some(String::from_utf8(read(p, "tls_ca_file")?).map_err(|_| {
+                ConnectError::TlsFile(format!("amqp.tls_ca_file {} is not PEM text", p.display()))
+            })?),
+            None => None,
+        };
+        let identity = match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+                pem: read(cert, "tls_cert_file")?,
+                key: read(key, "tls_key_file")?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConnectError::TlsFile(
+                    "amqp.tls_cert_file and amqp.tls_key_file go together: set both or neither"
+                        .into(),
+                ))
+            }
+        };
+        Ok(OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
+    }
+
     /// One attempt.
     pub async fn connect_once(&self) -> Result<Connection, ConnectError> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let tls = match &self.config.tls_ca_file {
-            Some(path) => OwnedTLSConfig {
-                identity: None,
-                cert_chain: Some(std::fs::read_to_string(path).map_err(|source| {
-                    ConnectError::CaFile {
-                        path: path.display().to_string(),
-                        source,
-                    }
-                })?),
-            },
-            None => OwnedTLSConfig::default(),
-        };
+        let tls = self.tls()?;
         let runtime = lapin::runtime::default_runtime().map_err(|source| ConnectError::Broker {
             url: self.config.redacted_url(),
             source,
@@ -88,7 +114,7 @@ impl Connector {
             .without_max_times();
         let attempt = (|| self.connect_once())
             .retry(backoff)
-            .when(|e| !matches!(e, ConnectError::CaFile { .. }))
+            .when(|e| !matches!(e, ConnectError::TlsFile(_)))
             .notify(|e, d| on_retry(e, d));
         tokio::select! {
             r = attempt => r,

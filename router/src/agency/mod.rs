@@ -31,6 +31,7 @@ use serde_json::{json, Value as Json};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoint;
+use crate::platform_keys::Trusted;
 use crate::route::{header_i64, header_str};
 
 pub mod sink;
@@ -50,6 +51,17 @@ pub struct AgencyArgs {
     /// process environment's is not used, so a platform's own setting never leaks in).
     #[arg(long)]
     pub amqp_url: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate, for `amqps://` (default:
+    /// `GOVBUS__AMQP__TLS_CA_FILE` of the env file, else the system roots).
+    #[arg(long)]
+    pub amqp_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) to present to the broker, with --amqp-tls-key-file (default:
+    /// `GOVBUS__AMQP__TLS_CERT_FILE` / `GOVBUS__AMQP__TLS_KEY_FILE` of the env file).
+    #[arg(long)]
+    pub amqp_tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long)]
+    pub amqp_tls_key_file: Option<PathBuf>,
     /// Base URL of the router's HTTP listener, for `/schemas/{fingerprint}` (default:
     /// `GOVBUS_ROUTER_URL` of the env file, else http://127.0.0.1:9200).
     #[arg(long, env = "GOVBUS_ROUTER_URL")]
@@ -58,6 +70,10 @@ pub struct AgencyArgs {
     /// env file; also served at the router's `/keys`).
     #[arg(long, env = "GOVBUS_PLATFORM_PUBLIC_KEY")]
     pub platform_public_key: Option<String>,
+    /// That key's id (default: `GOVBUS_PLATFORM_KEY_ID` of the env file). Keys the platform
+    /// rotates to later are accepted when this one endorsed them (read from `/keys`).
+    #[arg(long, env = "GOVBUS_PLATFORM_KEY_ID")]
+    pub platform_key_id: Option<String>,
     /// Deliveries the broker sends ahead of acks.
     #[arg(long, default_value_t = 500)]
     pub prefetch: u16,
@@ -80,6 +96,8 @@ pub struct Access {
     pub router_url: String,
     /// Platform public key.
     pub platform_key: ed25519_dalek::VerifyingKey,
+    /// Its key id, where known.
+    pub platform_key_id: Option<String>,
     /// Where ledger checkpoints are kept, if anywhere.
     pub checkpoints: Option<PathBuf>,
 }
@@ -148,16 +166,26 @@ impl Access {
             .unwrap_or_else(|| "http://127.0.0.1:9200".into())
             .trim_end_matches('/')
             .to_string();
+        let file = |flag: &Option<PathBuf>, key: &str| {
+            flag.clone().or_else(|| env.get(key).map(PathBuf::from))
+        };
         Ok(Access {
             queue: wire::agency_queue(&args.agency),
             agency: args.agency.clone(),
             amqp: AmqpConfig {
                 url,
                 prefetch: args.prefetch,
+                tls_ca_file: file(&args.amqp_tls_ca_file, "GOVBUS__AMQP__TLS_CA_FILE"),
+                tls_cert_file: file(&args.amqp_tls_cert_file, "GOVBUS__AMQP__TLS_CERT_FILE"),
+                tls_key_file: file(&args.amqp_tls_key_file, "GOVBUS__AMQP__TLS_KEY_FILE"),
                 ..AmqpConfig::default()
             },
             router_url,
             platform_key,
+            platform_key_id: args
+                .platform_key_id
+                .clone()
+                .or_else(|| env.get("GOVBUS_PLATFORM_KEY_ID").cloned()),
             checkpoints: args.checkpoints.clone(),
         })
     }
@@ -223,7 +251,9 @@ pub enum DecodeError {
 pub struct Decoder {
     http: reqwest::Client,
     router_url: String,
-    key: ed25519_dalek::VerifyingKey,
+    keys: Trusted,
+    /// When `/keys` was last read (at most every 10 s, on a key id not trusted yet).
+    keys_read: Option<std::time::Instant>,
     schemas: HashMap<Fingerprint, Arc<RecordType>>,
 }
 
@@ -248,14 +278,55 @@ impl Decoder {
                 .timeout(Duration::from_secs(10))
                 .build()?,
             router_url: access.router_url.clone(),
-            key: access.platform_key,
+            keys: Trusted::new(access.platform_key, access.platform_key_id.clone()),
+            keys_read: None,
             schemas: HashMap::new(),
         })
     }
 
+    /// On a key id not trusted yet, reads the router's `/keys` (at most every 10 s) and trusts
+    /// the keys a trusted key endorsed.
+    async fn learn_keys(&mut self, key_id: Option<&str>) -> Result<(), DecodeError> {
+        let Some(id) = key_id else { return Ok(()) };
+        if self.keys.knows(id)
+            || self
+                .keys_read
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return Ok(());
+        }
+        self.keys_read = Some(std::time::Instant::now());
+        let url = format!("{}/keys", self.router_url);
+        let listing: Json = async {
+            self.http
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+        }
+        .await
+        .map_err(|e| {
+            DecodeError::Transient(format!("cannot read the platform keys at {url}: {e}"))
+        })?;
+        let listed: Vec<crate::platform_keys::Listed> =
+            serde_json::from_value(listing["keys"].clone())
+                .map_err(|e| DecodeError::Transient(format!("{url} did not list keys: {e}")))?;
+        let added = self.keys.learn(&listed);
+        if added > 0 {
+            tracing::info!(added, "trusting platform keys endorsed by a trusted key");
+        }
+        Ok(())
+    }
+
     /// A ledger checkpoint among the deliveries: verified with the platform key, saved into
     /// `dir` when given (not acked until saved).
-    pub fn checkpoint(&self, d: &Delivery, dir: Option<&Path>) -> Result<(), DecodeError> {
+    pub async fn checkpoint(
+        &mut self,
+        d: &Delivery,
+        dir: Option<&Path>,
+    ) -> Result<(), DecodeError> {
         let bad = |m: String| DecodeError::Permanent(m);
         let message_id = d
             .properties
@@ -266,7 +337,15 @@ impl Decoder {
         let empty = FieldTable::default();
         let h = d.properties.headers().as_ref().unwrap_or(&empty);
         let cp = Checkpoint::from_delivery(&message_id, h, &d.data).map_err(bad)?;
-        let head = cp.verified(&self.key).map_err(bad)?;
+        self.learn_keys(Some(&cp.key_id)).await?;
+        let mut head = Err(String::new());
+        self.keys
+            .verify(Some(&cp.key_id), chrono::Utc::now(), |k| {
+                head = cp.verified(k);
+                head.is_ok()
+            })
+            .map_err(bad)?;
+        let head = head.map_err(bad)?;
         if let Some(dir) = dir {
             cp.save(dir, &head).map_err(|e| {
                 DecodeError::Transient(format!(
@@ -342,20 +421,13 @@ impl Decoder {
         let version = header_i64(h, wire::header::VERSION)
             .ok_or_else(|| bad("no govbus-version header".into()))?;
         let grant_revision = header_i64(h, wire::header::GRANT_REVISION).unwrap_or(0);
-        if !wire::verify(
-            &self.key,
-            &signature,
-            &message_id,
-            &item,
-            version,
-            op,
-            &d.data,
-        ) {
-            return Err(bad(
-                "the platform signature does not verify (wrong platform key, or the message was altered)"
-                    .into(),
-            ));
-        }
+        let key_id = header_str(h, wire::header::KEY_ID);
+        self.learn_keys(key_id).await?;
+        self.keys
+            .verify(key_id, chrono::Utc::now(), |k| {
+                wire::verify(k, &signature, &message_id, &item, version, op, &d.data)
+            })
+            .map_err(bad)?;
         let (fp, datum) = split_header(&d.data).map_err(|e| bad(e.to_string()))?;
         let writer = self.schema(fp).await?;
         let value = writer.decode_datum(datum).map_err(|e| bad(e.to_string()))?;
@@ -569,6 +641,7 @@ async fn session<H: Handler>(
                 let r = if is_checkpoint(d) {
                     decoder
                         .checkpoint(d, access.checkpoints.as_deref())
+                        .await
                         .map(|()| None)
                 } else {
                     decoder.decode(d).await.map(Some)

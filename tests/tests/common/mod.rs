@@ -97,7 +97,7 @@ pseudonym_secret_file = "platform/pseudonym-secret"
 url = "{amqp}"
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
-
+{tls}
 [database]
 url = "{db}"
 
@@ -113,6 +113,7 @@ calendar = "{calendar}"
 deadline_check_secs = 1
 "#,
                 amqp = w.vhost.amqp_url,
+                tls = w.vhost.services.tls.config_lines(),
                 db = w.db.url,
                 port = w.http_port,
                 calendar = workspace_root()
@@ -204,7 +205,7 @@ id_secret_file = "{keys}/id-secret"
 [amqp]
 url = "{amqp}"
 reconnect_min_ms = 100
-
+{tls}
 [source]
 kind = "csv"
 path = "inbox"
@@ -217,6 +218,7 @@ listen = "127.0.0.1:0"
 "#,
             keys = self.path(&format!("keys/{department}")).display(),
             amqp = self.vhost.amqp_url,
+            tls = self.vhost.services.tls.config_lines(),
         );
         if let Some(v) = version_column {
             text.push_str(&format!("version_column = \"{v}\"\n"));
@@ -371,6 +373,7 @@ listen = "127.0.0.1:0"
         ]
         .iter()
         .map(Into::into)
+        .chain(self.vhost.services.tls.flags().into_iter().map(Into::into))
         .collect()
     }
 
