@@ -63,6 +63,18 @@ pub fn date_from_days(days: i32) -> Option<NaiveDate> {
         .filter(|d| (0..=9999).contains(&d.year()))
 }
 
+/// The moment of an Avro `timestamp-millis` / `timestamp-micros` (`micros`), if it is in years
+/// 0–9999 (what RFC 3339 can say).
+pub fn timestamp_from(count: i64, micros: bool) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
+    if micros {
+        DateTime::<Utc>::from_timestamp_micros(count)
+    } else {
+        DateTime::<Utc>::from_timestamp_millis(count)
+    }
+    .filter(|t| (0..=9999).contains(&t.year()))
+}
+
 /// `YYYY-MM-DD` of a date (years 0–9999), as `parse_iso_date` reads it.
 pub fn format_iso_date(d: NaiveDate) -> String {
     use chrono::Datelike;
@@ -288,12 +300,12 @@ impl RecordType {
                 Json::String(format_iso_date(date_from_days(*d).ok_or_else(bad)?))
             }
             (_, Value::TimestampMillis(ms)) => Json::String(
-                DateTime::<Utc>::from_timestamp_millis(*ms)
+                timestamp_from(*ms, false)
                     .ok_or_else(bad)?
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
             (_, Value::TimestampMicros(us)) => Json::String(
-                DateTime::<Utc>::from_timestamp_micros(*us)
+                timestamp_from(*us, true)
                     .ok_or_else(bad)?
                     .to_rfc3339_opts(SecondsFormat::Micros, true),
             ),

@@ -74,6 +74,13 @@ pub struct PlatformConfig {
     pub id_secret_file: PathBuf,
     /// Secret for pseudonyms (`pgb1_`; at least 32 bytes). Rotating it needs a new prefix.
     pub pseudonym_secret_file: PathBuf,
+    /// Version of `pseudonym_secret_file` (tokens start `pgb<version>_`); raise it when the
+    /// secret is replaced, and list the old secret under `previous_pseudonym_secrets`.
+    #[serde(default = "default_pseudonym_version")]
+    pub pseudonym_version: u32,
+    /// Pseudonym secrets used before, by version (for `govbus pseudonym-map`).
+    #[serde(default)]
+    pub previous_pseudonym_secrets: Vec<PreviousSecret>,
     /// The previous key's endorsement of this key (`govbus keygen --endorse-with`), served at
     /// `/keys` so agencies provisioned with an older key accept this one.
     #[serde(default)]
@@ -81,6 +88,20 @@ pub struct PlatformConfig {
     /// Keys used before this one, still listed at `/keys` until `valid_until`.
     #[serde(default)]
     pub previous_keys: Vec<PreviousKey>,
+}
+
+fn default_pseudonym_version() -> u32 {
+    1
+}
+
+/// A pseudonym secret used before the current one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSecret {
+    /// Its version (the `pgb<version>_` prefix of its tokens).
+    pub version: u32,
+    /// Its file.
+    pub file: PathBuf,
 }
 
 /// A platform key used before the current one.
@@ -226,6 +247,9 @@ impl RouterConfig {
         };
         if let Some(e) = &mut cfg.platform.endorsement_file {
             rebase(e);
+        }
+        for p in &mut cfg.platform.previous_pseudonym_secrets {
+            rebase(&mut p.file);
         }
         for k in &mut cfg.platform.previous_keys {
             if let Some(e) = &mut k.endorsement_file {

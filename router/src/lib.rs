@@ -76,10 +76,13 @@ pub fn load_platform(cfg: &RouterConfig) -> anyhow::Result<Platform> {
             &cfg.platform.id_secret_file,
             "platform.id_secret_file",
         )?),
-        pseudonyms: Pseudonymizer::new(&keys::load_secret_as(
-            &cfg.platform.pseudonym_secret_file,
-            "platform.pseudonym_secret_file",
-        )?),
+        pseudonyms: Pseudonymizer::versioned(
+            &keys::load_secret_as(
+                &cfg.platform.pseudonym_secret_file,
+                "platform.pseudonym_secret_file",
+            )?,
+            cfg.platform.pseudonym_version,
+        ),
     })
 }
 

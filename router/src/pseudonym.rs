@@ -2,18 +2,20 @@
 //! HMAC-SHA256(platform pseudonym secret, length-prefixed agency ‖ ID type ‖ ID number).
 //! One agency gets the same token for the same person every time, so it can link its own
 //! records; two agencies get different tokens, so they cannot link theirs. `pgb1` names the
-//! secret's version, so the secret can be rotated.
+//! secret's version: after a rotation (`platform.pseudonym_version`, the old secrets under
+//! `platform.previous_pseudonym_secrets`) tokens start `pgb2_`, and `govbus pseudonym-map`
+//! gives each agency the old → new token of every person in the records it holds.
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Prefix of tokens made with the first pseudonym secret.
+/// Prefix of tokens made with the first pseudonym secret (`pgb<version>_` in general).
 pub const PREFIX: &str = "pgb1_";
 /// What a pseudonymised Subject's `id_type` becomes.
 pub const PSEUDONYM_ID_TYPE: &str = "pseudonym";
 
-/// The keyed pseudonym function.
+/// The keyed pseudonym function, with its secret's version (the token prefix `pgb<version>_`).
 #[derive(Clone)]
-pub struct Pseudonymizer(Hmac<Sha256>);
+pub struct Pseudonymizer(Hmac<Sha256>, u32);
 
 impl std::fmt::Debug for Pseudonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,7 +46,20 @@ fn base32(bytes: &[u8]) -> String {
 impl Pseudonymizer {
     /// Keys the function with the platform pseudonym secret.
     pub fn new(secret: &[u8]) -> Self {
-        Pseudonymizer(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+        Self::versioned(secret, 1)
+    }
+
+    /// Keys the function with version `version` of the secret.
+    pub fn versioned(secret: &[u8], version: u32) -> Self {
+        Pseudonymizer(
+            Hmac::new_from_slice(secret).expect("HMAC takes any key length"),
+            version,
+        )
+    }
+
+    /// The secret's version.
+    pub fn version(&self) -> u32 {
+        self.1
     }
 
     /// The agency's token for a person's ID document.
@@ -55,7 +70,7 @@ impl Pseudonymizer {
             mac.update(part.as_bytes());
         }
         let digest = mac.finalize().into_bytes();
-        format!("{PREFIX}{}", base32(&digest[..20]))
+        format!("pgb{}_{}", self.1, base32(&digest[..20]))
     }
 }
 

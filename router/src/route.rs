@@ -143,6 +143,19 @@ fn pseudonymise(
     subjects: &[String],
     id_fields: &[String],
 ) {
+    replace_ids(value, subjects, id_fields, &mut |id_type, num| {
+        p.token(agency, id_type, num)
+    });
+}
+
+/// Replaces every ID number a pseudonym grant replaces by `f(id_type, number)` (Subjects'
+/// `id_type` becomes `pseudonym`); also how the pseudonym mapping finds a record's numbers.
+pub fn replace_ids(
+    value: &mut Value,
+    subjects: &[String],
+    id_fields: &[String],
+    f: &mut dyn FnMut(&str, &str) -> String,
+) {
     let Value::Record(fields) = value else {
         return;
     };
@@ -166,7 +179,7 @@ fn pseudonymise(
                     if n == "id_number" {
                         if let Value::Union(_, s) = sv {
                             if let Value::String(num) = s.as_mut() {
-                                *num = p.token(agency, &id_type, num);
+                                *num = f(&id_type, num);
                                 replaced = true;
                             }
                         }
@@ -187,7 +200,7 @@ fn pseudonymise(
                 other => other,
             };
             if let Value::String(num) = s {
-                *num = p.token(agency, "111", num);
+                *num = f("111", num);
             }
         }
     }

@@ -260,3 +260,103 @@ async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one()
         .await;
     assert_eq!(dead.len(), 3);
 }
+
+/// The `citizen_id_number` tokens of `count` household records delivered to health.
+async fn health_tokens(w: &World, count: u64) -> std::collections::BTreeSet<String> {
+    w.tail("health", count)
+        .await
+        .iter()
+        .map(|l| {
+            l["record"]["citizen_id_number"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_pseudonym_secret_comes_with_the_agencys_token_mapping() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let cfg = w.police(0, 10, 1);
+    w.run_adapter(&cfg);
+    let v1 = health_tokens(&w, 10).await;
+    assert_eq!(v1.len(), 10);
+    assert!(v1.iter().all(|t| t.starts_with("pgb1_")), "{v1:?}");
+
+    // Rotation: a new secret, version 2; the old one kept for the mapping.
+    keys::ensure_secret(&w.path("platform/pseudonym-secret-2")).unwrap();
+    let text = std::fs::read_to_string(w.path("router.toml")).unwrap();
+    let amqp = text.find("[amqp]").unwrap();
+    let text = format!(
+        "{}pseudonym_version = 2\n\n[[platform.previous_pseudonym_secrets]]\nversion = 1\nfile = \"platform/pseudonym-secret\"\n\n{}",
+        text[..amqp].replace(
+            "pseudonym_secret_file = \"platform/pseudonym-secret\"",
+            "pseudonym_secret_file = \"platform/pseudonym-secret-2\""
+        ),
+        &text[amqp..]
+    );
+    std::fs::write(w.path("router.toml"), text).unwrap();
+    if let Some(r) = w.router.take() {
+        r.terminate();
+    }
+    w.start_router().await;
+    let cfg = w.police(0, 10, 2);
+    w.run_adapter(&cfg);
+    let v2 = health_tokens(&w, 10).await;
+    assert!(v2.iter().all(|t| t.starts_with("pgb2_")), "{v2:?}");
+    assert!(v1.is_disjoint(&v2));
+
+    let map = w.path("health-pgb1-to-pgb2.csv");
+    let out = govbus_ok(&[
+        "pseudonym-map",
+        "--config",
+        w.path("router.toml").to_str().unwrap(),
+        "--agency",
+        "health",
+        "--from-version",
+        "1",
+        "--out",
+        map.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("10 token pairs (pgb1_ → pgb2_) from 10 records"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&map).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("old_token,new_token"));
+    let pairs: Vec<(String, String)> = lines
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect();
+    let olds: std::collections::BTreeSet<String> = pairs.iter().map(|p| p.0.clone()).collect();
+    let news: std::collections::BTreeSet<String> = pairs.iter().map(|p| p.1.clone()).collect();
+    assert_eq!(olds, v1, "every old token the agency holds, once");
+    assert_eq!(news, v2, "to the tokens it now receives");
+    assert!(
+        !text.contains(&common::citizen(3)),
+        "no ID number in the mapping"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&map).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // civil's grant is full identity: no mapping to give.
+    let out = govbus_ok(&[
+        "pseudonym-map",
+        "--config",
+        w.path("router.toml").to_str().unwrap(),
+        "--agency",
+        "civil",
+        "--from-version",
+        "1",
+        "--out",
+        w.path("civil.csv").to_str().unwrap(),
+    ]);
+    assert!(out.contains("0 token pairs"), "{out}");
+}

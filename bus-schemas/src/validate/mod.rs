@@ -196,8 +196,8 @@ pub fn value_class(s: &str) -> String {
     }
 }
 
-/// The first value of a decoded record that no reader can show as JSON or a date: a date
-/// outside years 0–9999, a timestamp outside ±262,000 years, a NaN or infinite number. A
+/// The first value of a decoded record that no reader can show as JSON or a date: a date or a
+/// timestamp outside years 0–9999, a NaN or infinite number. A
 /// datum can hold them (any 32- or 64-bit count, any IEEE bits) though no adapter writes them;
 /// the router refuses such a record rather than deliver what agencies cannot read.
 pub fn unrepresentable(value: &Value) -> Option<String> {
@@ -220,15 +220,11 @@ pub fn unrepresentable(value: &Value) -> Option<String> {
             Value::Date(d) if crate::json::date_from_days(*d).is_none() => {
                 bad(path, "a date outside years 0000–9999")
             }
-            Value::TimestampMillis(ms)
-                if chrono::DateTime::<Utc>::from_timestamp_millis(*ms).is_none() =>
-            {
-                bad(path, "a timestamp out of range")
+            Value::TimestampMillis(ms) if crate::json::timestamp_from(*ms, false).is_none() => {
+                bad(path, "a timestamp outside years 0000–9999")
             }
-            Value::TimestampMicros(us)
-                if chrono::DateTime::<Utc>::from_timestamp_micros(*us).is_none() =>
-            {
-                bad(path, "a timestamp out of range")
+            Value::TimestampMicros(us) if crate::json::timestamp_from(*us, true).is_none() => {
+                bad(path, "a timestamp outside years 0000–9999")
             }
             Value::Float(x) if !x.is_finite() => bad(path, "NaN or an infinite number"),
             Value::Double(x) if !x.is_finite() => bad(path, "NaN or an infinite number"),
@@ -396,8 +392,18 @@ impl RecordType {
             }
             (_, Value::TimestampMillis(ms)) => {
                 let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-                let d = chrono::DateTime::<Utc>::from_timestamp_millis(*ms)
-                    .map(|t| t.with_timezone(&offset).date_naive());
+                let Some(d) = crate::json::timestamp_from(*ms, false)
+                    .map(|t| t.with_timezone(&offset).date_naive())
+                else {
+                    report.violations.push(Violation {
+                        field: path.to_string(),
+                        class: "timestamp".into(),
+                        rule: "date-range",
+                        message: "is not a time of years 0000–9999".into(),
+                    });
+                    return;
+                };
+                let d = Some(d);
                 if d.is_none_or(|d| d > today) {
                     report.violations.push(Violation {
                         field: path.to_string(),

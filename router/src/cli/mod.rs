@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod keygen;
 pub mod ledger;
 pub mod provision;
+pub mod pseudonym;
 pub mod quarantine;
 pub mod replay;
 pub mod report;
@@ -60,6 +61,9 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a new, empty database (checksums checked first).
     Restore(backup::RestoreArgs),
+    /// After a pseudonym secret rotation: an agency's old → new tokens for the people in the
+    /// records it was delivered.
+    PseudonymMap(pseudonym::PseudonymMapArgs),
 }
 
 /// Runs a parsed command line.
@@ -80,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Report(args) => report::run(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::PseudonymMap(args) => pseudonym::run(args),
     }
 }
