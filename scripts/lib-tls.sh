@@ -52,6 +52,9 @@ start_tls_node() {
   command -v openssl >/dev/null 2>&1 || die "the TLS step needs openssl (Debian: apt-get install openssl)"
   local sbin; sbin=$(rabbit_sbin) || die "the TLS step starts a second RabbitMQ node and needs a local RabbitMQ installation (Debian: apt-get install rabbitmq-server)"
   stop_tls_node
+  if port_open 127.0.0.1 "$TLS_AMQPS_PORT" || port_open 127.0.0.1 "$TLS_MGMT_PORT"; then
+    die "port $TLS_AMQPS_PORT or $TLS_MGMT_PORT is taken (another checkout's scripts/test running its TLS node?); wait for it, or set TLS_AMQPS_PORT, TLS_MGMT_PORT, TLS_DIST_PORT and TLS_NODE"
+  fi
   rm -rf "$TLS_DIR"; mkdir -p "$TLS_DIR/log" "$TLS_DIR/mnesia"
   make_certs || die "openssl could not make the throwaway certificates in $TLS_DIR/certs"
   cat >"$TLS_DIR/rabbitmq.conf" <<CONF
