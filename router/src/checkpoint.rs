@@ -266,8 +266,13 @@ pub struct Checked {
 }
 
 /// Checks every `*.json` checkpoint under `dir` (and its subfolders): the platform signature
-/// with `key`, then that the ledger row at its sequence number still has its hash.
-pub async fn check_dir(pool: &PgPool, dir: &Path, key: &VerifyingKey) -> anyhow::Result<Checked> {
+/// with one of `keys` (the platform's keys over time), then that the ledger row at its
+/// sequence number still has its hash.
+pub async fn check_dir(
+    pool: &PgPool,
+    dir: &Path,
+    keys: &[VerifyingKey],
+) -> anyhow::Result<Checked> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -298,7 +303,14 @@ pub async fn check_dir(pool: &PgPool, dir: &Path, key: &VerifyingKey) -> anyhow:
                 continue;
             }
         };
-        let head = match cp.verified(key) {
+        let mut verdict = Err("no platform key given".to_string());
+        for key in keys {
+            verdict = cp.verified(key);
+            if verdict.is_ok() {
+                break;
+            }
+        }
+        let head = match verdict {
             Ok(h) => h,
             Err(e) => {
                 out.problems.push(format!("{name}: {e}"));

@@ -10,7 +10,16 @@ use common::World;
 use govbus_tests::Process;
 
 fn verify(w: &World, dir: &std::path::Path) -> (bool, String) {
-    let key = std::fs::read_to_string(w.path("platform/platform-test.pub")).unwrap();
+    // The platform's keys across rotations, comma-separated: here another key, then the one.
+    let key = format!(
+        "{},{}",
+        std::fs::read_to_string(w.path("keys/police/police-2026.pub"))
+            .unwrap()
+            .trim(),
+        std::fs::read_to_string(w.path("platform/platform-test.pub"))
+            .unwrap()
+            .trim()
+    );
     let out = govbus_tests::output_within(
         Process::command("govbus")
             .args([
@@ -21,7 +30,7 @@ fn verify(w: &World, dir: &std::path::Path) -> (bool, String) {
                 "--checkpoints",
             ])
             .arg(dir)
-            .args(["--platform-public-key", key.trim()]),
+            .args(["--platform-public-key", &key]),
         120,
         "govbus ledger verify --checkpoints",
     );

@@ -23,7 +23,8 @@ pub enum LedgerCommand {
         /// subfolders are read too).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
-        /// The platform's public key (base64) the checkpoints must be signed with; needed with
+        /// The platform's public key (base64) the checkpoints must be signed with, or several
+        /// separated by commas (the keys before and after a rotation); needed with
         /// --checkpoints.
         #[arg(long, env = "GOVBUS_PLATFORM_PUBLIC_KEY")]
         platform_public_key: Option<String>,
@@ -72,8 +73,12 @@ async fn verify(
 ) -> anyhow::Result<ExitCode> {
     let key = match (&checkpoints, platform_public_key) {
         (Some(_), Some(k)) => Some(
-            bus_schemas::keys::parse_public_key(&k)
-                .map_err(|e| anyhow::anyhow!("--platform-public-key is {e}"))?,
+            k.split(',')
+                .map(|k| {
+                    bus_schemas::keys::parse_public_key(k.trim())
+                        .map_err(|e| anyhow::anyhow!("--platform-public-key is {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
         ),
         (Some(_), None) => anyhow::bail!(
             "--checkpoints needs the platform's public key: --platform-public-key (the router serves it at /keys)"
