@@ -51,6 +51,25 @@ pub struct Services {
     pub tls: AmqpTls,
 }
 
+impl Services {
+    /// `GET {management_url}/api/{path}` as JSON, with the management account; fails naming
+    /// the path.
+    pub async fn management_get(&self, path: &str) -> serde_json::Value {
+        let (user, pass) = &self.management_auth;
+        let url = format!("{}/api/{path}", self.management_url);
+        reqwest::Client::new()
+            .get(&url)
+            .basic_auth(user, Some(pass))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+}
+
 /// The TLS files of an `amqps://` broker (`GOVBUS__AMQP__TLS_CA_FILE`, `…_CERT_FILE`,
 /// `…_KEY_FILE`), passed on to every program and connection a test makes.
 #[derive(Debug, Clone, Default)]

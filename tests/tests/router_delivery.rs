@@ -43,21 +43,11 @@ async fn set_policy(w: &World, pattern: &str, definition: serde_json::Value) {
 /// Waits until the broker applies a policy to a queue (policies apply asynchronously).
 async fn await_policy(w: &World, queue: &str) {
     let s = Services::from_env();
-    let (u, p) = &s.management_auth;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let q: serde_json::Value = reqwest::Client::new()
-            .get(format!(
-                "{}/api/queues/{}/{queue}",
-                s.management_url, w.vhost.name
-            ))
-            .basic_auth(u, Some(p))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let q = s
+            .management_get(&format!("queues/{}/{queue}", w.vhost.name))
+            .await;
         if q["effective_policy_definition"].get("max-length").is_some() {
             return;
         }

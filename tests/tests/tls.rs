@@ -41,22 +41,14 @@ async fn records_flow_over_tls_with_client_certificates_and_a_foreign_ca_is_refu
 
     // Every connection to the test's vhost is TLS and presented the client certificate.
     // (The management API lists connections once their first statistics arrive, ~5 s.)
-    let (user, pass) = &services.management_auth;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let conns = loop {
-        let conns: Vec<serde_json::Value> = reqwest::Client::new()
-            .get(format!(
-                "{}/api/vhosts/{}/connections",
-                services.management_url, w.vhost.name
-            ))
-            .basic_auth(user, Some(pass))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let conns: Vec<serde_json::Value> = serde_json::from_value(
+            services
+                .management_get(&format!("vhosts/{}/connections", w.vhost.name))
+                .await,
+        )
+        .unwrap();
         if conns.iter().any(|c| c.get("ssl").is_some()) {
             break conns;
         }
