@@ -25,8 +25,8 @@ type Result<T> = std::result::Result<T, WorkflowError>;
 /// Working days the platform has to check a dispute, and each side has to correct.
 pub const CHECK_WORKING_DAYS: u32 = 3;
 
-/// A dispute as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A dispute as stored (a row of `select_disputes!`).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Dispute {
     /// Id.
     pub id: i64,
@@ -70,29 +70,6 @@ macro_rules! select_disputes {
     ($rest:literal) => {
         concat!("SELECT id, agency, message_id, item, key_hash, version, department, problem, opened_on, check_due, state, cause, finding, fix_due, corrected_version, outcome, closed_on, report FROM disputes ", $rest)
     };
-}
-
-fn dispute_from_row(r: &sqlx::postgres::PgRow) -> Dispute {
-    Dispute {
-        id: r.get("id"),
-        agency: r.get("agency"),
-        message_id: r.get("message_id"),
-        item: r.get("item"),
-        key_hash: r.get("key_hash"),
-        version: r.get("version"),
-        department: r.get("department"),
-        problem: r.get("problem"),
-        opened_on: r.get("opened_on"),
-        check_due: r.get("check_due"),
-        state: r.get("state"),
-        cause: r.get("cause"),
-        finding: r.get("finding"),
-        fix_due: r.get("fix_due"),
-        corrected_version: r.get("corrected_version"),
-        outcome: r.get("outcome"),
-        closed_on: r.get("closed_on"),
-        report: r.get("report"),
-    }
 }
 
 /// An agency's dispute.
@@ -144,11 +121,10 @@ fn may_see(actor: &Actor, d: &Dispute) -> bool {
 
 impl Workflow {
     async fn load_dispute(&self, id: i64) -> Result<Dispute> {
-        sqlx::query(select_disputes!("WHERE id = $1"))
+        sqlx::query_as::<_, Dispute>(select_disputes!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-            .map(|r| dispute_from_row(&r))
             .ok_or_else(|| WorkflowError::NotFound(format!("no dispute {id}")))
     }
 
@@ -204,14 +180,10 @@ impl Workflow {
 
     /// Disputes `actor` may see.
     pub async fn disputes(&self, actor: &Actor) -> Result<Vec<Dispute>> {
-        let rows = sqlx::query(select_disputes!("ORDER BY id"))
+        let rows = sqlx::query_as::<_, Dispute>(select_disputes!("ORDER BY id"))
             .fetch_all(self.pool())
             .await?;
-        Ok(rows
-            .iter()
-            .map(dispute_from_row)
-            .filter(|d| may_see(actor, d))
-            .collect())
+        Ok(rows.into_iter().filter(|d| may_see(actor, d)).collect())
     }
 
     /// One dispute with its steps, if `actor` may see it.
@@ -388,12 +360,12 @@ impl Workflow {
     /// Closes each dispute passed to a department once its corrected version has reached
     /// every past recipient that still holds a grant; notes those past their fix date.
     pub async fn settle_disputes(&self) -> Result<()> {
-        let waiting = sqlx::query(select_disputes!(
+        let waiting = sqlx::query_as::<_, Dispute>(select_disputes!(
             "WHERE state = 'with_department' ORDER BY id"
         ))
         .fetch_all(self.pool())
         .await?;
-        for d in waiting.iter().map(dispute_from_row) {
+        for d in waiting {
             let latest: Option<i64> = sqlx::query_scalar(
                 "SELECT version FROM latest_records WHERE item = $1 AND key_hash = $2",
             )

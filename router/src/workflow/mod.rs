@@ -67,8 +67,8 @@ impl From<sqlx::Error> for WorkflowError {
 
 type Result<T> = std::result::Result<T, WorkflowError>;
 
-/// An application as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An application as stored (a row of `select_applications!`).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Application {
     /// Id.
     pub id: i64,
@@ -123,34 +123,6 @@ macro_rules! select_applications {
     ($rest:literal) => {
         concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due, outside_catalogue, forwarded_to, forward_due FROM applications ", $rest)
     };
-}
-
-fn app_from_row(r: &sqlx::postgres::PgRow) -> Application {
-    Application {
-        id: r.get("id"),
-        agency: r.get("agency"),
-        item: r.get("item"),
-        departments: r.get("departments"),
-        fields: r.get("fields"),
-        identity: r.get("identity"),
-        legal_basis: r.get("legal_basis"),
-        purpose: r.get("purpose"),
-        valid_until: r.get("valid_until"),
-        submitted_on: r.get("submitted_on"),
-        answer_due: r.get("answer_due"),
-        state: r.get("state"),
-        outcome: r.get("outcome"),
-        granted_fields: r.get("granted_fields"),
-        answered_on: r.get("answered_on"),
-        escalated_on: r.get("escalated_on"),
-        escalation: r.get("escalation"),
-        closed_on: r.get("closed_on"),
-        closed_by: r.get("closed_by"),
-        grant_due: r.get("grant_due"),
-        outside_catalogue: r.get("outside_catalogue"),
-        forwarded_to: r.get("forwarded_to"),
-        forward_due: r.get("forward_due"),
-    }
 }
 
 /// One recorded step.
@@ -319,35 +291,29 @@ impl Workflow {
     }
 
     async fn load(&self, id: i64) -> Result<Application> {
-        sqlx::query(select_applications!("WHERE id = $1"))
+        sqlx::query_as::<_, Application>(select_applications!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-            .map(|r| app_from_row(&r))
             .ok_or_else(|| WorkflowError::NotFound(format!("no application {id}")))
     }
 
     /// The applications `actor` may see: an agency its own, a department those for its items,
     /// the coordinator and operators all.
     pub async fn list(&self, actor: &Actor) -> Result<Vec<Application>> {
-        let rows = sqlx::query(select_applications!("ORDER BY id"))
+        let rows = sqlx::query_as::<_, Application>(select_applications!("ORDER BY id"))
             .fetch_all(self.pool())
             .await?;
-        Ok(rows
-            .iter()
-            .map(app_from_row)
-            .filter(|a| may_see(actor, a))
-            .collect())
+        Ok(rows.into_iter().filter(|a| may_see(actor, a)).collect())
     }
 
     /// Closed applications: published to every token holder (article 36).
     pub async fn outcomes(&self) -> Result<Vec<Application>> {
-        let rows = sqlx::query(select_applications!(
+        Ok(sqlx::query_as::<_, Application>(select_applications!(
             "WHERE state = 'closed' ORDER BY closed_on, id"
         ))
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(app_from_row).collect())
+        .await?)
     }
 
     /// An agency applies.
