@@ -157,6 +157,12 @@ impl IdKey {
         self.hex(&[b"ledger", item.as_bytes(), record_key.as_bytes()])
     }
 
+    /// An HMAC of a fixed string under this secret: tells one secret from another (to notice a
+    /// replaced secret file) and reveals nothing of it.
+    pub fn check_value(&self) -> String {
+        self.hex(&[b"govbus id secret check"])
+    }
+
     /// See [`record_key_ref`].
     pub fn record_key_ref(&self, item: &str, record_key: &str) -> String {
         self.hex(&[b"log", item.as_bytes(), record_key.as_bytes()])[..16].to_string()

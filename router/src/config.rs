@@ -70,13 +70,20 @@ pub struct PlatformConfig {
     pub key_file: PathBuf,
     /// Its key id, sent in `govbus-key-id` and served at `/keys`.
     pub key_id: String,
-    /// Secret for delivery message ids and record key hashes (at least 32 bytes).
+    /// Secret for delivery message ids, record key hashes and API tokens (at least 32 bytes).
     pub id_secret_file: PathBuf,
+    /// Version of `id_secret_file`; raise it when the secret is replaced, list the old one
+    /// under `previous_id_secrets` and run `govbus id-secret rotate` before the router starts.
+    #[serde(default = "default_secret_version")]
+    pub id_secret_version: u32,
+    /// Id secrets used before, by version (for `govbus id-secret rotate`).
+    #[serde(default)]
+    pub previous_id_secrets: Vec<PreviousSecret>,
     /// Secret for pseudonyms (`pgb1_`; at least 32 bytes). Rotating it needs a new prefix.
     pub pseudonym_secret_file: PathBuf,
     /// Version of `pseudonym_secret_file` (tokens start `pgb<version>_`); raise it when the
     /// secret is replaced, and list the old secret under `previous_pseudonym_secrets`.
-    #[serde(default = "default_pseudonym_version")]
+    #[serde(default = "default_secret_version")]
     pub pseudonym_version: u32,
     /// Pseudonym secrets used before, by version (for `govbus pseudonym-map`).
     #[serde(default)]
@@ -90,15 +97,15 @@ pub struct PlatformConfig {
     pub previous_keys: Vec<PreviousKey>,
 }
 
-fn default_pseudonym_version() -> u32 {
+fn default_secret_version() -> u32 {
     1
 }
 
-/// A pseudonym secret used before the current one.
+/// A pseudonym or id secret used before the current one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreviousSecret {
-    /// Its version (the `pgb<version>_` prefix of its tokens).
+    /// Its version (for a pseudonym secret, the `pgb<version>_` prefix of its tokens).
     pub version: u32,
     /// Its file.
     pub file: PathBuf,
@@ -248,7 +255,12 @@ impl RouterConfig {
         if let Some(e) = &mut cfg.platform.endorsement_file {
             rebase(e);
         }
-        for p in &mut cfg.platform.previous_pseudonym_secrets {
+        for p in cfg
+            .platform
+            .previous_pseudonym_secrets
+            .iter_mut()
+            .chain(cfg.platform.previous_id_secrets.iter_mut())
+        {
             rebase(&mut p.file);
         }
         for k in &mut cfg.platform.previous_keys {

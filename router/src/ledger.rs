@@ -190,14 +190,20 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> s
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "INSERT INTO record_versions (agency, item, key_hash, version)
-         SELECT a, i, k, max(v) FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS x(a, i, k, v) GROUP BY a, i, k
-         ON CONFLICT (agency, item, key_hash) DO UPDATE SET version = GREATEST(record_versions.version, EXCLUDED.version)",
+        "INSERT INTO record_versions (agency, item, key_hash, version, ingest_id)
+         SELECT DISTINCT ON (a, i, k) a, i, k, v, ig
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS x(a, i, k, v, ig)
+         ORDER BY a, i, k, v DESC
+         ON CONFLICT (agency, item, key_hash) DO UPDATE SET
+             ingest_id = CASE WHEN EXCLUDED.version >= record_versions.version
+                              THEN EXCLUDED.ingest_id ELSE record_versions.ingest_id END,
+             version = GREATEST(record_versions.version, EXCLUDED.version)",
     )
     .bind(&cols.agency)
     .bind(&cols.item)
     .bind(&cols.key_hash)
     .bind(&cols.version)
+    .bind(&cols.ingest_id)
     .execute(&mut **tx)
     .await?;
     Ok(added)

@@ -15,7 +15,8 @@
 //!   only. `pseudonym.rs`: per-agency tokens.
 //! - `pipeline.rs`: consume, publish with confirms, ledger, ack; reconnects. `retry.rs`:
 //!   deliveries kept while an agency's queue was full. `reload.rs`: catalogue reloads.
-//! - `ledger.rs`: the hash-chained ledger and its verification. `store.rs`: schemas,
+//! - `ledger.rs`: the hash-chained ledger and its verification. `id_secret.rs`: versions of
+//!   the platform id secret and their rotation. `store.rs`: schemas,
 //!   kept deliveries, refusals, versions (migrations in `migrations/`).
 //! - `provision.rs`: RabbitMQ accounts through the management API.
 //! - `http.rs`: `/metrics`, `/healthz`, `/readyz`, `/keys`, `/schemas/{fingerprint}`.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod grants;
 pub mod http;
+pub mod id_secret;
 pub mod ledger;
 pub mod pipeline;
 pub mod platform_keys;
@@ -91,6 +93,9 @@ pub fn load_platform(cfg: &RouterConfig) -> anyhow::Result<Platform> {
 pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let platform = load_platform(&cfg)?;
     let pool = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    // Held while the router runs: `govbus id-secret rotate` cannot run beside it.
+    let _id_secret_lock = id_secret::hold_shared(&cfg.database.url).await?;
+    id_secret::check_in_force(&pool, cfg.platform.id_secret_version, &platform.ids).await?;
     let cache = Arc::new(ProjectionCache::default());
     let routing = reload::load(&cfg.catalogue, &cache, &pool).await?;
     let blocked = store::kept_counts(&pool).await?.into_keys().collect();

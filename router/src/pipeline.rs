@@ -337,8 +337,16 @@ async fn prepare(
                 });
                 let mut out = Vec::with_capacity(deliveries.len());
                 for p in deliveries {
-                    let (held, in_ledger) = prior.next().expect("one prior per planned delivery");
-                    if in_ledger {
+                    let store::Prior {
+                        held,
+                        held_ingest_id,
+                        in_ledger,
+                    } = prior.next().expect("one prior per planned delivery");
+                    // The same version under another ingest id: the department replaced its
+                    // id secret and sent the record again; the agency holds it already.
+                    let rekeyed = held == Some(p.entry.version)
+                        && held_ingest_id.is_some_and(|i| i != p.entry.ingest_id);
+                    if in_ledger || rekeyed {
                         already += 1;
                         continue;
                     }

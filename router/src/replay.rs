@@ -64,6 +64,7 @@ pub async fn replay_records(
 ) -> anyhow::Result<Replayed> {
     let platform = crate::load_platform(cfg)?;
     let pool = crate::store::connect(&cfg.database.url, 2).await?;
+    crate::id_secret::check_in_force(&pool, cfg.platform.id_secret_version, &platform.ids).await?;
     let cache = Arc::new(ProjectionCache::default());
     let routing = crate::reload::load(&cfg.catalogue, &cache, &pool).await?;
     let cat = &routing.catalogue;

@@ -153,15 +153,26 @@ pub(crate) fn headers_from_json(j: &Json) -> FieldTable {
     h
 }
 
-/// For each planned delivery: the version the agency already holds of that record, and
-/// whether this very delivery is already in the ledger.
-pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<(Option<i64>, bool)>> {
+/// What the ledger knows of a planned delivery.
+#[derive(Debug, Clone, Default)]
+pub struct Prior {
+    /// The version of the record the agency already holds.
+    pub held: Option<i64>,
+    /// The ingest id that version came with.
+    pub held_ingest_id: Option<String>,
+    /// This very delivery (its message id) is already in the ledger.
+    pub in_ledger: bool,
+}
+
+/// For each planned delivery: what the agency already holds of that record, and whether this
+/// very delivery is already in the ledger.
+pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<Prior>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
     let col = |f: fn(&Entry) -> &str| entries.iter().map(|e| f(e).to_string()).collect::<Vec<_>>();
     let rows = sqlx::query(
-        "SELECT d.n, v.version, (l.message_id IS NOT NULL)
+        "SELECT d.n, v.version, v.ingest_id, (l.message_id IS NOT NULL)
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(agency, item, key_hash, message_id, n)
          LEFT JOIN record_versions v ON v.agency = d.agency AND v.item = d.item AND v.key_hash = d.key_hash
          LEFT JOIN ledger l ON l.agency = d.agency AND l.message_id = d.message_id",
@@ -172,10 +183,14 @@ pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<(Optio
     .bind(col(|e| &e.message_id))
     .fetch_all(pool)
     .await?;
-    let mut out = vec![(None, false); entries.len()];
+    let mut out = vec![Prior::default(); entries.len()];
     for r in rows {
         let n: i64 = r.get(0);
-        out[(n - 1) as usize] = (r.get(1), r.get(2));
+        out[(n - 1) as usize] = Prior {
+            held: r.get(1),
+            held_ingest_id: r.get(2),
+            in_ledger: r.get(3),
+        };
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 pub mod agency;
 pub mod backup;
 pub mod catalogue;
+pub mod id_secret;
 pub mod keygen;
 pub mod ledger;
 pub mod provision;
@@ -64,6 +65,9 @@ pub enum Command {
     /// After a pseudonym secret rotation: an agency's old → new tokens for the people in the
     /// records it was delivered.
     PseudonymMap(pseudonym::PseudonymMapArgs),
+    /// Rotate the platform id secret: rehash the router's database, write agencies' id maps.
+    #[command(subcommand)]
+    IdSecret(id_secret::IdSecretCommand),
 }
 
 /// Runs a parsed command line.
@@ -85,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::PseudonymMap(args) => pseudonym::run(args),
+        Command::IdSecret(cmd) => id_secret::run(cmd),
     }
 }

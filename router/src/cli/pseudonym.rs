@@ -84,7 +84,8 @@ pub fn run(args: PseudonymMapArgs) -> anyhow::Result<ExitCode> {
             // The latest version of every record of the item this agency was delivered.
             let mut rows = sqlx::query(
                 "SELECT body FROM latest_records r WHERE item = $1 AND EXISTS (
-                   SELECT 1 FROM ledger l WHERE l.agency = $2 AND l.item = $1 AND l.key_hash = r.key_hash)",
+                   SELECT 1 FROM ledger l WHERE l.agency = $2 AND l.item = $1 AND (l.key_hash = r.key_hash
+                     OR l.key_hash IN (SELECT a.hash FROM key_hash_aliases a WHERE a.item = $1 AND a.current = r.key_hash)))",
             )
             .bind(item_id)
             .bind(agency)
