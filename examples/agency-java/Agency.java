@@ -5,7 +5,8 @@
 // single-object body with the writer schema named by its fingerprint (fetched once from the
 // router's /schemas/{fingerprint}), prints the record as one JSON line, and acks. A delivery that
 // does not verify or decode is rejected without requeue: RabbitMQ dead-letters it to
-// agency.<id>.dlq.
+// agency.<id>.dlq. After a platform key rotation it trusts the new key once the key you were
+// provisioned with endorsed it (read from the router's /keys): nothing to re-provision.
 //
 //   ./run.sh --env-file provisioned/agencies/civil.env
 //
@@ -30,8 +31,13 @@ import java.security.PublicKey;
 import java.security.Signature;
 import java.security.spec.X509EncodedKeySpec;
 import java.time.Duration;
+import java.time.OffsetDateTime;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
@@ -72,14 +78,237 @@ public final class Agency {
     return KeyFactory.getInstance("Ed25519").generatePublic(new X509EncodedKeySpec(der));
   }
 
-  final PublicKey platformKey;
+  /** A trusted platform key: the key, its raw bytes, and the end of its validity (or null). */
+  record Trusted(PublicKey key, byte[] raw, OffsetDateTime validUntil) {}
+
+  static final String ENDORSEMENT_ID = "govbus-key-endorsement";
+
   final String routerUrl;
   final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
   final Map<String, Schema> schemas = new ConcurrentHashMap<>();
+  /**
+   * The platform keys this agency trusts: the provisioned one, and each later key a trusted key
+   * endorsed (read from the router's /keys at most every 10 s when a delivery names a key id it
+   * does not know), so a platform key rotation needs no re-provisioning and a forged /keys
+   * answer gains nothing. A key past its valid_until verifies nothing.
+   */
+  final Map<String, Trusted> keys = new ConcurrentHashMap<>();
+  /** The provisioned key when the env file names no key id (older files). */
+  volatile Trusted anonymous;
+  volatile long learnedAt = 0;
 
-  Agency(PublicKey platformKey, String routerUrl) {
-    this.platformKey = platformKey;
+  Agency(byte[] platformKey, String platformKeyId, String routerUrl) throws Exception {
+    Trusted t = new Trusted(ed25519(platformKey), platformKey, null);
+    if (platformKeyId != null && !platformKeyId.isEmpty()) {
+      keys.put(platformKeyId, t);
+    } else {
+      anonymous = t;
+    }
     this.routerUrl = routerUrl.replaceAll("/+$", "");
+  }
+
+  static byte[] signedBytes(String messageId, String item, String version, String op, byte[] body) {
+    byte[] prefix = (messageId + "\n" + item + "\n" + version + "\n" + op + "\n")
+        .getBytes(StandardCharsets.UTF_8);
+    byte[] out = Arrays.copyOf(prefix, prefix.length + body.length);
+    System.arraycopy(body, 0, out, prefix.length, body.length);
+    return out;
+  }
+
+  static boolean verifies(PublicKey key, byte[] data, byte[] signature) throws Exception {
+    Signature verifier = Signature.getInstance("Ed25519");
+    verifier.initVerify(key);
+    verifier.update(data);
+    try {
+      return verifier.verify(signature);
+    } catch (java.security.SignatureException e) {
+      return false;
+    }
+  }
+
+  /** Reads /keys and trusts every key endorsed, link by link, by a key already trusted. */
+  @SuppressWarnings("unchecked")
+  synchronized void learnKeys() throws Exception {
+    if (System.nanoTime() - learnedAt < 10_000_000_000L && learnedAt != 0) {
+      return;
+    }
+    learnedAt = System.nanoTime();
+    HttpRequest req = HttpRequest.newBuilder(URI.create(routerUrl + "/keys"))
+        .timeout(Duration.ofSeconds(10)).build();
+    HttpResponse<String> resp = http.send(req, HttpResponse.BodyHandlers.ofString());
+    if (resp.statusCode() != 200) {
+      throw new IOException("GET /keys answered " + resp.statusCode());
+    }
+    List<Object> listed = (List<Object>) ((Map<String, Object>) new Json(resp.body()).value()).get("keys");
+    Base64.Decoder b64 = Base64.getDecoder();
+    Trusted anon = anonymous;
+    for (Object o : listed) {
+      Map<String, Object> e = (Map<String, Object>) o;
+      byte[] raw = b64.decode((String) e.get("public_key"));
+      if (anon != null && Arrays.equals(raw, anon.raw())) {
+        keys.put((String) e.get("key_id"), anon);
+        anonymous = null;
+        anon = null;
+      }
+      Trusted known = keys.get((String) e.get("key_id"));
+      if (known != null && Arrays.equals(raw, known.raw())) {
+        keys.put((String) e.get("key_id"), new Trusted(known.key(), raw, until(e)));
+      }
+    }
+    boolean grew = true;
+    while (grew) {
+      grew = false;
+      for (Object o : listed) {
+        Map<String, Object> e = (Map<String, Object>) o;
+        String id = (String) e.get("key_id");
+        Map<String, Object> end = (Map<String, Object>) e.get("endorsement");
+        if (keys.containsKey(id) || end == null || !id.equals(end.get("key_id"))
+            || !e.get("public_key").equals(end.get("public_key"))) {
+          continue;
+        }
+        Trusted endorser = keys.get((String) end.get("endorsed_by"));
+        if (endorser == null) {
+          continue;
+        }
+        byte[] raw = b64.decode((String) end.get("public_key"));
+        if (verifies(endorser.key(), signedBytes(ENDORSEMENT_ID, id, "0", "upsert", raw),
+            b64.decode((String) end.get("signature")))) {
+          keys.put(id, new Trusted(ed25519(raw), raw, until(e)));
+          grew = true;
+        }
+      }
+    }
+  }
+
+  static OffsetDateTime until(Map<String, Object> listed) {
+    Object u = listed.get("valid_until");
+    return u == null ? null : OffsetDateTime.parse((String) u);
+  }
+
+  /** Throws Refused unless a trusted platform key in force signed data. */
+  void verifyPlatform(String keyId, byte[] data, byte[] signature) throws Exception {
+    if (keyId != null && !keys.containsKey(keyId)) {
+      try {
+        learnKeys();
+      } catch (IOException e) {
+        System.err.println("cannot read " + routerUrl + "/keys: " + e);
+      }
+    }
+    Trusted t = keyId == null ? null : keys.get(keyId);
+    if (t != null) {
+      if (t.validUntil() != null && OffsetDateTime.now().isAfter(t.validUntil())) {
+        throw new Refused("signed with platform key " + keyId + ", which expired at " + t.validUntil());
+      }
+      if (!verifies(t.key(), data, signature)) {
+        throw new Refused("the platform signature does not verify (the message was altered)");
+      }
+      return;
+    }
+    Trusted anon = anonymous;
+    if (anon != null && verifies(anon.key(), data, signature)) {
+      return;
+    }
+    throw new Refused("the platform signature does not verify with a platform key this agency trusts (key id "
+        + keyId + "): wrong platform key, an unendorsed key, or the message was altered");
+  }
+
+  /** Just enough JSON for /keys: objects, arrays, strings, numbers, true, false, null. */
+  static final class Json {
+    final String s;
+    int i = 0;
+
+    Json(String s) {
+      this.s = s;
+    }
+
+    Object value() {
+      skip();
+      char c = s.charAt(i);
+      if (c == '{') {
+        Map<String, Object> m = new LinkedHashMap<>();
+        i++;
+        skip();
+        if (s.charAt(i) == '}') {
+          i++;
+          return m;
+        }
+        while (true) {
+          skip();
+          String k = string();
+          skip();
+          i++; // ':'
+          m.put(k, value());
+          skip();
+          if (s.charAt(i++) == '}') {
+            return m;
+          }
+        }
+      }
+      if (c == '[') {
+        List<Object> l = new ArrayList<>();
+        i++;
+        skip();
+        if (s.charAt(i) == ']') {
+          i++;
+          return l;
+        }
+        while (true) {
+          l.add(value());
+          skip();
+          if (s.charAt(i++) == ']') {
+            return l;
+          }
+        }
+      }
+      if (c == '"') {
+        return string();
+      }
+      int start = i;
+      while (i < s.length() && ",}] \n\r\t".indexOf(s.charAt(i)) < 0) {
+        i++;
+      }
+      String word = s.substring(start, i);
+      return switch (word) {
+        case "true" -> Boolean.TRUE;
+        case "false" -> Boolean.FALSE;
+        case "null" -> null;
+        default -> Double.valueOf(word);
+      };
+    }
+
+    String string() {
+      StringBuilder sb = new StringBuilder();
+      i++; // opening quote
+      while (true) {
+        char c = s.charAt(i++);
+        if (c == '"') {
+          return sb.toString();
+        }
+        if (c != '\\') {
+          sb.append(c);
+          continue;
+        }
+        char e = s.charAt(i++);
+        switch (e) {
+          case 'n' -> sb.append('\n');
+          case 't' -> sb.append('\t');
+          case 'r' -> sb.append('\r');
+          case 'b' -> sb.append('\b');
+          case 'f' -> sb.append('\f');
+          case 'u' -> {
+            sb.append((char) Integer.parseInt(s.substring(i, i + 4), 16));
+            i += 4;
+          }
+          default -> sb.append(e);
+        }
+      }
+    }
+
+    void skip() {
+      while (i < s.length() && Character.isWhitespace(s.charAt(i))) {
+        i++;
+      }
+    }
   }
 
   /** The writer schema of a fingerprint, fetched once from the router. */
@@ -142,15 +371,9 @@ public final class Agency {
     String version = header(h, "govbus-version");
     String op = header(h, "govbus-op");
     byte[] signature = Base64.getDecoder().decode(header(h, "govbus-signature"));
-    byte[] prefix = (messageId + "\n" + item + "\n" + version + "\n" + op + "\n")
-        .getBytes(StandardCharsets.UTF_8);
-    Signature verifier = Signature.getInstance("Ed25519");
-    verifier.initVerify(platformKey);
-    verifier.update(prefix);
-    verifier.update(body);
-    if (!verifier.verify(signature)) {
-      throw new Refused("the platform signature does not verify");
-    }
+    Object keyId = h.get("govbus-key-id");
+    verifyPlatform(keyId == null ? null : keyId.toString(),
+        signedBytes(messageId, item, version, op, body), signature);
     if (body.length < 10 || (body[0] & 0xff) != 0xc3 || body[1] != 0x01) {
       throw new Refused("not an Avro single-object body");
     }
@@ -194,7 +417,8 @@ public final class Agency {
     Map<String, String> env = readEnvFile(Path.of(envFile));
     String queue = env.get("GOVBUS_QUEUE");
     Agency agency = new Agency(
-        ed25519(Base64.getDecoder().decode(env.get("GOVBUS_PLATFORM_PUBLIC_KEY"))),
+        Base64.getDecoder().decode(env.get("GOVBUS_PLATFORM_PUBLIC_KEY")),
+        env.get("GOVBUS_PLATFORM_KEY_ID"),
         env.getOrDefault("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200"));
 
     ConnectionFactory factory = new ConnectionFactory();

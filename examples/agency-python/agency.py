@@ -5,7 +5,9 @@ Consumes your agency's queue with the account `govbus provision` gave you, verif
 platform's Ed25519 signature on every delivery, decodes the Avro single-object body with the
 writer schema named by its fingerprint (fetched once from the router's /schemas/{fingerprint}),
 prints the record as one JSON line, and acks. A delivery that does not verify or decode is
-rejected without requeue: RabbitMQ dead-letters it to agency.<id>.dlq.
+rejected without requeue: RabbitMQ dead-letters it to agency.<id>.dlq. After a platform key
+rotation it trusts the new key once the key you were provisioned with endorsed it (read from
+the router's /keys), so there is nothing to re-provision.
 
     pip install pika==1.3.2 fastavro==1.12.1 cryptography
     python3 agency.py --env-file provisioned/agencies/civil.env
@@ -18,8 +20,11 @@ import base64
 import io
 import json
 import os
+import re
 import sys
+import time
 import urllib.request
+from datetime import datetime, timezone
 
 import fastavro
 import pika
@@ -56,6 +61,103 @@ class Schemas:
         return self.cache[fingerprint_hex]
 
 
+class PlatformKeys:
+    """The platform keys this agency trusts: the provisioned one, and each later key that a
+    trusted key endorsed (read from the router's /keys at most every 10 s when a delivery names
+    a key id it does not know), so a platform key rotation needs no re-provisioning and a forged
+    /keys answer gains nothing. A key past its valid_until verifies nothing."""
+
+    ENDORSEMENT_ID = "govbus-key-endorsement"
+
+    def __init__(self, public_key_b64, key_id, router_url):
+        raw = base64.b64decode(public_key_b64)
+        self.router_url = router_url.rstrip("/")
+        # key id -> (public key, raw bytes, valid_until or None)
+        self.keys = {}
+        self.anonymous = None  # older env files name no key id
+        if key_id:
+            self.keys[key_id] = (Ed25519PublicKey.from_public_bytes(raw), raw, None)
+        else:
+            self.anonymous = (Ed25519PublicKey.from_public_bytes(raw), raw)
+        self.learned_at = 0.0
+
+    def learn(self):
+        if time.monotonic() - self.learned_at < 10:
+            return
+        self.learned_at = time.monotonic()
+        with urllib.request.urlopen(f"{self.router_url}/keys", timeout=10) as resp:
+            listed = json.load(resp).get("keys", [])
+
+        def until(entry):
+            u = entry.get("valid_until")
+            if not u:
+                return None
+            # RFC 3339; Python before 3.11 reads at most 6 fractional digits and no "Z".
+            return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", u.replace("Z", "+00:00")))
+
+        if self.anonymous is not None:
+            key, raw = self.anonymous
+            for entry in listed:
+                if base64.b64decode(entry["public_key"]) == raw:
+                    self.keys[entry["key_id"]] = (key, raw, None)
+                    self.anonymous = None
+                    break
+        for entry in listed:
+            known = self.keys.get(entry["key_id"])
+            if known and base64.b64decode(entry["public_key"]) == known[1]:
+                self.keys[entry["key_id"]] = (known[0], known[1], until(entry))
+        grew = True
+        while grew:
+            grew = False
+            for entry in listed:
+                e = entry.get("endorsement")
+                if entry["key_id"] in self.keys or not e:
+                    continue
+                if e["key_id"] != entry["key_id"] or e["public_key"] != entry["public_key"]:
+                    continue
+                endorser = self.keys.get(e["endorsed_by"])
+                if endorser is None:
+                    continue
+                raw = base64.b64decode(e["public_key"])
+                try:
+                    endorser[0].verify(
+                        base64.b64decode(e["signature"]),
+                        signed_bytes(self.ENDORSEMENT_ID, e["key_id"], 0, "upsert", raw),
+                    )
+                except InvalidSignature:
+                    continue
+                self.keys[entry["key_id"]] = (Ed25519PublicKey.from_public_bytes(raw), raw, until(entry))
+                grew = True
+
+    def verify(self, key_id, signature, data):
+        """Raises ValueError unless a trusted key in force signed `data`."""
+        if key_id not in self.keys and key_id is not None:
+            try:
+                self.learn()
+            except OSError as e:
+                print(f"cannot read {self.router_url}/keys: {e}", file=sys.stderr)
+        entry = self.keys.get(key_id)
+        if entry is not None:
+            key, _, valid_until = entry
+            if valid_until is not None and datetime.now(timezone.utc) > valid_until:
+                raise ValueError(f"signed with platform key {key_id}, which expired at {valid_until.isoformat()}")
+            try:
+                key.verify(signature, data)
+                return
+            except InvalidSignature:
+                raise ValueError("the platform signature does not verify (the message was altered)") from None
+        if self.anonymous is not None:
+            try:
+                self.anonymous[0].verify(signature, data)
+                return
+            except InvalidSignature:
+                pass
+        raise ValueError(
+            f"the platform signature does not verify with a platform key this agency trusts (key id {key_id}): "
+            "wrong platform key, an unendorsed key, or the message was altered"
+        )
+
+
 def header(headers, name):
     value = headers.get(name)
     if isinstance(value, bytes):
@@ -70,7 +172,7 @@ def signed_bytes(message_id, item, version, op, body):
     return f"{message_id}\n{item}\n{version}\n{op}\n".encode("utf-8") + body
 
 
-def decode(properties, body, platform_key, schemas):
+def decode(properties, body, platform_keys, schemas):
     """Verifies and decodes one delivery; raises ValueError when it must be dead-lettered."""
     headers = properties.headers or {}
     message_id = properties.message_id
@@ -80,10 +182,10 @@ def decode(properties, body, platform_key, schemas):
     version = int(header(headers, "govbus-version"))
     op = header(headers, "govbus-op")
     signature = base64.b64decode(header(headers, "govbus-signature"))
-    try:
-        platform_key.verify(signature, signed_bytes(message_id, item, version, op, body))
-    except InvalidSignature:
-        raise ValueError("the platform signature does not verify") from None
+    key_id = headers.get("govbus-key-id")
+    if isinstance(key_id, bytes):
+        key_id = key_id.decode("utf-8")
+    platform_keys.verify(key_id, signature, signed_bytes(message_id, item, version, op, body))
     if body[:2] != MAGIC or len(body) < 10:
         raise ValueError("not an Avro single-object body")
     fingerprint = body[2:10].hex()
@@ -117,7 +219,7 @@ def main():
     amqp_url = args.amqp_url or env["GOVBUS__AMQP__URL"]
     router_url = args.router_url or env.get("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200")
     queue = env["GOVBUS_QUEUE"]
-    platform_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(env["GOVBUS_PLATFORM_PUBLIC_KEY"]))
+    platform_keys = PlatformKeys(env["GOVBUS_PLATFORM_PUBLIC_KEY"], env.get("GOVBUS_PLATFORM_KEY_ID"), router_url)
     schemas = Schemas(router_url)
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -134,7 +236,7 @@ def main():
                 channel.basic_ack(method.delivery_tag)
                 continue
             try:
-                delivery = decode(properties, body, platform_key, schemas)
+                delivery = decode(properties, body, platform_keys, schemas)
             except (ValueError, KeyError) as e:
                 print(f"rejected {properties.message_id}: {e} (dead-lettered to {queue}.dlq)", file=sys.stderr)
                 channel.basic_reject(method.delivery_tag, requeue=False)

@@ -27,22 +27,37 @@ fn env_file(w: &World, agency: &str) -> PathBuf {
     path
 }
 
-/// Five police records: civil (full grant) sees them with names and ID numbers and without
-/// ungranted fields; health (pseudonym grant) sees pseudonyms and no names.
+/// Five police records under the provisioned platform key; then a platform key rotation
+/// (`platform-2027`, endorsed by `platform-test`) and five more. The env files keep the old key.
+async fn deliveries_across_a_platform_key_rotation(w: &mut World) {
+    w.start_router().await;
+    let cfg = w.police(0, 5, 1);
+    w.run_adapter(&cfg);
+    w.settle(Duration::from_millis(300)).await;
+    w.rotate_platform_key().await;
+    let cfg = w.police(5, 10, 1);
+    w.run_adapter(&cfg);
+    w.settle(Duration::from_millis(300)).await;
+}
+
+/// Ten police records, five signed with the provisioned platform key and five after a rotation
+/// with the new key, which the kit learnt from `/keys` through the old key's endorsement: civil
+/// (full grant) sees them with names and ID numbers and without ungranted fields; health
+/// (pseudonym grant) sees pseudonyms and no names.
 fn check_kit_output(civil: &[serde_json::Value], health: &[serde_json::Value]) {
-    assert_eq!(civil.len(), 5);
+    assert_eq!(civil.len(), 10);
     let mut ids: Vec<&str> = civil
         .iter()
         .map(|l| l["record"]["citizen_id_number"].as_str().unwrap())
         .collect();
     ids.sort();
-    let mut expected: Vec<String> = (0..5).map(citizen).collect();
+    let mut expected: Vec<String> = (0..10).map(citizen).collect();
     expected.sort();
     assert_eq!(ids, expected);
     assert!(civil.iter().all(|l| l["grant"] == "civil-household"
         && l["record"].get("ethnicity").is_none()
         && l["record"]["name"].as_str().unwrap().starts_with("居民")));
-    assert_eq!(health.len(), 5);
+    assert_eq!(health.len(), 10);
     assert!(health.iter().all(|l| {
         let id = l["record"]["citizen_id_number"].as_str().unwrap();
         id.starts_with("pgb1_") && l["record"].get("name").is_none()
@@ -66,23 +81,20 @@ fn lines(out: std::process::Output) -> Vec<serde_json::Value> {
 async fn python_kit_reads_full_and_pseudonymised_deliveries() {
     let python = python().unwrap();
     let mut w = World::new().await;
-    w.start_router().await;
-    let cfg = w.police(0, 5, 1);
-    w.run_adapter(&cfg);
-    w.settle(Duration::from_millis(300)).await;
+    deliveries_across_a_platform_key_rotation(&mut w).await;
     let kit = workspace_root().join("examples/agency-python/agency.py");
-    let run = |agency: &str| {
+    let run = |agency: &str, count: &str| {
         let out = Command::new(&python)
             .arg(&kit)
             .arg("--env-file")
             .arg(env_file(&w, agency))
-            .args(["--count", "5", "--idle-seconds", "20"])
+            .args(["--count", count, "--idle-seconds", "20"])
             .output()
             .unwrap();
         lines(out)
     };
-    let civil = run("civil");
-    let health = run("health");
+    let civil = run("civil", "10");
+    let health = run("health", "10");
     check_kit_output(&civil, &health);
     // `govbus schemas export --agency` writes exactly the writer schemas the agency receives.
     let dir = w.path("health-schemas");
@@ -108,26 +120,23 @@ async fn python_kit_reads_full_and_pseudonymised_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_kit_reads_full_and_pseudonymised_deliveries() {
     let mut w = World::new().await;
-    w.start_router().await;
-    let cfg = w.police(0, 5, 1);
-    w.run_adapter(&cfg);
-    w.settle(Duration::from_millis(300)).await;
+    deliveries_across_a_platform_key_rotation(&mut w).await;
     let kit = workspace_root().join("examples/agency-java/run.sh");
     let build = w.path("java-build");
-    let run = |agency: &str| {
+    let run = |agency: &str, count: &str| {
         let out = Command::new(&kit)
             .env("AGENCY_JAVA_BUILD", &build)
             .arg("--env-file")
             .arg(env_file(&w, agency))
-            .args(["--count", "5", "--idle-seconds", "30"])
+            .args(["--count", count, "--idle-seconds", "30"])
             .output()
             .expect(
                 "run examples/agency-java/run.sh (needs a JDK 17: apt-get install default-jdk)",
             );
         lines(out)
     };
-    let civil = run("civil");
-    let health = run("health");
+    let civil = run("civil", "10");
+    let health = run("health", "10");
     check_kit_output(&civil, &health);
     assert_eq!(w.count("agency.health").await, 0, "the kit acked");
     assert_eq!(w.count("agency.health.dlq").await, 0);

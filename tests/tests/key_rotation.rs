@@ -160,26 +160,6 @@ fn govbus_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Sets the router's platform key (and what goes with it) and restarts the router.
-async fn switch_platform_key(w: &mut World, platform_lines: &str) {
-    let cfg = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    let start = cfg.find("[platform]").unwrap();
-    let amqp = cfg.find("[amqp]").unwrap();
-    std::fs::write(
-        w.path("router.toml"),
-        format!(
-            "{}[platform]\nid_secret_file = \"platform/id-secret\"\npseudonym_secret_file = \"platform/pseudonym-secret\"\n{platform_lines}\n{}",
-            &cfg[..start],
-            &cfg[amqp..]
-        ),
-    )
-    .unwrap();
-    if let Some(r) = w.router.take() {
-        r.terminate();
-    }
-    w.start_router().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one() {
     let mut w = World::new().await;
@@ -189,33 +169,11 @@ async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one()
     assert_eq!(w.tail("civil", 5).await.len(), 5);
 
     // Rotation: platform-2027, endorsed by the key the agency was provisioned with.
-    let dir = w.path("platform");
-    let old_key = w.path("platform/platform-test.key");
-    let out = govbus_ok(&[
-        "keygen",
-        "--out",
-        dir.to_str().unwrap(),
-        "--key-id",
-        "platform-2027",
-        "--endorse-with",
-        old_key.to_str().unwrap(),
-        "--endorse-key-id",
-        "platform-test",
-    ]);
+    let out = w.rotate_platform_key().await;
     assert!(
         out.contains("platform-test endorses platform-2027"),
         "{out}"
     );
-    let old_public = std::fs::read_to_string(w.path("platform/platform-test.pub")).unwrap();
-    switch_platform_key(
-        &mut w,
-        &format!(
-            "key_file = \"platform/platform-2027.key\"\nkey_id = \"platform-2027\"\nendorsement_file = \"platform/platform-2027.endorsement\"\n\n[[platform.previous_keys]]\nkey_id = \"platform-test\"\npublic_key = \"{}\"\nvalid_until = \"{}\"\n",
-            old_public.trim(),
-            (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()
-        ),
-    )
-    .await;
     let keys: serde_json::Value = reqwest::get(w.url("/keys"))
         .await
         .unwrap()
@@ -235,6 +193,7 @@ async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one()
     assert_eq!(got.len(), 5, "deliveries under the endorsed key verify");
 
     // A key nobody endorsed: its deliveries are dead-lettered, not accepted.
+    let dir = w.path("platform");
     govbus_ok(&[
         "keygen",
         "--out",
@@ -242,8 +201,7 @@ async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one()
         "--key-id",
         "platform-rogue",
     ]);
-    switch_platform_key(
-        &mut w,
+    w.switch_platform_key(
         "key_file = \"platform/platform-rogue.key\"\nkey_id = \"platform-rogue\"\n",
     )
     .await;

@@ -188,6 +188,54 @@ deadline_check_secs = 1
         }
     }
 
+    /// Sets the router's platform key (and what goes with it) and restarts the router.
+    pub async fn switch_platform_key(&mut self, platform_lines: &str) {
+        let cfg = std::fs::read_to_string(self.path("router.toml")).unwrap();
+        let start = cfg.find("[platform]").unwrap();
+        let amqp = cfg.find("[amqp]").unwrap();
+        std::fs::write(
+            self.path("router.toml"),
+            format!(
+                "{}[platform]\nid_secret_file = \"platform/id-secret\"\npseudonym_secret_file = \"platform/pseudonym-secret\"\n{platform_lines}\n{}",
+                &cfg[..start],
+                &cfg[amqp..]
+            ),
+        )
+        .unwrap();
+        if let Some(r) = self.router.take() {
+            r.terminate();
+        }
+        self.start_router().await;
+    }
+
+    /// A platform key rotation: `platform-2027`, endorsed by the key agencies were provisioned
+    /// with (`platform-test`, valid for another hour), put in force (the router restarted).
+    /// Returns what `govbus keygen` printed.
+    pub async fn rotate_platform_key(&mut self) -> String {
+        let dir = self.path("platform");
+        let out = Process::command("govbus")
+            .args(["keygen", "--out"])
+            .arg(&dir)
+            .args(["--key-id", "platform-2027", "--endorse-with"])
+            .arg(dir.join("platform-test.key"))
+            .args(["--endorse-key-id", "platform-test"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "govbus keygen --endorse-with: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let old_public = std::fs::read_to_string(dir.join("platform-test.pub")).unwrap();
+        self.switch_platform_key(&format!(
+            "key_file = \"platform/platform-2027.key\"\nkey_id = \"platform-2027\"\nendorsement_file = \"platform/platform-2027.endorsement\"\n\n[[platform.previous_keys]]\nkey_id = \"platform-test\"\npublic_key = \"{}\"\nvalid_until = \"{}\"\n",
+            old_public.trim(),
+            (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()
+        ))
+        .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Writes an adapter config with a CSV source for `department`/`item` and the given
     /// field mappings (`target = column`, `column|code_table`, or `=value` for a constant).
     pub fn adapter_config(
