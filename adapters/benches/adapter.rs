@@ -70,7 +70,7 @@ fn prepare_cost(env: &Env) -> (f64, f64, f64) {
     let (csv, _) = household_csv(20_000, 0, true);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = lines
+    let rows: Vec<adapters::source::Row> = lines
         .map(|l| {
             header
                 .iter()

@@ -30,7 +30,7 @@ fn example_mapper(config: &str) -> Mapper {
 
 /// Maps a row; a record that passes must encode (what the adapter publishes next). True when
 /// the row became a record.
-fn map_row(mapper: &Mapper, row: &serde_json::Map<String, serde_json::Value>) -> bool {
+fn map_row(mapper: &Mapper, row: &crate::source::Row) -> bool {
     let Outcome::Record(m) = mapper.map(row, 1, 1_700_000_000_000) else {
         return false;
     };
@@ -70,7 +70,7 @@ pub fn http_json(data: &[u8]) -> usize {
         if let Ok(rows) = http::parse_page(data, pointer) {
             for (row, problem) in rows {
                 if problem.is_none() {
-                    records += usize::from(map_row(mapper, &row));
+                    records += usize::from(map_row(mapper, &crate::source::Row::from_map(row)));
                 }
             }
         }

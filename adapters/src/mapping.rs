@@ -1,6 +1,6 @@
 //! Source row → schema record: column or constant per field, with the conversions real exports
 //! need (date formats, code tables, trimming, empty → null), the version, and deletes.
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::atomic::AtomicUsize};
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use bus_schemas::{
@@ -12,6 +12,8 @@ use bus_schemas::{
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
+
+use crate::source::Row;
 
 /// The `[mapping]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +132,8 @@ struct Field {
     path: Vec<String>,
     kind: FieldKind,
     table: Option<&'static codes::CodeTable>,
+    /// Where its column was in the last row (see [`Row::get_hinted`]).
+    hint: AtomicUsize,
 }
 
 /// A mapping checked against its record type, built once and used for every row.
@@ -140,6 +144,8 @@ pub struct Mapper {
     /// Nullable record-typed top-level fields (Subject roles) that become null when all their
     /// mapped leaves are null.
     nullable_parents: Vec<String>,
+    /// Where the delete, version and source time columns were in the last row.
+    hints: [AtomicUsize; 3],
 }
 
 fn shanghai() -> FixedOffset {
@@ -272,6 +278,7 @@ impl Mapper {
                 path,
                 kind,
                 table,
+                hint: AtomicUsize::new(0),
             });
         }
         for key in &rt.key {
@@ -308,6 +315,7 @@ impl Mapper {
             fields,
             cfg,
             nullable_parents,
+            hints: Default::default(),
         })
     }
 
@@ -335,7 +343,7 @@ impl Mapper {
     }
 
     /// Maps and validates one row. `fallback_version` is used when there is no version column.
-    pub fn map(&self, row: &Map<String, Json>, fallback_version: i64, now_ms: i64) -> Outcome {
+    pub fn map(&self, row: &Row, fallback_version: i64, now_ms: i64) -> Outcome {
         match self.try_map(row, fallback_version, now_ms) {
             Ok(m) => Outcome::Record(Box::new(m)),
             Err(e) => Outcome::Invalid {
@@ -346,8 +354,13 @@ impl Mapper {
         }
     }
 
-    fn column<'r>(&self, row: &'r Map<String, Json>, column: &str) -> Result<&'r Json, MapError> {
-        row.get(column).ok_or_else(|| MapError {
+    fn column<'r>(
+        &self,
+        row: &'r Row,
+        column: &str,
+        hint: &AtomicUsize,
+    ) -> Result<&'r Json, MapError> {
+        row.get_hinted(column, hint).ok_or_else(|| MapError {
             rule: "mapping",
             field: column.to_string(),
             reason: format!(
@@ -356,15 +369,10 @@ impl Mapper {
         })
     }
 
-    fn try_map(
-        &self,
-        row: &Map<String, Json>,
-        fallback_version: i64,
-        now_ms: i64,
-    ) -> Result<Mapped, MapError> {
+    fn try_map(&self, row: &Row, fallback_version: i64, now_ms: i64) -> Result<Mapped, MapError> {
         let op = match &self.cfg.delete {
             Some(rule) => {
-                let v = self.column(row, &rule.column)?;
+                let v = self.column(row, &rule.column, &self.hints[0])?;
                 let v = json_text(v);
                 if rule.values.iter().any(|d| d.trim() == v.trim()) {
                     Op::Delete
@@ -382,7 +390,7 @@ impl Mapper {
                     constant = Json::String(v.clone());
                     &constant
                 }
-                (None, Some(c)) => self.column(row, c)?,
+                (None, Some(c)) => self.column(row, c, &f.hint)?,
                 (None, None) => &Json::Null,
             };
             let v = convert(f, raw)?;
@@ -404,19 +412,23 @@ impl Mapper {
                 reason: e.problem,
             })?;
         let version = match &self.cfg.version_column {
-            Some(c) => parse_time_ms(self.column(row, c)?).ok_or_else(|| MapError {
-                rule: "mapping",
-                field: c.clone(),
-                reason: "the version column holds neither an integer nor a date-time".into(),
-            })?,
+            Some(c) => {
+                parse_time_ms(self.column(row, c, &self.hints[1])?).ok_or_else(|| MapError {
+                    rule: "mapping",
+                    field: c.clone(),
+                    reason: "the version column holds neither an integer nor a date-time".into(),
+                })?
+            }
             None => fallback_version,
         };
         let source_time_ms = match &self.cfg.source_time_column {
-            Some(c) => parse_time_ms(self.column(row, c)?).ok_or_else(|| MapError {
-                rule: "mapping",
-                field: c.clone(),
-                reason: "the source time column holds no date-time".into(),
-            })?,
+            Some(c) => {
+                parse_time_ms(self.column(row, c, &self.hints[2])?).ok_or_else(|| MapError {
+                    rule: "mapping",
+                    field: c.clone(),
+                    reason: "the source time column holds no date-time".into(),
+                })?
+            }
             None => {
                 let version_is_time =
                     self.cfg.version_column.is_some() && version > 946_684_800_000;

@@ -10,7 +10,6 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties,
 };
-use serde_json::{Map, Value as Json};
 
 use crate::mapping::Mapped;
 
@@ -79,7 +78,7 @@ impl Publisher {
     /// JSON, with the reason, the field and where the row is.
     pub fn quarantine(
         &self,
-        row: &Map<String, Json>,
+        row: &crate::source::Row,
         field: &str,
         reason: &str,
         label: &str,
@@ -103,7 +102,7 @@ impl Publisher {
         OutgoingMessage {
             exchange: wire::QUARANTINE_EXCHANGE.into(),
             routing_key: self.routing_key.clone(),
-            body: serde_json::to_vec(row).expect("a JSON map serialises"),
+            body: serde_json::to_vec(row).expect("a row serialises"),
             properties: props,
         }
     }

@@ -5,13 +5,14 @@
 use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
-use super::{now_ms, Source, SourceError, SourceRecord};
+use super::{now_ms, Row, Source, SourceError, SourceRecord};
 use crate::checkpoint::StateFile;
 
 /// `[source]` with `kind = "csv"`.
@@ -65,14 +66,14 @@ struct CsvState {
 }
 
 /// A CSV row: its line, and its columns or why it cannot be read.
-pub type CsvRow = (u64, Result<Map<String, Json>, String>);
+pub type CsvRow = (u64, Result<Row, String>);
 
 /// A file being read: its decoded text, parsed one record at a time (memory stays about the
 /// size of the text, whatever the number of rows).
 struct OpenFile {
     name: String,
     reader: ::csv::Reader<std::io::Cursor<Vec<u8>>>,
-    headers: Vec<String>,
+    headers: Arc<[String]>,
     total: usize,
     /// Index of the next record to yield.
     index: usize,
@@ -130,13 +131,12 @@ impl OpenFile {
                     );
                     return Some((line, Err(why)));
                 }
-                let row = self
-                    .headers
+                let values = self
+                    .record
                     .iter()
-                    .zip(self.record.iter())
-                    .map(|(h, v)| (h.clone(), Json::String(v.to_string())))
+                    .map(|v| Json::String(v.to_string()))
                     .collect();
-                Some((line, Ok(row)))
+                Some((line, Ok(Row::new(self.headers.clone(), values))))
             }
             Ok(false) => None,
             Err(e) => {
@@ -309,7 +309,7 @@ pub fn parse_bytes(
     while let Some(row) = file.read() {
         rows.push(row);
     }
-    Ok((file.headers, rows))
+    Ok((file.headers.to_vec(), rows))
 }
 
 /// Decodes a file's bytes (`label` names it in errors) and opens it for reading.
@@ -367,6 +367,7 @@ fn open_bytes(
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    let headers: Arc<[String]> = headers.into();
     Ok(OpenFile {
         name: String::new(),
         reader,
@@ -387,7 +388,7 @@ impl Source for CsvSource {
                 if let Some((line, row)) = file.read() {
                     let (row, problem) = match row {
                         Ok(r) => (r, None),
-                        Err(p) => (Map::new(), Some(p)),
+                        Err(p) => (Row::default(), Some(p)),
                     };
                     return Ok(Some(SourceRecord {
                         row,

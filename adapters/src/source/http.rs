@@ -12,7 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 
-use super::{now_ms, Source, SourceError, SourceRecord};
+use super::{now_ms, Row, Source, SourceError, SourceRecord};
 use crate::checkpoint::StateFile;
 
 /// `[source]` with `kind = "http"`.
@@ -308,7 +308,7 @@ impl HttpSource {
         for (i, item) in items.iter().enumerate().skip(self.read_skip) {
             let (row, problem) = page_row(item);
             self.buffer.push_back(SourceRecord {
-                row,
+                row: Row::from_map(row),
                 position: json!({"page": page, "index": i + 1}),
                 label: format!("page {} row {}", page.as_deref().unwrap_or("first"), i + 1),
                 fallback_version: base + i as i64,

@@ -2,7 +2,14 @@
 //! `kind` in the `[source]` section. A source yields rows with their position; the pipeline
 //! hands a position back through `commit` only when every row up to it is confirmed by the
 //! broker or quarantined, so a restart resumes without losing anything.
-use std::{future::Future, path::Path};
+use std::{
+    future::Future,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -12,11 +19,92 @@ pub mod http;
 pub mod postgres;
 pub mod requeue;
 
+/// One source row: column names (shared by every row of a CSV file) and their values, in
+/// the source's order. A CSV row costs no copy of its header and no hash map.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    columns: Arc<[String]>,
+    values: Vec<Json>,
+}
+
+impl Row {
+    /// A row of `values` under `columns` (as many of each).
+    pub fn new(columns: Arc<[String]>, values: Vec<Json>) -> Self {
+        debug_assert_eq!(columns.len(), values.len());
+        Row { columns, values }
+    }
+
+    /// A row from a JSON object (PostgreSQL and HTTP rows, corrected quarantined rows).
+    pub fn from_map(map: Map<String, Json>) -> Self {
+        map.into_iter().collect()
+    }
+
+    /// The value of `column`.
+    pub fn get(&self, column: &str) -> Option<&Json> {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .map(|i| &self.values[i])
+    }
+
+    /// The value of `column`, looked for first where `hint` says it was in the last row (rows of
+    /// one file share their columns, so that is nearly always where it is).
+    pub fn get_hinted(&self, column: &str, hint: &AtomicUsize) -> Option<&Json> {
+        let h = hint.load(Ordering::Relaxed);
+        if self.columns.get(h).is_some_and(|c| c == column) {
+            return Some(&self.values[h]);
+        }
+        let i = self.columns.iter().position(|c| c == column)?;
+        hint.store(i, Ordering::Relaxed);
+        Some(&self.values[i])
+    }
+
+    /// The row as a JSON object, columns in order.
+    pub fn to_map(&self) -> Map<String, Json> {
+        self.columns
+            .iter()
+            .cloned()
+            .zip(self.values.iter().cloned())
+            .collect()
+    }
+}
+
+impl FromIterator<(String, Json)> for Row {
+    fn from_iter<I: IntoIterator<Item = (String, Json)>>(iter: I) -> Self {
+        let (columns, values): (Vec<String>, Vec<Json>) = iter.into_iter().unzip();
+        Row {
+            columns: columns.into(),
+            values,
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Row {
+    type Output = Json;
+
+    /// The value of a column; panics when the row has no such column (as a JSON map does).
+    fn index(&self, column: &str) -> &Json {
+        self.get(column)
+            .unwrap_or_else(|| panic!("the row has no column `{column}`"))
+    }
+}
+
+impl serde::Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.values.len()))?;
+        for (c, v) in self.columns.iter().zip(&self.values) {
+            m.serialize_entry(c, v)?;
+        }
+        m.end()
+    }
+}
+
 /// A source row with where it came from.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
     /// Column → value (strings for CSV, JSON values for PostgreSQL and HTTP).
-    pub row: Map<String, Json>,
+    pub row: Row,
     /// Where the row is, for `commit` (opaque to the pipeline).
     pub position: Json,
     /// Human-readable position (`file.csv:line 12`), sent with quarantined rows.

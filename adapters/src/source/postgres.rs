@@ -152,7 +152,7 @@ impl PostgresSource {
                     id.as_deref().unwrap_or("null")
                 ),
                 position: json!({"cursor": cursor, "id": id}),
-                row,
+                row: super::Row::from_map(row),
                 fallback_version,
                 problem: None,
             });

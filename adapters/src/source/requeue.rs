@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{json, Value as Json};
 
-use super::{now_ms, Source, SourceError, SourceRecord};
+use super::{now_ms, Row, Source, SourceError, SourceRecord};
 
 /// Reads a requeue file.
 pub struct RequeueSource {
@@ -97,7 +97,7 @@ impl Source for RequeueSource {
             };
             let was = entry["source_position"].as_str().unwrap_or("unknown");
             return Ok(Some(SourceRecord {
-                row: row.clone(),
+                row: Row::from_map(row.clone()),
                 position: json!(self.line),
                 label: format!("{label} (first quarantined at {was})"),
                 // A correction is newer than what was quarantined.
