@@ -102,8 +102,8 @@ pub struct Rotated {
     pub unreadable: BTreeMap<String, u64>,
     /// Deliveries given an id under the new version.
     pub deliveries: u64,
-    /// Kept deliveries that will still be sent under their old ids.
-    pub kept: i64,
+    /// Deliveries kept for retry, given their new id and signed again.
+    pub kept: u64,
     /// Agencies' id maps written, with their number of ids.
     pub maps: Vec<(PathBuf, u64)>,
 }
@@ -303,9 +303,48 @@ async fn rehash(
         }
     }
     insert_ids(&mut tx, &mut ids, version).await?;
-    out.kept = sqlx::query_scalar("SELECT count(*) FROM pending_deliveries")
-        .fetch_one(&mut *tx)
+    // Deliveries kept for retry get their id under the new version, signed again.
+    let signer = bus_schemas::keys::load_signer_as(
+        &cfg.platform.key_file,
+        &cfg.platform.key_id,
+        "platform.key_file",
+    )?;
+    let kept = sqlx::query("SELECT id, entry, headers, body FROM pending_deliveries ORDER BY id")
+        .fetch_all(&mut *tx)
         .await?;
+    for r in kept {
+        let mut entry: crate::ledger::Entry = serde_json::from_value(r.get(1))?;
+        let mut headers: serde_json::Value = r.get(2);
+        let body: Vec<u8> = r.get(3);
+        let op = bus_schemas::wire::Op::parse(&entry.op).ok_or_else(|| {
+            anyhow::anyhow!("kept delivery {} has op `{}`", r.get::<i64, _>(0), entry.op)
+        })?;
+        entry.message_id = new.delivery_message_id(
+            &entry.agency,
+            &entry.grant_id,
+            entry.grant_revision,
+            &entry.ingest_id,
+        );
+        headers[bus_schemas::wire::header::SIGNATURE] = serde_json::Value::String(signer.sign(
+            &entry.message_id,
+            &entry.item,
+            entry.version,
+            op,
+            &body,
+        ));
+        headers[bus_schemas::wire::header::KEY_ID] =
+            serde_json::Value::String(signer.key_id.clone());
+        sqlx::query(
+            "UPDATE pending_deliveries SET message_id = $2, entry = $3, headers = $4 WHERE id = $1",
+        )
+        .bind(r.get::<i64, _>(0))
+        .bind(&entry.message_id)
+        .bind(serde_json::to_value(&entry)?)
+        .bind(&headers)
+        .execute(&mut *tx)
+        .await?;
+        out.kept += 1;
+    }
     sqlx::query("INSERT INTO id_secret_versions (version, check_value) VALUES ($1, $2)")
         .bind(version)
         .bind(new.check_value())

@@ -48,6 +48,27 @@ async fn ledger_rows(w: &World) -> i64 {
     n
 }
 
+/// A new platform id secret in the file the router reads; the old one kept as `id-secret-1`.
+fn replace_id_secret_file(w: &World) {
+    std::fs::rename(w.path("platform/id-secret"), w.path("platform/id-secret-1")).unwrap();
+    keys::ensure_secret(&w.path("platform/id-secret")).unwrap();
+}
+
+/// The router config names the new secret version 2 and the old one as version 1.
+fn declare_id_secret_version_2(w: &World) {
+    let text = std::fs::read_to_string(w.path("router.toml")).unwrap();
+    let amqp = text.find("[amqp]").unwrap();
+    std::fs::write(
+        w.path("router.toml"),
+        format!(
+            "{}id_secret_version = 2\n\n[[platform.previous_id_secrets]]\nversion = 1\nfile = \"platform/id-secret-1\"\n\n{}",
+            &text[..amqp],
+            &text[amqp..]
+        ),
+    )
+    .unwrap();
+}
+
 fn read_map(path: &std::path::Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
@@ -75,8 +96,7 @@ async fn a_rotated_id_secret_keeps_every_record_and_gives_agencies_their_id_map(
     }
 
     // The secret file replaced without a new version: refused, saying what to do.
-    std::fs::rename(w.path("platform/id-secret"), w.path("platform/id-secret-1")).unwrap();
-    keys::ensure_secret(&w.path("platform/id-secret")).unwrap();
+    replace_id_secret_file(&w);
     let out = router_refuses(&w);
     assert!(
         out.contains(
@@ -85,17 +105,7 @@ async fn a_rotated_id_secret_keeps_every_record_and_gives_agencies_their_id_map(
         "{out}"
     );
     // A new version, but the database not moved yet: refused too.
-    let text = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    let amqp = text.find("[amqp]").unwrap();
-    std::fs::write(
-        w.path("router.toml"),
-        format!(
-            "{}id_secret_version = 2\n\n[[platform.previous_id_secrets]]\nversion = 1\nfile = \"platform/id-secret-1\"\n\n{}",
-            &text[..amqp],
-            &text[amqp..]
-        ),
-    )
-    .unwrap();
+    declare_id_secret_version_2(&w);
     let out = router_refuses(&w);
     assert!(out.contains("run `govbus id-secret rotate"), "{out}");
     assert!(
@@ -229,6 +239,81 @@ async fn a_rotated_id_secret_keeps_every_record_and_gives_agencies_their_id_map(
     w.run_adapter(&cfg);
     assert_eq!(w.tail("civil", 3).await.len(), 3, "its next version is");
     w.settle(Duration::from_millis(300)).await;
+    pool.close().await;
+    w.verify_ledger();
+}
+
+/// Deliveries kept for retry while an agency's queue was full are given their id under the
+/// new version and signed again, so they verify and match the new scheme when they go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_deliveries_go_out_under_the_new_id_secret() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    w.set_policy(
+        "^agency\\.health$",
+        json!({"max-length": 2, "overflow": "reject-publish"}),
+    )
+    .await;
+    w.await_policy("agency.health").await;
+    let cfg = w.police(0, 200, 1);
+    w.run_adapter(&cfg);
+    w.settle(Duration::from_millis(1000)).await;
+    if let Some(r) = w.router.take() {
+        r.terminate();
+    }
+    let pool = w.pg().await;
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pending_deliveries WHERE agency = 'health'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        kept > 0,
+        "health's full queue made the router keep deliveries"
+    );
+
+    replace_id_secret_file(&w);
+    declare_id_secret_version_2(&w);
+    let out = govbus(&[
+        "id-secret",
+        "rotate",
+        "--config",
+        w.path("router.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", combined(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "{kept} kept deliveries (agencies' queues were full) given their version-2 id and signed again"
+        )),
+        "{}",
+        combined(&out)
+    );
+
+    // The queue drains: every delivery verifies, each once, the kept ones under new ids.
+    w.clear_policy("agency.health").await;
+    w.start_router().await;
+    let got = ids(&w.tail("health", 200).await);
+    assert_eq!(got.len(), 200, "every delivery verifies and arrives once");
+    w.settle(Duration::from_millis(500)).await;
+    assert_eq!(w.count("agency.health.dlq").await, 0);
+    let new = bus_schemas::wire::IdKey::new(
+        &keys::load_secret_as(&w.path("platform/id-secret"), "test").unwrap(),
+    );
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT message_id, grant_id, grant_revision, ingest_id FROM ledger WHERE agency = 'health'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 200);
+    let under_new = rows
+        .iter()
+        .filter(|(m, g, r, i)| *m == new.delivery_message_id("health", g, *r, i))
+        .count();
+    assert_eq!(
+        under_new as i64, kept,
+        "the kept deliveries, and only they, carry new ids"
+    );
     pool.close().await;
     w.verify_ledger();
 }

@@ -10,7 +10,6 @@ use std::{
 
 use bus_schemas::wire::header;
 use common::{Got, World};
-use govbus_tests::Services;
 
 async fn ledger_ids(w: &World, agency: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT message_id FROM ledger WHERE agency = $1 ORDER BY seq")
@@ -25,38 +24,6 @@ async fn ledger_count(w: &World) -> i64 {
         .fetch_one(&w.pg().await)
         .await
         .unwrap()
-}
-
-async fn set_policy(w: &World, pattern: &str, definition: serde_json::Value) {
-    let s = Services::from_env();
-    let (u, p) = &s.management_auth;
-    let r = reqwest::Client::new()
-        .put(format!("{}/api/policies/{}/full", s.management_url, w.vhost.name))
-        .basic_auth(u, Some(p))
-        .json(&serde_json::json!({"pattern": pattern, "definition": definition, "apply-to": "queues", "priority": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "policy: {}", r.status());
-}
-
-/// Waits until the broker applies a policy to a queue (policies apply asynchronously).
-async fn await_policy(w: &World, queue: &str) {
-    let s = Services::from_env();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = s
-            .management_get(&format!("queues/{}/{queue}", w.vhost.name))
-            .await;
-        if q["effective_policy_definition"].get("max-length").is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "policy not applied to {queue}: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Message ids by agency queue, every message taken.
@@ -79,13 +46,12 @@ async fn take_all(w: &World, agencies: &[&str]) -> HashMap<String, Vec<Got>> {
 async fn a_full_agency_queue_holds_up_nobody() {
     let mut w = World::new().await;
     w.start_router().await;
-    set_policy(
-        &w,
+    w.set_policy(
         "^agency\\.hrss$",
         serde_json::json!({"max-length": 5, "overflow": "reject-publish"}),
     )
     .await;
-    await_policy(&w, "agency.hrss").await;
+    w.await_policy("agency.hrss").await;
     let police = w.police(0, 30, 1);
     let commerce = w.commerce(0, 150);
     let localtax = w.localtax(0, 10);

@@ -51,8 +51,8 @@ pub fn run(cmd: IdSecretCommand) -> anyhow::Result<ExitCode> {
         }
         if r.kept > 0 {
             println!(
-                "note: {} kept deliveries (agencies' queues were full) are still sent under their old ids",
-                r.kept
+                "{} kept deliveries (agencies' queues were full) given their version-{} id and signed again",
+                r.kept, r.to
             );
         }
     }

@@ -188,6 +188,66 @@ deadline_check_secs = 1
         }
     }
 
+    /// Sets a queue policy in this world's vhost (the management API).
+    pub async fn set_policy(&self, pattern: &str, definition: serde_json::Value) {
+        let s = Services::from_env();
+        let (u, p) = &s.management_auth;
+        let r = reqwest::Client::new()
+            .put(format!("{}/api/policies/{}/full", s.management_url, self.vhost.name))
+            .basic_auth(u, Some(p))
+            .json(&serde_json::json!({"pattern": pattern, "definition": definition, "apply-to": "queues", "priority": 10}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "policy: {}", r.status());
+    }
+
+    /// Waits until the broker applies a `max-length` policy to a queue (policies apply
+    /// asynchronously).
+    pub async fn await_policy(&self, queue: &str) {
+        self.await_max_length(queue, true).await;
+    }
+
+    /// Removes the policy [`Self::set_policy`] set and waits until `queue` is free of it.
+    pub async fn clear_policy(&self, queue: &str) {
+        let s = Services::from_env();
+        let (u, p) = &s.management_auth;
+        let r = reqwest::Client::new()
+            .delete(format!(
+                "{}/api/policies/{}/full",
+                s.management_url, self.vhost.name
+            ))
+            .basic_auth(u, Some(p))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "policy: {}", r.status());
+        self.await_max_length(queue, false).await;
+    }
+
+    async fn await_max_length(&self, queue: &str, applied: bool) {
+        let s = Services::from_env();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let q = s
+                .management_get(&format!("queues/{}/{queue}", self.vhost.name))
+                .await;
+            if q["effective_policy_definition"].get("max-length").is_some() == applied {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy not {} {queue}: {q}",
+                if applied {
+                    "applied to"
+                } else {
+                    "removed from"
+                }
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Sets the router's platform key (and what goes with it) and restarts the router.
     pub async fn switch_platform_key(&mut self, platform_lines: &str) {
         let cfg = std::fs::read_to_string(self.path("router.toml")).unwrap();
