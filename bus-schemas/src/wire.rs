@@ -310,9 +310,7 @@ impl Claim {
             signature: Signature::from_bytes(&raw),
         })
     }
-}
 
-impl Claim {
     /// Checks this one signature (AWS-LC: one by one as fast as ed25519-dalek here, and both
     /// reject S ≥ L); many at once go through [`verify_all`].
     pub fn verify(&self) -> bool {
