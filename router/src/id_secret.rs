@@ -151,7 +151,8 @@ pub async fn rotate(cfg: &RouterConfig, maps: Option<&Path>) -> anyhow::Result<R
     let mut conn = pool.acquire().await?;
     let recorded = recorded(&mut conn).await?;
     drop(conn);
-    let from = match recorded {
+    // The secret the database was under, when it is not `to` already.
+    let (from, old) = match recorded {
         None => anyhow::bail!(
             "this database records no id secret version yet (no router has run on it): \
              nothing to rotate; start the router with the new secret"
@@ -162,8 +163,7 @@ pub async fn rotate(cfg: &RouterConfig, maps: Option<&Path>) -> anyhow::Result<R
                 "this database is already under id secret version {v}, but with another secret \
                  than platform.id_secret_file"
             );
-            out.already = true;
-            v as u32
+            (v as u32, None)
         }
         Some((v, _)) if v > to as i32 => anyhow::bail!(
             "this database is under id secret version {v}, newer than platform.id_secret_version = {to}"
@@ -175,18 +175,19 @@ pub async fn rotate(cfg: &RouterConfig, maps: Option<&Path>) -> anyhow::Result<R
                 "the file listed for id secret version {v} under [[platform.previous_id_secrets]] \
                  is not the secret this database was written with"
             );
-            v as u32
+            (v as u32, Some(old))
         }
     };
     out.from = from;
-    if !out.already {
-        let old = secret_of(cfg, from)?;
-        rehash(cfg, &pool, &old, &new, &mut out).await?;
+    out.already = old.is_none();
+    if let Some(old) = &old {
+        rehash(cfg, &pool, old, &new, &mut out).await?;
     }
     if let Some(dir) = maps {
         // The ids agencies hold were given under the version before `to`.
-        let held = if out.already {
-            match cfg
+        let held = match old {
+            Some(old) => old,
+            None => match cfg
                 .platform
                 .previous_id_secrets
                 .iter()
@@ -198,9 +199,7 @@ pub async fn rotate(cfg: &RouterConfig, maps: Option<&Path>) -> anyhow::Result<R
                 None => anyhow::bail!(
                     "no earlier id secret is listed under [[platform.previous_id_secrets]]: no map to write"
                 ),
-            }
-        } else {
-            secret_of(cfg, from)?
+            },
         };
         out.maps = write_maps(&pool, &held, &new, dir).await?;
     }
