@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use bus_schemas::{keys, wire::Op, Registry};
 use common::{citizen, World};
 use lapin::{
-    options::BasicPublishOptions,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties,
 };
@@ -136,6 +136,10 @@ async fn hostile_messages_are_refused_with_their_reason() {
     ];
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
+    // With confirms: a publish not yet flushed when the connection closes would be lost.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for (i, (m, reason)) in cases.iter().enumerate() {
         *expected.entry(reason.to_string()).or_default() += 1;
@@ -156,7 +160,9 @@ async fn hostile_messages_are_refused_with_their_reason() {
             props,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .await
+        .expect("the broker confirms each hostile message");
     }
     let _ = conn.close(200, "ok".into()).await;
     // A good record after all of them still reaches its agencies.
