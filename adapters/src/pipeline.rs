@@ -11,7 +11,7 @@ use std::{
 
 use bus_schemas::amqp::{
     connect::ConnectError,
-    publish::{classify, PublishError},
+    publish::{classify, publish_all, PublishError},
     Connector, OutgoingMessage,
 };
 use futures::FutureExt;
@@ -282,13 +282,15 @@ impl<S: Source> Pipeline<S> {
                 };
                 telemetry::reconnect(window.len());
                 let mut ok = true;
-                for p in window.iter_mut() {
-                    match p.msg.publish(&ch).await {
+                let results = publish_all(&ch, window.iter().map(|p| &p.msg)).await;
+                for (p, r) in window.iter_mut().zip(results) {
+                    match r {
                         Ok(c) => p.confirm = Some(c),
                         Err(e) => {
-                            tracing::warn!(error = %e, "republishing failed; reconnecting");
+                            if ok {
+                                tracing::warn!(error = %e, "republishing failed; reconnecting");
+                            }
                             ok = false;
-                            break;
                         }
                     }
                 }
@@ -304,11 +306,16 @@ impl<S: Source> Pipeline<S> {
                 .map(|(_, ch)| ch.clone())
                 .expect("session is open");
 
-            // Publish prepared rows while there is room; the next batch is mapped, validated
-            // and signed on a blocking thread meanwhile.
+            // Publish prepared rows while there is room, a run at a time (see `publish_all`);
+            // the next batch is mapped, validated and signed on a blocking thread meanwhile.
+            // A run is flushed before anything is awaited, so the broker is never kept
+            // waiting for rows already prepared.
             if !stopping {
-                while window.len() < cap {
+                let mut run: Vec<Pending> = Vec::new();
+                while window.len() + run.len() < cap && session.is_some() {
                     if ready.is_empty() {
+                        self.publish_run(&ch, &mut run, &mut window, &mut session)
+                            .await;
                         if let Some(h) = ahead.take() {
                             ready.extend(
                                 h.await
@@ -327,30 +334,20 @@ impl<S: Source> Pipeline<S> {
                         }
                     }
                     if ahead.is_none() {
+                        self.publish_run(&ch, &mut run, &mut window, &mut session)
+                            .await;
                         let rows = self.read_batch(min_delay).await;
                         if !rows.is_empty() {
                             ahead = Some(self.prepare_ahead(rows));
                         }
                     }
-                    let Some(mut p) = ready.pop_front() else {
+                    let Some(p) = ready.pop_front() else {
                         break;
                     };
-                    match p.msg.publish(&ch).await {
-                        Ok(c) => {
-                            p.confirm = Some(c);
-                            if p.kind == Kind::Record {
-                                telemetry::published();
-                            }
-                            window.push_back(p);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "publish failed; reconnecting");
-                            window.push_back(p);
-                            session = None;
-                            break;
-                        }
-                    }
+                    run.push(p);
                 }
+                self.publish_run(&ch, &mut run, &mut window, &mut session)
+                    .await;
                 if session.is_none() {
                     continue;
                 }
@@ -439,6 +436,42 @@ impl<S: Source> Pipeline<S> {
         *committed = true;
         *last_commit = Instant::now();
         Ok(())
+    }
+
+    /// Publishes `run` at once and moves it into the window; a failed publish drops the
+    /// session (everything unconfirmed is published again on the new channel).
+    async fn publish_run(
+        &self,
+        ch: &Channel,
+        run: &mut Vec<Pending>,
+        window: &mut VecDeque<Pending>,
+        session: &mut Option<(Connection, Channel)>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let results = publish_all(ch, run.iter().map(|p| &p.msg)).await;
+        let mut failed = false;
+        for (mut p, r) in run.drain(..).zip(results) {
+            match r {
+                Ok(c) => {
+                    p.confirm = Some(c);
+                    if p.kind == Kind::Record {
+                        telemetry::published();
+                    }
+                }
+                Err(e) => {
+                    if !failed {
+                        tracing::warn!(error = %e, "publish failed; reconnecting");
+                    }
+                    failed = true;
+                }
+            }
+            window.push_back(p);
+        }
+        if failed {
+            *session = None;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

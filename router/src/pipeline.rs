@@ -15,7 +15,7 @@ use std::{
 
 use bus_schemas::{
     amqp::{
-        publish::{classify, PublishError},
+        publish::{classify, publish_all, PublishError},
         topology, Connector, OutgoingMessage,
     },
     health::Health,
@@ -315,6 +315,8 @@ async fn prepare(
     let mut messages = Vec::with_capacity(decided.len());
     let mut last = None;
     let mut already = 0;
+    // (message, delivery) of each delivery to publish; all are published at once below.
+    let mut to_publish: Vec<(usize, usize)> = Vec::new();
     for (d, outcome) in decided {
         let routing_key = d.routing_key.as_str().to_string();
         let mut stored = None;
@@ -385,12 +387,10 @@ async fn prepare(
                     }
                     let v = recent.entry(key).or_insert(p.entry.version);
                     *v = (*v).max(p.entry.version);
-                    if blocked.contains(&p.entry.agency) {
-                        out.push((p, None));
-                        continue;
+                    if !blocked.contains(&p.entry.agency) {
+                        to_publish.push((messages.len(), out.len()));
                     }
-                    let confirm = p.message.publish(publish).await?;
-                    out.push((p, Some(confirm)));
+                    out.push((p, None));
                 }
                 Kind::Deliver { deliveries: out }
             }
@@ -404,6 +404,25 @@ async fn prepare(
     }
     if already > 0 {
         telemetry::already_delivered(already);
+    }
+    // Registered in order, written by lapin's I/O thread in one go (see `publish_all`).
+    fn deliveries_of(m: &InFlight) -> &[(Planned, Option<PublisherConfirm>)] {
+        match &m.kind {
+            Kind::Deliver { deliveries } => deliveries,
+            _ => unreachable!("only deliveries are published"),
+        }
+    }
+    let results = publish_all(
+        publish,
+        to_publish
+            .iter()
+            .map(|&(m, i)| &deliveries_of(&messages[m])[i].0.message),
+    )
+    .await;
+    for ((m, i), r) in to_publish.into_iter().zip(results) {
+        if let Kind::Deliver { deliveries } = &mut messages[m].kind {
+            deliveries[i].1 = Some(r?);
+        }
     }
     Ok(Batch {
         messages,

@@ -7,7 +7,10 @@
 use std::{sync::Arc, time::Duration};
 
 use bus_schemas::{
-    amqp::{publish::classify, Connector},
+    amqp::{
+        publish::{classify, publish_all},
+        Connector,
+    },
     validate::today_in_shanghai,
     wire::{self, Op},
 };
@@ -195,10 +198,10 @@ pub async fn replay_records(
             }
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
-            let mut confirms = Vec::with_capacity(batch.len());
-            for p in &batch {
-                confirms.push(p.message.publish(&ch).await?);
-            }
+            let confirms = publish_all(&ch, batch.iter().map(|p| &p.message))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
             let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
             for (p, c) in batch.drain(..).zip(confirms) {
                 let r = tokio::time::timeout(Duration::from_secs(60), c)

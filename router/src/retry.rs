@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_schemas::amqp::{publish::classify, Connector};
+use bus_schemas::amqp::{
+    publish::{classify, publish_all},
+    Connector,
+};
 use lapin::{options::ConfirmSelectOptions, Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
@@ -110,10 +113,10 @@ async fn retry_agency(
     limit: i64,
 ) -> anyhow::Result<bool> {
     let kept = store::kept_for(&shared.pool, agency, limit).await?;
-    let mut confirms = Vec::with_capacity(kept.len());
-    for k in &kept {
-        confirms.push(k.message.publish(ch).await?);
-    }
+    let confirms = publish_all(ch, kept.iter().map(|k| &k.message))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let mut done = Vec::new();
     let mut all = true;
     for (k, c) in kept.iter().zip(confirms) {

@@ -68,6 +68,53 @@ impl OutgoingMessage {
     }
 }
 
+/// Publishes several messages at once, in order, and returns each one's confirm (or error)
+/// in the same order.
+///
+/// `basic_publish` resolves only once lapin's I/O thread has written the frames, so awaiting
+/// publishes one by one costs two thread wake-ups and a socket write per message. Here every
+/// publish is registered (delivery tag taken, frames queued) in order before any is awaited,
+/// so the I/O thread writes the whole run with one wake-up and few writes. The broker reads
+/// fewer, larger segments too.
+pub async fn publish_all<'a, I>(
+    channel: &Channel,
+    messages: I,
+) -> Vec<Result<PublisherConfirm, PublishError>>
+where
+    I: IntoIterator<Item = &'a OutgoingMessage>,
+{
+    use std::{future::Future, pin::Pin, task::Poll};
+    type Publishing<'f> =
+        Pin<Box<dyn Future<Output = Result<PublisherConfirm, PublishError>> + Send + 'f>>;
+    let mut pending: Vec<Publishing<'_>> = messages
+        .into_iter()
+        .map(|m| Box::pin(m.publish(channel)) as Publishing<'_>)
+        .collect();
+    let mut done: Vec<Option<Result<PublisherConfirm, PublishError>>> =
+        pending.iter().map(|_| None).collect();
+    // Each pass polls the unfinished ones in order; the first pass registers them all.
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(r) => *out = Some(r),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|r| r.expect("every publish finished"))
+        .collect()
+}
+
 /// Waits for a confirm and classifies it.
 pub async fn confirmed(
     confirm: PublisherConfirm,
