@@ -77,6 +77,12 @@ fn row_hash(prev: &[u8], seq: i64, e: &Entry, delivered_at_us: i64) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// Whether `e` is the ledger's unique index refusing a delivery already in it (see
+/// [`append_checked`]).
+pub fn is_duplicate(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some("ledger_agency_message_id_key"))
+}
+
 /// Hash the first row of every chain links to.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
@@ -88,6 +94,19 @@ fn now_us() -> i64 {
 /// redelivered message), and raises each record's delivered version. Returns how many rows
 /// were added.
 pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> sqlx::Result<usize> {
+    append_checked(tx, entries, true).await
+}
+
+/// [`append`] for callers that looked the deliveries up just before (the router's prior
+/// check): with `look_up` false, the ledger is not searched for them again. Should one be
+/// there after all (another router, or a duplicate ingest message in a batch before, wrote
+/// it meanwhile), the unique index refuses the insert, [`is_duplicate`] says so, and the
+/// caller runs the transaction again with `look_up`.
+pub async fn append_checked(
+    tx: &mut Transaction<'_, Postgres>,
+    entries: &[&Entry],
+    look_up: bool,
+) -> sqlx::Result<usize> {
     if entries.is_empty() {
         return Ok(0);
     }
@@ -119,16 +138,20 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> s
         .collect();
     let ids: Vec<&str> = entries.iter().map(|e| e.message_id.as_str()).collect();
     let agency_of: Vec<&str> = entries.iter().map(|e| e.agency.as_str()).collect();
-    let present: std::collections::HashSet<(String, String)> = sqlx::query(
-        "SELECT l.agency, l.message_id FROM ledger l JOIN unnest($1::text[], $2::text[]) AS d(agency, message_id) USING (agency, message_id)",
-    )
-    .bind(&agency_of)
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    let present: std::collections::HashSet<(String, String)> = if look_up {
+        sqlx::query(
+            "SELECT l.agency, l.message_id FROM ledger l JOIN unnest($1::text[], $2::text[]) AS d(agency, message_id) USING (agency, message_id)",
+        )
+        .bind(&agency_of)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    } else {
+        Default::default()
+    };
     let at = now_us();
     let mut seen = std::collections::HashSet::new();
     let mut cols = Columns::default();

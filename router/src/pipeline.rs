@@ -22,7 +22,7 @@ use bus_schemas::{
     validate::today_in_shanghai,
     wire,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
@@ -229,7 +229,12 @@ async fn intake(
         let mut deliveries = vec![first?];
         let deadline = tokio::time::Instant::now() + wait;
         while deliveries.len() < max {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
+            // What has arrived already is taken without arming a timer.
+            let next = match consumer.next().now_or_never() {
+                Some(d) => Ok(d),
+                None => tokio::time::timeout_at(deadline, consumer.next()).await,
+            };
+            match next {
                 Ok(Some(d)) => deliveries.push(d?),
                 Ok(None) => anyhow::bail!("the consumer was cancelled by the broker"),
                 Err(_) => break,
@@ -578,11 +583,16 @@ async fn commit(
     latest: &[store::LatestRecord],
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
+    // The prior check looked every delivery up in the ledger already; it is looked up again
+    // only if one turns out to be there (see `ledger::append_checked`).
+    let mut look_up = false;
     loop {
         let t = Instant::now();
         let attempt = async {
             let mut tx = shared.pool.begin().await?;
-            let rows = ledger::append(&mut tx, &delivered.iter().collect::<Vec<_>>()).await?;
+            let rows =
+                ledger::append_checked(&mut tx, &delivered.iter().collect::<Vec<_>>(), look_up)
+                    .await?;
             store::keep(
                 &mut tx,
                 &kept.iter().map(|(e, m, _)| (e, m)).collect::<Vec<_>>(),
@@ -599,6 +609,12 @@ async fn commit(
             Ok(rows) => {
                 telemetry::ledger_batch(t.elapsed().as_secs_f64(), rows);
                 return Ok(());
+            }
+            Err(e) if !look_up && ledger::is_duplicate(&e) => {
+                tracing::debug!(
+                    "a delivery of the batch is in the ledger already; writing again, skipping it"
+                );
+                look_up = true;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot write the ledger; retrying (the batch stays unacked)");
