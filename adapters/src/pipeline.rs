@@ -447,6 +447,11 @@ impl<S: Source> Pipeline<S> {
         window: &mut VecDeque<Pending>,
         session: &mut Option<(Connection, Channel)>,
     ) {
+        if session.is_none() {
+            // The channel failed earlier in this pass: these wait for the new one.
+            window.extend(run.drain(..));
+            return;
+        }
         if run.is_empty() {
             return;
         }
