@@ -136,9 +136,9 @@ pub async fn append_checked(
             )
         })
         .collect();
-    let ids: Vec<&str> = entries.iter().map(|e| e.message_id.as_str()).collect();
-    let agency_of: Vec<&str> = entries.iter().map(|e| e.agency.as_str()).collect();
     let present: std::collections::HashSet<(String, String)> = if look_up {
+        let ids: Vec<&str> = entries.iter().map(|e| e.message_id.as_str()).collect();
+        let agency_of: Vec<&str> = entries.iter().map(|e| e.agency.as_str()).collect();
         sqlx::query(
             "SELECT l.agency, l.message_id FROM ledger l JOIN unnest($1::text[], $2::text[]) AS d(agency, message_id) USING (agency, message_id)",
         )
