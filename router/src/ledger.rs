@@ -91,7 +91,9 @@ fn now_us() -> i64 {
 }
 
 /// Appends confirmed deliveries within `tx`, skipping any already in the ledger (a
-/// redelivered message), and raises each record's delivered version. Returns how many rows
+/// redelivered message), and raises the version each agency holds of each record
+/// (`record_versions`, in the same transaction: a delivery above what its agency holds is
+/// not in the ledger, see [`crate::store::prior`]). Returns how many rows
 /// were added.
 pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> sqlx::Result<usize> {
     append_checked(tx, entries, true).await
@@ -212,21 +214,35 @@ pub async fn append_checked(
     .bind(&hh)
     .execute(&mut **tx)
     .await?;
+    // One row per record: each agency's newest version of it in this batch.
+    let mut held: std::collections::HashMap<
+        (&str, &str),
+        serde_json::Map<String, serde_json::Value>,
+    > = std::collections::HashMap::new();
+    for n in 0..added {
+        let version = cols.version[n];
+        let agencies = held.entry((&cols.item[n], &cols.key_hash[n])).or_default();
+        let v = agencies
+            .entry(cols.agency[n].as_str())
+            .or_insert(version.into());
+        if v.as_i64().is_some_and(|v| v < version) {
+            *v = version.into();
+        }
+    }
+    let (mut items, mut keys, mut helds) = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, k), h) in held {
+        items.push(i);
+        keys.push(k);
+        helds.push(serde_json::Value::Object(h));
+    }
     sqlx::query(
-        "INSERT INTO record_versions (agency, item, key_hash, version, ingest_id)
-         SELECT DISTINCT ON (a, i, k) a, i, k, v, ig
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS x(a, i, k, v, ig)
-         ORDER BY a, i, k, v DESC
-         ON CONFLICT (agency, item, key_hash) DO UPDATE SET
-             ingest_id = CASE WHEN EXCLUDED.version >= record_versions.version
-                              THEN EXCLUDED.ingest_id ELSE record_versions.ingest_id END,
-             version = GREATEST(record_versions.version, EXCLUDED.version)",
+        "INSERT INTO record_versions AS r (item, key_hash, held)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+         ON CONFLICT (item, key_hash) DO UPDATE SET held = govbus_held_merge(r.held, EXCLUDED.held)",
     )
-    .bind(&cols.agency)
-    .bind(&cols.item)
-    .bind(&cols.key_hash)
-    .bind(&cols.version)
-    .bind(&cols.ingest_id)
+    .bind(&items)
+    .bind(&keys)
+    .bind(&helds)
     .execute(&mut **tx)
     .await?;
     Ok(added)

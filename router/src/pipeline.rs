@@ -360,16 +360,12 @@ async fn prepare(
                 });
                 let mut out = Vec::with_capacity(deliveries.len());
                 for p in deliveries {
-                    let store::Prior {
-                        held,
-                        held_ingest_id,
-                        in_ledger,
-                    } = prior.next().expect("one prior per planned delivery");
-                    // The same version under another ingest id: the department replaced its
-                    // id secret and sent the record again; the agency holds it already.
-                    let rekeyed = held == Some(p.entry.version)
-                        && held_ingest_id.is_some_and(|i| i != p.entry.ingest_id);
-                    if in_ledger || rekeyed {
+                    let store::Prior { held } =
+                        prior.next().expect("one prior per planned delivery");
+                    // The agency holds this version: this very delivery (a redelivered
+                    // message), or the same version sent again (under another ingest id once
+                    // the department replaced its id secret).
+                    if held == Some(p.entry.version) {
                         already += 1;
                         continue;
                     }

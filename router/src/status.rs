@@ -199,10 +199,11 @@ pub async fn compute(shared: &Arc<Shared>, probe: &QueueProbe) -> anyhow::Result
     let pool = &shared.pool;
     let mut deliveries: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
     for r in sqlx::query(
-        "SELECT h.agency, h.seq AS total,
-                (SELECT count(*) FROM ledger l WHERE l.agency = h.agency AND l.delivered_at_us >= $1) AS hour,
+        "SELECT h.agency, h.seq AS total, coalesce(c.hour, 0) AS hour,
                 (SELECT l.delivered_at_us FROM ledger l WHERE l.agency = h.agency AND l.seq = h.seq) AS last
-         FROM ledger_heads h",
+         FROM ledger_heads h
+         LEFT JOIN (SELECT agency, count(*) AS hour FROM ledger WHERE delivered_at_us >= $1 GROUP BY agency) c
+              USING (agency)",
     )
     .bind(hour_ago_us)
     .fetch_all(pool)

@@ -156,43 +156,55 @@ pub(crate) fn headers_from_json(j: &Json) -> FieldTable {
 /// What the ledger knows of a planned delivery.
 #[derive(Debug, Clone, Default)]
 pub struct Prior {
-    /// The version of the record the agency already holds.
+    /// The newest version of the record the agency holds. A delivery of a version above it is
+    /// not in the ledger: every ledger row raises it in the same transaction.
     pub held: Option<i64>,
-    /// The ingest id that version came with.
-    pub held_ingest_id: Option<String>,
-    /// This very delivery (its message id) is already in the ledger.
-    pub in_ledger: bool,
 }
 
-/// For each planned delivery: what the agency already holds of that record, and whether this
-/// very delivery is already in the ledger.
+/// For each planned delivery: the newest version of its record its agency already holds
+/// (one probe per record, whatever the number of agencies).
 pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<Prior>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let col = |f: fn(&Entry) -> &str| entries.iter().map(|e| f(e).to_string()).collect::<Vec<_>>();
+    let mut records: HashMap<(&str, &str), usize> = HashMap::new();
+    let (mut items, mut keys) = (Vec::new(), Vec::new());
+    let of_entry: Vec<usize> = entries
+        .iter()
+        .map(|e| {
+            *records
+                .entry((e.item.as_str(), e.key_hash.as_str()))
+                .or_insert_with(|| {
+                    items.push(e.item.as_str());
+                    keys.push(e.key_hash.as_str());
+                    items.len() - 1
+                })
+        })
+        .collect();
     let rows = sqlx::query(
-        "SELECT d.n, v.version, v.ingest_id, (l.message_id IS NOT NULL)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(agency, item, key_hash, message_id, n)
-         LEFT JOIN record_versions v ON v.agency = d.agency AND v.item = d.item AND v.key_hash = d.key_hash
-         LEFT JOIN ledger l ON l.agency = d.agency AND l.message_id = d.message_id",
+        "SELECT d.n, v.held
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS d(item, key_hash, n)
+         JOIN record_versions v USING (item, key_hash)",
     )
-    .bind(col(|e| &e.agency))
-    .bind(col(|e| &e.item))
-    .bind(col(|e| &e.key_hash))
-    .bind(col(|e| &e.message_id))
+    .bind(&items)
+    .bind(&keys)
     .fetch_all(pool)
     .await?;
-    let mut out = vec![Prior::default(); entries.len()];
+    let mut held: Vec<Option<Json>> = vec![None; items.len()];
     for r in rows {
         let n: i64 = r.get(0);
-        out[(n - 1) as usize] = Prior {
-            held: r.get(1),
-            held_ingest_id: r.get(2),
-            in_ledger: r.get(3),
-        };
+        held[(n - 1) as usize] = Some(r.get(1));
     }
-    Ok(out)
+    Ok(entries
+        .iter()
+        .zip(of_entry)
+        .map(|(e, n)| Prior {
+            held: held[n]
+                .as_ref()
+                .and_then(|h| h.get(&e.agency))
+                .and_then(Json::as_i64),
+        })
+        .collect())
 }
 
 /// A kept delivery.

@@ -289,7 +289,7 @@ impl Workflow {
         let mut recipients = Vec::new();
         let mut pending = 0;
         for agency in routing.catalogue.agency_ids() {
-            let got: Option<i64> = sqlx::query_scalar("SELECT version FROM record_versions WHERE agency = $1 AND item = $2 AND key_hash = $3")
+            let got: Option<i64> = sqlx::query_scalar("SELECT (held -> $1::text)::bigint FROM record_versions WHERE item = $2 AND key_hash = $3 AND held ? $1::text")
                 .bind(agency)
                 .bind(&d.item)
                 .bind(&d.key_hash)
