@@ -158,8 +158,9 @@ pub async fn append_checked(
     let mut seen = std::collections::HashSet::new();
     let mut cols = Columns::default();
     for e in entries {
-        let k = (e.agency.clone(), e.message_id.clone());
-        if present.contains(&k) || !seen.insert(k) {
+        if !seen.insert((e.agency.as_str(), e.message_id.as_str()))
+            || (look_up && present.contains(&(e.agency.clone(), e.message_id.clone())))
+        {
             continue;
         }
         let (seq, prev) = head.get_mut(&e.agency).expect("head locked");
@@ -221,10 +222,8 @@ pub async fn append_checked(
     > = std::collections::HashMap::new();
     for n in 0..added {
         let version = cols.version[n];
-        let agencies = held.entry((&cols.item[n], &cols.key_hash[n])).or_default();
-        let v = agencies
-            .entry(cols.agency[n].as_str())
-            .or_insert(version.into());
+        let agencies = held.entry((cols.item[n], cols.key_hash[n])).or_default();
+        let v = agencies.entry(cols.agency[n]).or_insert(version.into());
         if v.as_i64().is_some_and(|v| v < version) {
             *v = version.into();
         }
@@ -248,49 +247,50 @@ pub async fn append_checked(
     Ok(added)
 }
 
+/// The ledger rows to insert, column by column, borrowing the entries' text.
 #[derive(Default)]
-struct Columns {
-    agency: Vec<String>,
+struct Columns<'e> {
+    agency: Vec<&'e str>,
     seq: Vec<i64>,
-    grant: Vec<String>,
+    grant: Vec<&'e str>,
     revision: Vec<i64>,
-    item: Vec<String>,
-    message_id: Vec<String>,
-    ingest_id: Vec<String>,
-    key_hash: Vec<String>,
+    item: Vec<&'e str>,
+    message_id: Vec<&'e str>,
+    ingest_id: Vec<&'e str>,
+    key_hash: Vec<&'e str>,
     version: Vec<i64>,
-    op: Vec<String>,
+    op: Vec<&'e str>,
     fields: Vec<String>,
-    department: Vec<String>,
-    key_id: Vec<String>,
-    signature: Vec<String>,
+    department: Vec<&'e str>,
+    key_id: Vec<&'e str>,
+    signature: Vec<&'e str>,
     at: Vec<i64>,
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
-    replay: Vec<Option<String>>,
+    replay: Vec<Option<&'e str>>,
 }
 
-impl Columns {
-    fn push(&mut self, e: &Entry, seq: i64, prev: Vec<u8>, hash: Vec<u8>, at: i64) {
-        self.agency.push(e.agency.clone());
+impl<'e> Columns<'e> {
+    fn push(&mut self, e: &'e Entry, seq: i64, prev: Vec<u8>, hash: Vec<u8>, at: i64) {
+        self.agency.push(&e.agency);
         self.seq.push(seq);
-        self.grant.push(e.grant_id.clone());
+        self.grant.push(&e.grant_id);
         self.revision.push(e.grant_revision);
-        self.item.push(e.item.clone());
-        self.message_id.push(e.message_id.clone());
-        self.ingest_id.push(e.ingest_id.clone());
-        self.key_hash.push(e.key_hash.clone());
+        self.item.push(&e.item);
+        self.message_id.push(&e.message_id);
+        self.ingest_id.push(&e.ingest_id);
+        self.key_hash.push(&e.key_hash);
         self.version.push(e.version);
-        self.op.push(e.op.clone());
+        self.op.push(&e.op);
         // Field names are schema paths ([A-Za-z0-9_.]), so the unit separator cannot occur.
         self.fields.push(e.fields.join("\u{1f}"));
-        self.department.push(e.department.clone());
-        self.key_id.push(e.dept_key_id.clone());
-        self.signature.push(e.dept_signature.clone());
+        self.department.push(&e.department);
+        self.key_id.push(&e.dept_key_id);
+        self.signature.push(&e.dept_signature);
         self.at.push(at);
         self.prev.push(prev);
         self.hash.push(hash);
-        self.replay.push(e.replay.clone());
+        self.replay.push(e.replay.as_deref());
     }
 }
 
