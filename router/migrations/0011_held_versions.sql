@@ -8,6 +8,7 @@
 -- looking each delivery up in the ledger as well. The ingest id kept beside the version
 -- (0010) only served a rule that this one covers: the same version is never delivered twice.
 ALTER TABLE record_versions RENAME TO record_versions_0010;
+ALTER TABLE record_versions_0010 RENAME CONSTRAINT record_versions_pkey TO record_versions_0010_pkey;
 CREATE TABLE record_versions (
     item     text  NOT NULL,
     key_hash text  NOT NULL,
