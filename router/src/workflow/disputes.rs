@@ -288,14 +288,18 @@ impl Workflow {
         let today = today_in_shanghai();
         let mut recipients = Vec::new();
         let mut pending = 0;
+        // Agency → the version of the record it holds, for every agency at once.
+        let held: Option<Value> = sqlx::query_scalar(
+            "SELECT held FROM record_versions WHERE item = $1 AND key_hash = $2",
+        )
+        .bind(&d.item)
+        .bind(&d.key_hash)
+        .fetch_optional(self.pool())
+        .await?;
         for agency in routing.catalogue.agency_ids() {
-            let got: Option<i64> = sqlx::query_scalar("SELECT (held -> $1::text)::bigint FROM record_versions WHERE item = $2 AND key_hash = $3 AND held ? $1::text")
-                .bind(agency)
-                .bind(&d.item)
-                .bind(&d.key_hash)
-                .fetch_optional(self.pool())
-                .await?;
-            let Some(version) = got else { continue };
+            let Some(version) = held.as_ref().and_then(|h| h.get(agency)?.as_i64()) else {
+                continue;
+            };
             let granted = routing
                 .catalogue
                 .grants_by_item
