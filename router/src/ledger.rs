@@ -99,8 +99,9 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry]) -> s
     append_checked(tx, entries, true).await
 }
 
-/// [`append`] for callers that looked the deliveries up just before (the router's prior
-/// check): with `look_up` false, the ledger is not searched for them again. Should one be
+/// [`append`] for callers that know the deliveries are not in the ledger (the router's prior
+/// check: each is above the version its agency holds): with `look_up` false, the ledger is
+/// not searched for them. Should one be
 /// there after all (another router, or a duplicate ingest message in a batch before, wrote
 /// it meanwhile), the unique index refuses the insert, [`is_duplicate`] says so, and the
 /// caller runs the transaction again with `look_up`.

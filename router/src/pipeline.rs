@@ -360,8 +360,7 @@ async fn prepare(
                 });
                 let mut out = Vec::with_capacity(deliveries.len());
                 for p in deliveries {
-                    let store::Prior { held } =
-                        prior.next().expect("one prior per planned delivery");
+                    let held = prior.next().expect("one held version per planned delivery");
                     // The agency holds this version: this very delivery (a redelivered
                     // message), or the same version sent again (under another ingest id once
                     // the department replaced its id secret).
@@ -579,8 +578,9 @@ async fn commit(
     latest: &[store::LatestRecord],
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
-    // The prior check looked every delivery up in the ledger already; it is looked up again
-    // only if one turns out to be there (see `ledger::append_checked`).
+    // The prior check found every delivery above the version its agency holds, so none is in
+    // the ledger; it is looked up only if one turns out to be there (see
+    // `ledger::append_checked`).
     let mut look_up = false;
     loop {
         let t = Instant::now();

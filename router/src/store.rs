@@ -153,17 +153,10 @@ pub(crate) fn headers_from_json(j: &Json) -> FieldTable {
     h
 }
 
-/// What the ledger knows of a planned delivery.
-#[derive(Debug, Clone, Default)]
-pub struct Prior {
-    /// The newest version of the record the agency holds. A delivery of a version above it is
-    /// not in the ledger: every ledger row raises it in the same transaction.
-    pub held: Option<i64>,
-}
-
 /// For each planned delivery: the newest version of its record its agency already holds
-/// (one probe per record, whatever the number of agencies).
-pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<Prior>> {
+/// (one probe per record, whatever the number of agencies). A delivery of a version above it
+/// is not in the ledger: every ledger row raises it in the same transaction.
+pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<Option<i64>>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -198,11 +191,11 @@ pub async fn prior(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<Vec<Prior>
     Ok(entries
         .iter()
         .zip(of_entry)
-        .map(|(e, n)| Prior {
-            held: held[n]
+        .map(|(e, n)| {
+            held[n]
                 .as_ref()
                 .and_then(|h| h.get(&e.agency))
-                .and_then(Json::as_i64),
+                .and_then(Json::as_i64)
         })
         .collect())
 }
