@@ -4,6 +4,12 @@
 //! the same run: consume a quorum queue → publish ×4 to quorum queues → confirms → ack.
 //! Alternating rounds, median. Then delivery latency (source change → the agency's consumer)
 //! p50/p99 at half the measured rate, and the router's peak RSS. Prints `ratio=<x>`.
+//!
+//! Every party shares the machine's cores, so each round also prints the CPU each one spent
+//! per record (the plain loop, the router, RabbitMQ, PostgreSQL) and RabbitMQ's resident
+//! memory at the start (it keeps deleted quorum queues' entries until its log rolls over,
+//! and runs slower meanwhile). `cpu_ratio=<x>` compares the CPU per record of the two runs:
+//! what `ratio` would be if both were bound by the same cores, and much steadier than it.
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -257,6 +263,7 @@ async fn main() {
         .unwrap();
     println!("router bench: {RECORDS} household records, 4 grants each, window {WINDOW}, {rounds} rounds");
     let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
+    let (mut cpu_base, mut cpu_ours) = (Vec::new(), Vec::new());
     for round in 0..rounds as u64 {
         let msgs: Vec<OutgoingMessage> = (0..RECORDS)
             .map(|i| record(&signer, &ids, round * RECORDS + i, now_ms()))
@@ -267,8 +274,11 @@ async fn main() {
                 govbus_tests::proc_cpu_secs_named("postgres"),
             )
         };
+        let broker_mib = govbus_tests::proc_rss_mib_named("beam.smp");
         let (mq0, pg0) = others();
+        let me0 = govbus_tests::proc_cpu_secs(std::process::id());
         let b = baseline(&w, &msgs).await;
+        let me1 = govbus_tests::proc_cpu_secs(std::process::id());
         let (mq1, pg1) = others();
         // The router: its queue filled while it is stopped, then timed from ready to the last ledger row.
         publish_all(&ch, msgs.into_iter()).await;
@@ -289,20 +299,23 @@ async fn main() {
         peak = peak.max(p);
         assert!(w.router.take().unwrap().terminate().success());
         purge_agencies(&w).await;
-        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB, router CPU {:.0} µs/record; per record RabbitMQ {:.0} µs / PostgreSQL {:.0} µs (baseline: {:.0} / {:.0})",
+        let us = |secs: f64| secs * 1e6 / RECORDS as f64;
+        let (loop_us, base_mq, base_pg) = (us(me1 - me0), us(mq1 - mq0), us(pg1 - pg0));
+        let (router_us, mq_us, pg_us) = (us(cpu), us(mq2 - mq1), us(pg2 - pg1));
+        let (base_total, ours_total) = (loop_us + base_mq + base_pg, router_us + mq_us + pg_us);
+        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB; CPU per record: baseline {base_total:.0} µs (loop {loop_us:.0}, RabbitMQ {base_mq:.0}, PostgreSQL {base_pg:.0}), router {ours_total:.0} µs (router {router_us:.0}, RabbitMQ {mq_us:.0}, PostgreSQL {pg_us:.0}), CPU ratio {:.2}; RabbitMQ RSS at start {broker_mib:.0} MiB",
             b * 4.0,
             r * 4.0,
             r / b,
-            cpu * 1e6 / RECORDS as f64,
-            (mq2 - mq1) * 1e6 / RECORDS as f64,
-            (pg2 - pg1) * 1e6 / RECORDS as f64,
-            (mq1 - mq0) * 1e6 / RECORDS as f64,
-            (pg1 - pg0) * 1e6 / RECORDS as f64,
+            base_total / ours_total,
         );
         base.push(b);
         ours.push(r);
+        cpu_base.push(base_total);
+        cpu_ours.push(ours_total);
     }
     let (b, r) = (median(base), median(ours));
+    let cpu_ratio = median(cpu_base) / median(cpu_ours);
 
     // Latency at half the router's rate: publish paced, an agency consumer timestamps arrivals.
     w.start_router().await;
@@ -363,5 +376,6 @@ async fn main() {
     peak = peak.max(govbus_tests::proc_peak_rss_mib(pid));
     println!("latency at {rate:.0} records/s ({n} records, source change → agency consumer): p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!("baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
+    println!("cpu_ratio={cpu_ratio:.2}");
     println!("ratio={:.2}", r / b);
 }

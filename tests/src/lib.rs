@@ -501,29 +501,42 @@ pub fn proc_cpu_secs(pid: u32) -> f64 {
 /// CPU seconds used so far by every process whose command name is `comm` (e.g. `beam.smp`
 /// for RabbitMQ, `postgres`), for telling where a benchmark's CPU went.
 pub fn proc_cpu_secs_named(comm: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-        })
-        .map(proc_cpu_secs)
-        .sum()
+    pids_named(comm).map(proc_cpu_secs).sum()
 }
 
-/// Peak resident memory of a process in MiB, from `/proc/<pid>/status` (`VmHWM`).
-pub fn proc_peak_rss_mib(pid: u32) -> f64 {
+/// The processes whose command name is `comm`.
+fn pids_named(comm: &str) -> impl Iterator<Item = u32> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+}
+
+/// Resident memory in MiB of every process whose command name is `comm` (`VmRSS`).
+pub fn proc_rss_mib_named(comm: &str) -> f64 {
+    pids_named(comm).map(|pid| status_mib(pid, "VmRSS:")).sum()
+}
+
+/// A memory line of `/proc/<pid>/status` (e.g. `VmHWM:`) in MiB; 0 if the process is gone.
+fn status_mib(pid: u32, line: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(line))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// Peak resident memory of a process in MiB, from `/proc/<pid>/status` (`VmHWM`).
+pub fn proc_peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
 }
 
 /// A govbus binary built by `cargo test --workspace` (or `cargo build --bins`), next to the
