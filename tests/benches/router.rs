@@ -7,9 +7,10 @@
 //!
 //! Every party shares the machine's cores, so each round also prints the CPU each one spent
 //! per record (the plain loop, the router, RabbitMQ, PostgreSQL) and RabbitMQ's resident
-//! memory at the start (it keeps deleted quorum queues' entries until its log rolls over,
-//! and runs slower meanwhile). `cpu_ratio=<x>` compares the CPU per record of the two runs:
-//! what `ratio` would be if both were bound by the same cores, and much steadier than it.
+//! memory at the start (its cost per message drifts with its state: with no queue left it
+//! can still hold hundreds of MiB of deleted quorum queues' entries). `cpu_ratio=<x>`
+//! compares the CPU per record of the two runs: what `ratio` comes to when both are bound by
+//! the same cores, so a reader can tell which party's cost moved a round.
 #[path = "../tests/common/mod.rs"]
 mod common;
 
