@@ -7,8 +7,10 @@
 //!
 //! ## Layout
 //! - `config.rs`: the TOML config with `GOVBUS__SECTION__KEY` overrides.
-//! - `source/`: one file per kind (`csv.rs`, `postgres.rs`, `http.rs`) behind the `Source` trait.
-//! - `mapping.rs`: columns → schema fields, conversions, version, deletes.
+//! - `source/`: one file per kind (`csv.rs`, `postgres.rs`, `http.rs`, `requeue.rs`) behind the
+//!   `Source` trait of `record.rs`; `mod.rs` chooses the kind from config.
+//! - `mapping.rs`: columns → schema fields, conversions, version, deletes. `times.rs`: the date
+//!   and time forms exports write.
 //! - `message.rs`: signed record and quarantine messages (the wire contract).
 //! - `pipeline.rs`: the confirm window, reconnects, checkpoints, draining.
 //! - `checkpoint.rs`: durable positions (key material: `bus_schemas::keys`).
@@ -26,6 +28,7 @@ pub mod message;
 pub mod pipeline;
 pub mod source;
 pub mod telemetry;
+pub mod times;
 
 use std::sync::Arc;
 

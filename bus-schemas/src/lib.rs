@@ -11,7 +11,8 @@
 //!   built once; lookup by name or fingerprint.
 //! - [`canonical`]: Parsing Canonical Form and CRC-64-AVRO, as Java computes them.
 //! - [`codec`]: Avro single-object encoding (`C3 01`, CRC-64-AVRO fingerprint, datum).
-//! - [`json`]: the natural JSON form of a record, both ways.
+//! - [`json`]: the natural JSON form of a record, both ways. [`dates`]: dates as records carry
+//!   them (parsed by hand, limited to years 0–9999).
 //! - [`validate`]: data-element standards (GB 11643, GB 32100, GB/T 2260, GB/T 2261, GB/T 3304)
 //!   and code tables; returns every violation.
 //! - [`compat`]: full transitive compatibility against `released/`, and releasing a version.
@@ -28,6 +29,7 @@ pub mod amqp;
 pub mod canonical;
 pub mod codec;
 pub mod compat;
+pub mod dates;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,7 +9,7 @@ use std::{
 use apache_avro::{reader::datum::GenericDatumReader, writer::datum::GenericDatumWriter, Schema};
 use serde_json::{Map, Value as Json};
 
-use crate::{canonical, error::SchemaError, validate::Element};
+use crate::{canonical, error::SchemaError, validate::element::Element};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));

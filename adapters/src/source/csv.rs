@@ -12,7 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::{now_ms, Row, Source, SourceError, SourceRecord};
+use super::record::{now_ms, Row, Source, SourceError, SourceRecord};
 use crate::checkpoint::StateFile;
 
 /// `[source]` with `kind = "csv"`.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 use sqlx::{postgres::PgPoolOptions, PgPool, Row};
 
-use super::{now_ms, Source, SourceError, SourceRecord};
-use crate::{checkpoint::StateFile, mapping::parse_time_ms};
+use super::record::{now_ms, Source, SourceError, SourceRecord};
+use crate::{checkpoint::StateFile, times::parse_time_ms};
 
 /// `[source]` with `kind = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,7 +152,7 @@ impl PostgresSource {
                     id.as_deref().unwrap_or("null")
                 ),
                 position: json!({"cursor": cursor, "id": id}),
-                row: super::Row::from_map(row),
+                row: super::record::Row::from_map(row),
                 fallback_version,
                 problem: None,
             });

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{json, Value as Json};
 
-use super::{now_ms, Row, Source, SourceError, SourceRecord};
+use super::record::{now_ms, Row, Source, SourceError, SourceRecord};
 
 /// Reads a requeue file.
 pub struct RequeueSource {

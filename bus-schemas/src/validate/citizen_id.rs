@@ -3,7 +3,7 @@
 //! birth year, no check character) is accepted and reported as legacy.
 use chrono::NaiveDate;
 
-use super::{division, Fault};
+use super::{division, element::Fault};
 
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const CHECK: &[u8; 11] = b"10X98765432";

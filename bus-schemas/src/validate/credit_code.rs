@@ -1,6 +1,6 @@
 //! Unified social credit code, GB 32100-2015: 18 characters from a 31-character alphabet
 //! (no I, O, S, V, Z); positions 3-8 a division code; a check character at the end.
-use super::{division, Fault};
+use super::{division, element::Fault};
 
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 const WEIGHTS: [u32; 17] = [

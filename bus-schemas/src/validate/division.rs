@@ -1,7 +1,7 @@
 //! Administrative division code, GB/T 2260: six digits, province (2), city (2), county (2).
 //! Only the shape is checked (a known province, no county without a city): the list of
 //! codes changes every year and lives with the catalogue, not the standard.
-use super::Fault;
+use super::element::Fault;
 
 /// Province-level codes of GB/T 2260 (including Taiwan 71, Hong Kong 81, Macao 82).
 pub const PROVINCES: &[&str] = &[

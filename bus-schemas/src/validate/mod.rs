@@ -10,81 +10,9 @@ pub mod citizen_id;
 pub mod codes;
 pub mod credit_code;
 pub mod division;
+pub mod element;
 
-/// The data-element standard a field follows, named in its schema by `govbus.element`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Element {
-    /// Citizen ID number, GB 11643.
-    CitizenIdNumber,
-    /// ID document type code.
-    IdDocumentType,
-    /// ID document number, checked by GB 11643 when the sibling `id_type` is the resident ID card.
-    IdDocumentNumber,
-    /// Unified social credit code, GB 32100.
-    CreditCode,
-    /// Administrative division code, GB/T 2260.
-    DivisionCode,
-    /// Sex code, GB/T 2261.1.
-    Sex,
-    /// Ethnicity code, GB/T 3304.
-    Ethnicity,
-    /// Marital status code, GB/T 2261.2.
-    MaritalStatus,
-    /// Household registration status (article 9).
-    HouseholdStatus,
-    /// Household registration cancellation reason (article 9).
-    HouseholdCancellationReason,
-}
-
-impl Element {
-    /// The element named by a schema's `govbus.element` attribute.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "citizen_id_number" => Self::CitizenIdNumber,
-            "id_document_type" => Self::IdDocumentType,
-            "id_document_number" => Self::IdDocumentNumber,
-            "credit_code" => Self::CreditCode,
-            "division_code" => Self::DivisionCode,
-            "sex" => Self::Sex,
-            "ethnicity" => Self::Ethnicity,
-            "marital_status" => Self::MaritalStatus,
-            "household_status" => Self::HouseholdStatus,
-            "household_cancellation_reason" => Self::HouseholdCancellationReason,
-            _ => return None,
-        })
-    }
-
-    /// The code table of a coded element.
-    pub fn code_table(self) -> Option<&'static codes::CodeTable> {
-        Some(match self {
-            Self::IdDocumentType => &codes::ID_DOCUMENT_TYPE,
-            Self::Sex => &codes::SEX,
-            Self::Ethnicity => &codes::ETHNICITY,
-            Self::MaritalStatus => &codes::MARITAL_STATUS,
-            Self::HouseholdStatus => &codes::HOUSEHOLD_STATUS,
-            Self::HouseholdCancellationReason => &codes::HOUSEHOLD_CANCELLATION_REASON,
-            _ => return None,
-        })
-    }
-}
-
-/// A rule broken by a value, before it is tied to a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fault {
-    /// Rule id, e.g. `gb11643-check-digit`.
-    pub rule: &'static str,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl Fault {
-    pub(crate) fn new(rule: &'static str, message: impl Into<String>) -> Self {
-        Fault {
-            rule,
-            message: message.into(),
-        }
-    }
-}
+pub use element::{Element, Fault};
 
 /// One violation of a data-element standard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,13 +145,13 @@ pub fn unrepresentable(value: &Value) -> Option<String> {
             }),
             Value::Array(items) => items.iter().find_map(|x| walk(x, path)),
             Value::Map(m) => m.values().find_map(|x| walk(x, path)),
-            Value::Date(d) if crate::json::date_from_days(*d).is_none() => {
+            Value::Date(d) if crate::dates::date_from_days(*d).is_none() => {
                 bad(path, "a date outside years 0000–9999")
             }
-            Value::TimestampMillis(ms) if crate::json::timestamp_from(*ms, false).is_none() => {
+            Value::TimestampMillis(ms) if crate::dates::timestamp_from(*ms, false).is_none() => {
                 bad(path, "a timestamp outside years 0000–9999")
             }
-            Value::TimestampMicros(us) if crate::json::timestamp_from(*us, true).is_none() => {
+            Value::TimestampMicros(us) if crate::dates::timestamp_from(*us, true).is_none() => {
                 bad(path, "a timestamp outside years 0000–9999")
             }
             Value::Float(x) if !x.is_finite() => bad(path, "NaN or an infinite number"),
@@ -372,7 +300,7 @@ impl RecordType {
                 }
             }
             (_, Value::Date(days)) => {
-                let Some(d) = crate::json::date_from_days(*days) else {
+                let Some(d) = crate::dates::date_from_days(*days) else {
                     report.violations.push(Violation {
                         field: path.to_string(),
                         class: "date".into(),
@@ -392,7 +320,7 @@ impl RecordType {
             }
             (_, Value::TimestampMillis(ms)) => {
                 let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-                let Some(d) = crate::json::timestamp_from(*ms, false)
+                let Some(d) = crate::dates::timestamp_from(*ms, false)
                     .map(|t| t.with_timezone(&offset).date_naive())
                 else {
                     report.violations.push(Violation {
