@@ -1,4 +1,4 @@
-# One image with every govbus program (router, adapter, command line, demo sources) and the
+# One image with every govbus program (router, adapter, command line, agency tool, demo sources) and the
 # examples; docker-compose.yml runs each as its own service.
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -6,6 +6,7 @@ COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/govbus target/release/govbus-router target/release/govbus-adapter \
+       target/release/govbus-agency \
        target/release/govbus-demo-sources /out/
 
 FROM debian:bookworm-slim

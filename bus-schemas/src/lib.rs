@@ -18,18 +18,23 @@
 //! - [`compat`]: full transitive compatibility against `released/`, and releasing a version.
 //! - [`wire`]: the AMQP wire contract: names, headers, keyed message ids, signatures.
 //! - `amqp` (feature `amqp`): the runtime half both sides share: `[amqp]` config,
-//!   connector with backoff, confirmed publishing, topology.
+//!   connector with backoff, confirmed publishing, topology, reading headers.
 //! - [`health`]: what `/readyz` answers.
-//! - [`keys`]: key material files (Ed25519 keys, secrets), written 0600.
+//! - [`keys`]: key material files (Ed25519 keys, secrets), written 0600. [`trust`]: platform
+//!   key endorsements (a rotated key signed by the one before) and the keys an agency trusts.
+//! - [`checkpoint`]: signed ledger checkpoints (chain heads), as delivered and as kept.
+//! - [`envfile`]: the `KEY=VALUE` files `govbus provision` writes for each account.
 //! - [`settings`]: `GOVBUS__SECTION__KEY` environment overrides, shared by every program.
 //! - [`error`]: typed errors.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod canonical;
+pub mod checkpoint;
 pub mod codec;
 pub mod compat;
 pub mod dates;
+pub mod envfile;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,6 +43,7 @@ pub mod json;
 pub mod keys;
 pub mod registry;
 pub mod settings;
+pub mod trust;
 pub mod validate;
 pub mod wire;
 

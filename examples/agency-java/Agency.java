@@ -442,7 +442,7 @@ public final class Agency {
         if (h != null && h.get("govbus-kind") != null
             && "checkpoint".equals(h.get("govbus-kind").toString())) {
           // A signed head of your ledger chain (govbus ledger verify --checkpoints); keep it
-          // if you audit the platform (govbus tail --checkpoints DIR does).
+          // if you audit the platform (govbus-agency tail --checkpoints DIR does).
           channel.basicAck(envelope.getDeliveryTag(), false);
           return;
         }

@@ -232,7 +232,7 @@ def main():
                 break
             if (properties.headers or {}).get("govbus-kind") in ("checkpoint", b"checkpoint"):
                 # A signed head of your ledger chain (govbus ledger verify --checkpoints);
-                # keep it if you audit the platform (govbus tail --checkpoints DIR does).
+                # keep it if you audit the platform (govbus-agency tail --checkpoints DIR does).
                 channel.basic_ack(method.delivery_tag)
                 continue
             try:

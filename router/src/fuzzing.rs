@@ -1,8 +1,8 @@
 //! Body of the catalogue fuzz target (`fuzz/`), kept here so that the suite runs every saved
 //! crash and seed through the same code (`tests/tests/fuzz_regressions.rs`).
 
-use crate::catalogue::{Catalogue, CatalogueFile};
-use crate::grants::{ProjectionCache, Routing};
+use crate::routing::catalogue::{Catalogue, CatalogueFile};
+use crate::routing::grants::{ProjectionCache, Routing};
 
 /// A catalogue file as an operator might write it: parsed and checked as `govbus catalogue
 /// check` and every reload do. A catalogue that passes the check must compile (every grant's

@@ -14,7 +14,10 @@ use axum::{
 use bus_schemas::{Fingerprint, Registry};
 use serde_json::json;
 
-use crate::pipeline::Shared;
+use crate::{
+    ops::status::{self, QueueProbe},
+    pipeline::shared::Shared,
+};
 
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     if s.health.ready() {
@@ -70,18 +73,18 @@ async fn schema(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Respons
     }
 }
 
-async fn status_json(State(s): State<Arc<Shared>>) -> Response {
-    match crate::status::compute(&s, &s.probe).await {
+async fn status_json(s: Arc<Shared>, probe: Arc<QueueProbe>) -> Response {
+    match status::compute(&s, &probe).await {
         Ok(st) => Json(st).into_response(),
         Err(e) => unavailable(e),
     }
 }
 
-async fn status_page(State(s): State<Arc<Shared>>) -> Response {
-    match crate::status::compute(&s, &s.probe).await {
+async fn status_page(s: Arc<Shared>, probe: Arc<QueueProbe>) -> Response {
+    match status::compute(&s, &probe).await {
         Ok(st) => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            crate::status::html(&st),
+            status::html(&st),
         )
             .into_response(),
         Err(e) => unavailable(e),
@@ -97,10 +100,12 @@ fn unavailable(e: anyhow::Error) -> Response {
         .into_response()
 }
 
-/// Binds the listener and serves until `stop`; returns the bound address.
+/// Binds the listener and serves until `stop`; returns the bound address. `probe` asks the
+/// broker for the status page's queue depths.
 pub async fn serve(
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
+    probe: QueueProbe,
     api: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
@@ -111,13 +116,20 @@ pub async fn serve(
     })?;
     let bound = listener.local_addr()?;
     let metrics = crate::telemetry::prometheus();
+    let probe = Arc::new(probe);
     let app = Router::new()
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
-        .route("/", get(status_page))
-        .route("/status", get(status_json))
+        .route("/", {
+            let p = probe.clone();
+            get(move |State(s): State<Arc<Shared>>| status_page(s, p.clone()))
+        })
+        .route(
+            "/status",
+            get(move |State(s): State<Arc<Shared>>| status_json(s, probe.clone())),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/keys", get(keys))

@@ -1,7 +1,7 @@
 //! The ledger on a real PostgreSQL: appending skips deliveries already in it, and the router's
 //! fast path (no second look-up) is caught by the unique index and falls back.
 use govbus_tests::{Services, TestDatabase};
-use router::ledger::{self, Entry};
+use router::store::ledger::{self, Entry};
 
 fn entry(message_id: &str, version: i64) -> Entry {
     Entry {

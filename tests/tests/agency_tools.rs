@@ -1,5 +1,5 @@
-//! What an agency runs: `govbus sink` into its own PostgreSQL table or a webhook, and
-//! `govbus tail`, against a live router.
+//! What an agency runs: `govbus-agency sink` into its own PostgreSQL table or a webhook, and
+//! `govbus-agency tail`, against a live router.
 mod common;
 
 use std::{
@@ -200,7 +200,7 @@ async fn webhook_sink_retries_then_dead_letters() {
     );
 }
 
-/// `govbus tail` prints each verified record once as a JSON line, and dead-letters a message
+/// `govbus-agency tail` prints each verified record once as a JSON line, and dead-letters a message
 /// whose platform signature does not verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_verified_records_and_dead_letters_forgeries() {

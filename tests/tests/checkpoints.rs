@@ -1,5 +1,5 @@
 //! Ledger checkpoints: the router signs each agency's chain head and delivers it; agencies keep
-//! them (`govbus tail --checkpoints DIR`); `govbus ledger verify --checkpoints DIR` passes while
+//! them (`govbus-agency tail --checkpoints DIR`); `govbus ledger verify --checkpoints DIR` passes while
 //! the ledger holds what they were shown, and names a forged checkpoint and a ledger whose end
 //! was cut off, which the hash chain alone cannot see.
 mod common;

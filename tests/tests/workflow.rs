@@ -45,7 +45,7 @@ fn cli(w: &World, token: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The record fields of each delivery `govbus tail` printed.
+/// The record fields of each delivery `govbus-agency tail` printed.
 fn fields(lines: &[Value]) -> Vec<Vec<String>> {
     lines
         .iter()

@@ -7,6 +7,7 @@
 //! connection, channels and consumers through [`connect::Connector`] whenever one fails.
 pub mod config;
 pub mod connect;
+pub mod headers;
 pub mod process;
 pub mod publish;
 pub mod topology;

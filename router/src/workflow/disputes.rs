@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
+use crate::ops::replay::Context;
+
 use super::{
     deadline, events_query, insert_event_query, read_events, record_event,
     token::{Actor, Role},
@@ -240,7 +242,7 @@ impl Workflow {
                     .await?;
                 event(self.pool(), id, "operator", &actor.subject, "found: technical", &req.note).await?;
                 // The platform's correction: the record sent again from the latest version held.
-                let r = crate::replay::replay_records(&self.cfg, &d.agency, &d.item, None, Some(&d.key_hash))
+                let r = crate::ops::replay::replay_records(&Context::of_router(&self.shared, &self.connector, &self.cfg.catalogue), &d.agency, &d.item, None, Some(&d.key_hash))
                     .await
                     .map_err(|e| WorkflowError::Unavailable(format!("the record could not be sent again: {e:#}; retry")))?;
                 event(self.pool(), id, "platform", "govbus", "sent again", &format!("{}: {} delivered", r.id, r.delivered)).await?;

@@ -13,6 +13,7 @@ pub mod api;
 pub mod contacts;
 pub mod disputes;
 pub mod token;
+pub mod workdays;
 
 use std::sync::Arc;
 
@@ -22,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
 use crate::{
-    catalogue::{Date, Grant, Identity},
     config::RouterConfig,
-    grants::ProjectionCache,
-    pipeline::Shared,
-    workdays::Calendar,
+    pipeline::shared::Shared,
+    routing::catalogue::{Date, Grant, Identity},
+    routing::grants::ProjectionCache,
+    workflow::workdays::Calendar,
 };
 use token::{Actor, Role, TokenKey};
 
@@ -208,7 +209,7 @@ pub struct ResolveRequest {
 pub struct Workflow {
     /// The router's shared state (routing, database).
     pub shared: Arc<Shared>,
-    /// The router's config (for reloads and replays).
+    /// The router's config (the catalogue file, for reloads and replays).
     pub cfg: Arc<RouterConfig>,
     /// Projections (reloads reuse them).
     pub cache: Arc<ProjectionCache>,
@@ -740,7 +741,7 @@ impl Workflow {
         )
         .await?;
         tracing::info!(application = app.id, agency = %app.agency, item = %app.item, outcome, "grant approved; putting it in force");
-        if let Err(e) = crate::reload::apply(
+        if let Err(e) = crate::pipeline::reload::apply(
             &self.shared,
             &self.cfg.catalogue,
             &self.cache,
@@ -757,9 +758,12 @@ impl Workflow {
     /// Sends the agency the item's existing records under its new grant, and records it.
     fn spawn_replay(&self, app: i64, agency: String, item: String) {
         let cfg = self.cfg.clone();
-        let pool = self.shared.pool.clone();
+        let shared = self.shared.clone();
+        let connector = self.connector.clone();
         tokio::spawn(async move {
-            let (action, note) = match crate::replay::replay(&cfg, &agency, &item, None).await {
+            let pool = &shared.pool;
+            let cx = crate::ops::replay::Context::of_router(&shared, &connector, &cfg.catalogue);
+            let (action, note) = match crate::ops::replay::replay(&cx, &agency, &item, None).await {
                 Ok(r) => (
                     "replayed",
                     format!(
@@ -776,7 +780,7 @@ impl Workflow {
                 }
             };
             let _ = record_event(
-                &pool,
+                pool,
                 insert_event_query!("application_events", "application"),
                 app,
                 "platform",
@@ -909,29 +913,6 @@ fn grant_of(
         valid_until: until.map(Date),
         region: None,
     }
-}
-
-/// The grants approved through the workflow, for the routing tables.
-pub async fn stored_grants(pool: &PgPool) -> anyhow::Result<Vec<Grant>> {
-    let rows = sqlx::query("SELECT id, revision, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until FROM workflow_grants ORDER BY id")
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Grant {
-            id: r.get("id"),
-            revision: r.get("revision"),
-            agency: r.get("agency"),
-            item: r.get("item"),
-            fields: r.get("fields"),
-            identity: Identity::from_stored(r.get("identity")),
-            legal_basis: r.get("legal_basis"),
-            purpose: r.get("purpose"),
-            valid_from: Date(r.get("valid_from")),
-            valid_until: r.get::<Option<NaiveDate>, _>("valid_until").map(Date),
-            region: None,
-        })
-        .collect())
 }
 
 /// Escalates overdue applications and closes corrected disputes every `every` until `stop`.

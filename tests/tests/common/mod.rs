@@ -475,7 +475,7 @@ listen = "127.0.0.1:0"
         );
     }
 
-    /// The flags that point an agency tool (`govbus tail`, `govbus sink`) at this world.
+    /// The flags that point an agency tool (`govbus-agency tail`, `govbus-agency sink`) at this world.
     pub fn agency_flags(&self, agency: &str) -> Vec<std::ffi::OsString> {
         let key = std::fs::read_to_string(self.path("platform/platform-test.pub")).unwrap();
         [
@@ -494,29 +494,29 @@ listen = "127.0.0.1:0"
         .collect()
     }
 
-    /// Starts `govbus <command> <agency flags> <extra>`.
+    /// Starts `govbus-agency <command> <agency flags> <extra>`.
     pub fn spawn_agency_tool(&self, command: &str, agency: &str, extra: &[&str]) -> Process {
         let mut args: Vec<std::ffi::OsString> = vec![command.into()];
         args.extend(self.agency_flags(agency));
         args.extend(extra.iter().map(Into::into));
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        Process::spawn("govbus", &refs)
+        Process::spawn("govbus-agency", &refs)
     }
 
-    /// `govbus tail` for `agency` until it handled `count` deliveries: the JSON lines it printed.
+    /// `govbus-agency tail` for `agency` until it handled `count` deliveries: the JSON lines it printed.
     pub async fn tail(&self, agency: &str, count: u64) -> Vec<serde_json::Value> {
-        let mut tail = Process::command("govbus");
+        let mut tail = Process::command("govbus-agency");
         tail.arg("tail")
             .args(self.agency_flags(agency))
             .args(["--count", &count.to_string()]);
-        let what = format!("govbus tail --agency {agency} --count {count}");
+        let what = format!("govbus-agency tail --agency {agency} --count {count}");
         let out =
             tokio::task::spawn_blocking(move || govbus_tests::output_within(&mut tail, 120, &what))
                 .await
                 .unwrap();
         assert!(
             out.status.success(),
-            "govbus tail: {}",
+            "govbus-agency tail: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout)

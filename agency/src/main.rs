@@ -1,0 +1,156 @@
+//! `govbus-agency`: what an agency runs to receive its records (`tail`, `sink`). Parses the
+//! command line and calls the library.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use agency::{
+    sink::{PgSink, Tables, Webhook},
+    tail::Tail,
+    Access, AgencyArgs, Batching,
+};
+use clap::{Args, Parser, Subcommand};
+
+/// govbus-agency: receive an agency's records from govbus, verified and decoded.
+#[derive(Debug, Parser)]
+#[command(name = "govbus-agency", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// An agency's deliveries as JSON lines (verified, acked, each message id once).
+    Tail(TailArgs),
+    /// Land an agency's records in its own PostgreSQL table, or POST them to a webhook.
+    Sink(SinkArgs),
+}
+
+fn main() -> ExitCode {
+    let r = match Cli::parse().command {
+        Command::Tail(args) => tail(args),
+        Command::Sink(args) => sink(args),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `govbus-agency tail`
+#[derive(Debug, Args)]
+struct TailArgs {
+    #[command(flatten)]
+    agency: AgencyArgs,
+    /// Stop after this many deliveries (default: run until Ctrl-C).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+/// `govbus-agency sink`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["postgres", "webhook"])))]
+struct SinkArgs {
+    #[command(flatten)]
+    agency: AgencyArgs,
+    /// The agency's own PostgreSQL database.
+    #[arg(long, env = "GOVBUS_SINK_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+    /// Table for the records: `--table T` for every item, or `--table ITEM=T` once per item.
+    /// Created if missing; a column per granted field, added when a grant widens.
+    #[arg(long)]
+    table: Vec<String>,
+    /// POST each record as JSON to this URL instead (ack after a 2xx; a 4xx, or retries
+    /// exhausted, dead-letters it to the agency's .dlq).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// File holding a bearer token for the webhook.
+    #[arg(long)]
+    webhook_token_file: Option<PathBuf>,
+    /// How long one record is retried against a failing webhook before it is dead-lettered
+    /// (well inside the broker's 30-minute consumer timeout).
+    #[arg(long, default_value_t = 120)]
+    webhook_retry_secs: u64,
+    /// Records committed per database transaction.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn init_logs() {
+    bus_schemas::amqp::process::init_tracing(&bus_schemas::settings::LogConfig::default());
+}
+
+/// Runs `govbus-agency tail`.
+fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    init_logs();
+    let access = Access::resolve(&args.agency)?;
+    runtime()?.block_on(async {
+        let stop = bus_schemas::amqp::process::stop_on_signals();
+        let mut t = Tail::new(std::io::stdout().lock());
+        let batching = Batching {
+            max: 100,
+            wait: Duration::from_millis(20),
+        };
+        agency::consume(&access, &mut t, batching, args.count, &stop).await?;
+        tracing::info!(
+            printed = t.printed,
+            redeliveries_skipped = t.skipped,
+            "tail stopped"
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `govbus-agency sink`.
+fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
+    init_logs();
+    let access = Access::resolve(&args.agency)?;
+    runtime()?.block_on(async {
+        let stop = bus_schemas::amqp::process::stop_on_signals();
+        if let Some(url) = &args.postgres {
+            let tables = Tables::parse(&args.table)?;
+            let mut sink = PgSink::connect(url, tables).await?;
+            let batching = Batching {
+                max: args.batch.max(1),
+                wait: Duration::from_millis(50),
+            };
+            let n = agency::consume(&access, &mut sink, batching, None, &stop).await?;
+            tracing::info!(deliveries = n, rows_written = sink.written, "sink stopped");
+        } else if let Some(url) = &args.webhook {
+            anyhow::ensure!(
+                args.table.is_empty(),
+                "--table goes with --postgres, not --webhook"
+            );
+            let token = match &args.webhook_token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let mut hook = Webhook::new(
+                url.clone(),
+                token,
+                Duration::from_secs(args.webhook_retry_secs),
+            )?;
+            let batching = Batching {
+                max: 1,
+                wait: Duration::ZERO,
+            };
+            let n = agency::consume(&access, &mut hook, batching, None, &stop).await?;
+            tracing::info!(deliveries = n, accepted = hook.accepted, "sink stopped");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

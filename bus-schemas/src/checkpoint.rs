@@ -1,0 +1,159 @@
+//! Ledger checkpoints, the format both sides share: the router signs each agency's chain head
+//! (sequence number and hash of its last ledger row) with the platform key and delivers it to
+//! that agency; the agency keeps it (`govbus-agency tail|sink --checkpoints DIR`), and
+//! `govbus ledger verify --checkpoints DIR` later proves the ledger still holds, at each
+//! checkpointed sequence number, the row the agency was shown.
+//!
+//! A checkpoint travels like a delivery (any AMQP client reads it): message id
+//! `checkpoint-<agency>-<seq>`, header `govbus-kind: checkpoint`, `govbus-item:
+//! govbus.checkpoint`, `govbus-version: <seq>`, `govbus-op: upsert`, the platform's
+//! `govbus-key-id` and `govbus-signature` over the usual signed bytes, and a JSON body
+//! `{"agency","seq","hash","made_at"}`. Its file keeps the body text exactly as signed.
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+#[cfg(feature = "amqp")]
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString},
+    BasicProperties,
+};
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "amqp")]
+use crate::amqp::{headers::header_str, publish::OutgoingMessage};
+use crate::wire::{self, Op, Signer};
+
+/// The header that marks a checkpoint among an agency's deliveries.
+pub const KIND_HEADER: &str = "govbus-kind";
+/// Its value.
+pub const KIND: &str = "checkpoint";
+/// The `govbus-item` of a checkpoint (what the signature covers in place of an item).
+pub const ITEM: &str = "govbus.checkpoint";
+/// The format of a kept checkpoint file.
+pub const FORMAT: &str = "govbus-checkpoint-1";
+
+/// What a checkpoint attests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub agency: String,
+    /// Sequence number of the agency's last ledger row.
+    pub seq: i64,
+    /// That row's hash, hex.
+    pub hash: String,
+    /// When the router signed it (RFC 3339).
+    pub made_at: String,
+}
+
+/// A signed checkpoint as an agency keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: String,
+    pub message_id: String,
+    pub key_id: String,
+    pub signature: String,
+    /// The JSON of a [`Head`], exactly as signed.
+    pub body: String,
+}
+
+impl Checkpoint {
+    /// Signs a chain head.
+    pub fn sign(signer: &Signer, head: &Head) -> Self {
+        let body = serde_json::to_string(head).expect("a head serialises");
+        let message_id = format!("checkpoint-{}-{}", head.agency, head.seq);
+        Checkpoint {
+            format: FORMAT.into(),
+            signature: signer.sign(&message_id, ITEM, head.seq, Op::Upsert, body.as_bytes()),
+            key_id: signer.key_id.clone(),
+            message_id,
+            body,
+        }
+    }
+
+    /// The head it attests, if the platform's signature verifies with `key`.
+    pub fn verified(&self, key: &VerifyingKey) -> Result<Head, String> {
+        let head: Head = serde_json::from_str(&self.body)
+            .map_err(|e| format!("its body is not a checkpoint: {e}"))?;
+        if self.message_id != format!("checkpoint-{}-{}", head.agency, head.seq) {
+            return Err("its message id does not match its body".into());
+        }
+        if !wire::verify(
+            key,
+            &self.signature,
+            &self.message_id,
+            ITEM,
+            head.seq,
+            Op::Upsert,
+            self.body.as_bytes(),
+        ) {
+            return Err(format!(
+                "the platform signature (key {}) does not verify: not made by this platform, or altered",
+                self.key_id
+            ));
+        }
+        Ok(head)
+    }
+
+    #[cfg(feature = "amqp")]
+    /// Reads a checkpoint from a delivery's message id, headers and body.
+    pub fn from_delivery(
+        message_id: &str,
+        headers: &FieldTable,
+        body: &[u8],
+    ) -> Result<Self, String> {
+        let get = |n: &str| {
+            header_str(headers, n)
+                .map(str::to_string)
+                .ok_or_else(|| format!("a checkpoint without the {n} header"))
+        };
+        Ok(Checkpoint {
+            format: FORMAT.into(),
+            message_id: message_id.to_string(),
+            key_id: get(wire::header::KEY_ID)?,
+            signature: get(wire::header::SIGNATURE)?,
+            body: String::from_utf8(body.to_vec())
+                .map_err(|_| "a checkpoint body that is not UTF-8".to_string())?,
+        })
+    }
+
+    #[cfg(feature = "amqp")]
+    /// The message that delivers it to its agency.
+    pub fn message(&self, head: &Head) -> OutgoingMessage {
+        let mut h = FieldTable::default();
+        let mut put = |k: &str, v: &str| {
+            h.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        };
+        put(KIND_HEADER, KIND);
+        put(wire::header::ITEM, ITEM);
+        put(wire::header::OP, Op::Upsert.as_str());
+        put(wire::header::KEY_ID, &self.key_id);
+        put(wire::header::SIGNATURE, &self.signature);
+        h.insert(
+            wire::header::VERSION.into(),
+            AMQPValue::LongLongInt(head.seq),
+        );
+        OutgoingMessage {
+            exchange: wire::DELIVER_EXCHANGE.into(),
+            routing_key: head.agency.clone(),
+            body: self.body.clone().into_bytes(),
+            properties: BasicProperties::default()
+                .with_message_id(self.message_id.as_str().into())
+                .with_content_type(wire::JSON_CONTENT_TYPE.into())
+                .with_delivery_mode(2)
+                .with_headers(h),
+        }
+    }
+
+    /// Its file name in a checkpoints folder.
+    pub fn file_name(head: &Head) -> String {
+        format!("{}-{:012}.json", head.agency, head.seq)
+    }
+
+    /// Saves it into `dir` (created if missing), atomically.
+    pub fn save(&self, dir: &Path, head: &Head) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(Self::file_name(head));
+        let tmp = dir.join(format!(".{}.tmp", Self::file_name(head)));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, path)
+    }
+}

@@ -1,0 +1,56 @@
+//! `govbus status`: the router's status page as a table.
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// `govbus status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Base URL of the router's HTTP listener.
+    #[arg(
+        long,
+        env = "GOVBUS_ROUTER_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub router_url: String,
+    /// Print the JSON of `/status` instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the status; exit 1 when it has warnings (for scripts and cron).
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/status", args.router_url.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status: router::ops::status::Status = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the router at {url}: {e}; is it running (set --router-url)?"
+                )
+            })?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "{url} answered {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default().trim()
+        );
+        Ok::<_, anyhow::Error>(resp.json().await?)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", router::ops::status::text(&status));
+    }
+    Ok(if status.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

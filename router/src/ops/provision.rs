@@ -1,0 +1,436 @@
+//! RabbitMQ accounts from the catalogue, through the management HTTP API, with exactly the
+//! permissions of the wire contract (DESIGN.md): a department writes only the ingest and
+//! quarantine exchanges under its own routing keys and reads its own quarantine; an agency
+//! reads only its queue and its dead letters; only the router configures. Idempotent: a
+//! second run changes nothing; an agency or department no longer in the catalogue loses its
+//! account.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use bus_schemas::wire;
+use serde_json::{json, Value as Json};
+
+use crate::{routing::catalogue::Catalogue, workflow::token::Role};
+
+/// Tag on every account govbus manages (revocation touches no other account).
+pub const MANAGED_TAG: &str = "govbus-managed";
+
+/// The management API of one broker, for one vhost.
+#[derive(Debug, Clone)]
+pub struct Management {
+    /// Base URL (`http://127.0.0.1:15672`).
+    pub base: String,
+    /// Administrator user and password.
+    pub auth: (String, String),
+    /// The vhost the accounts get permissions on.
+    pub vhost: String,
+    client: reqwest::Client,
+}
+
+/// What one account may do: (configure, write, read) regular expressions, and topic write
+/// permission on the ingest and quarantine exchanges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    /// Configure pattern.
+    pub configure: String,
+    /// Write pattern.
+    pub write: String,
+    /// Read pattern.
+    pub read: String,
+    /// Topic write pattern on `govbus.ingest` and `govbus.quarantine`, where set.
+    pub topic_write: Option<String>,
+}
+
+/// A department's permissions.
+pub fn department_permissions(id: &str) -> Permissions {
+    Permissions {
+        configure: "^$".into(),
+        write: r"^govbus\.(ingest|quarantine)$".into(),
+        read: format!(r"^quarantine\.{id}$"),
+        topic_write: Some(format!(r"^{id}\.[a-z0-9_]+$")),
+    }
+}
+
+/// An agency's permissions.
+pub fn agency_permissions(id: &str) -> Permissions {
+    Permissions {
+        configure: "^$".into(),
+        write: "^$".into(),
+        read: format!(r"^agency\.{id}(\.dlq)?$"),
+        topic_write: None,
+    }
+}
+
+/// The router's permissions: it declares the topology, consumes ingest, writes deliveries.
+pub fn router_permissions() -> Permissions {
+    Permissions {
+        configure: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
+        write: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
+        read: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
+        topic_write: None,
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Management {
+    /// A client for `base` as `auth` on `vhost`.
+    pub fn new(base: &str, auth: (String, String), vhost: &str) -> Self {
+        Management {
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+            vhost: vhost.to_string(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> anyhow::Result<Option<Json>> {
+        let url = format!("{}/api/{path}", self.base);
+        let mut req = self
+            .client
+            .request(method.clone(), &url)
+            .basic_auth(&self.auth.0, Some(&self.auth.1));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the RabbitMQ management API at {}: {e}; enable it with `rabbitmq-plugins enable rabbitmq_management` or set amqp.management_url", self.base)
+        })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND && method == reqwest::Method::GET {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            anyhow::bail!(
+                "{method} {path}: HTTP {status} {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Ok(if text.trim().is_empty() {
+            Some(Json::Null)
+        } else {
+            Some(serde_json::from_str(&text)?)
+        })
+    }
+
+    /// Whether an account exists.
+    pub async fn user_exists(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .call(reqwest::Method::GET, &format!("users/{}", enc(name)), None)
+            .await?
+            .is_some())
+    }
+
+    /// Creates or updates an account with a password.
+    pub async fn put_user(&self, name: &str, password: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("users/{}", enc(name)),
+            Some(json!({"password": password, "tags": MANAGED_TAG})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets an account's permissions on the vhost.
+    pub async fn set_permissions(&self, user: &str, p: &Permissions) -> anyhow::Result<()> {
+        let v = enc(&self.vhost);
+        let u = enc(user);
+        self.call(
+            reqwest::Method::PUT,
+            &format!("permissions/{v}/{u}"),
+            Some(json!({"configure": p.configure, "write": p.write, "read": p.read})),
+        )
+        .await?;
+        if let Some(tw) = &p.topic_write {
+            for exchange in [wire::INGEST_EXCHANGE, wire::QUARANTINE_EXCHANGE] {
+                self.call(
+                    reqwest::Method::PUT,
+                    &format!("topic-permissions/{v}/{u}"),
+                    Some(json!({"exchange": exchange, "write": tw, "read": "^$"})),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an account (its connections are closed by the broker).
+    pub async fn delete_user(&self, name: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("users/{}", enc(name)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Managed accounts with permissions on the vhost.
+    pub async fn managed_users(&self) -> anyhow::Result<Vec<String>> {
+        let perms = self
+            .call(
+                reqwest::Method::GET,
+                &format!("vhosts/{}/permissions", enc(&self.vhost)),
+                None,
+            )
+            .await?
+            .unwrap_or(Json::Null);
+        let users = self
+            .call(reqwest::Method::GET, "users", None)
+            .await?
+            .unwrap_or(Json::Null);
+        let managed: std::collections::HashSet<&str> = users
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|u| {
+                let tags = &u["tags"];
+                tags.as_str()
+                    .is_some_and(|t| t.split(',').any(|t| t.trim() == MANAGED_TAG))
+                    || tags
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(MANAGED_TAG)))
+            })
+            .filter_map(|u| u["name"].as_str())
+            .collect();
+        Ok(perms
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["user"].as_str())
+            .filter(|u| managed.contains(u))
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+/// Where and how accounts reach the broker, for the files `provision` writes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `amqp` or `amqps`.
+    pub scheme: String,
+    /// `host:port` as the accounts will reach it.
+    pub host: String,
+    /// Account name prefix (empty in production; tests use one to stay apart).
+    pub prefix: String,
+    /// Platform key id and base64 public key, written into agencies' files.
+    pub platform_key: (String, String),
+    /// The router's HTTP base URL as agencies reach it (`/schemas`, `/keys`), for their files.
+    pub router_url: Option<String>,
+    /// Issues each agency's and department's workflow API token (`GOVBUS_API_TOKEN`), when
+    /// the platform's id secret was given.
+    pub tokens: Option<crate::workflow::token::TokenKey>,
+}
+
+/// What `provision` did.
+#[derive(Debug, Default)]
+pub struct Provisioned {
+    /// Accounts created (new password written).
+    pub created: Vec<String>,
+    /// Accounts that existed with their file (permissions re-applied, nothing else changed).
+    pub unchanged: Vec<String>,
+    /// Accounts removed (no longer in the catalogue).
+    pub revoked: Vec<String>,
+}
+
+fn new_password() -> anyhow::Result<String> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("env.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = bus_schemas::keys::create_private(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The router's URL and the account holder's workflow API token, where known.
+fn workflow_lines(
+    target: &Target,
+    role: Role,
+    subject: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut lines = Vec::new();
+    if let Some(u) = &target.router_url {
+        lines.push(("GOVBUS_ROUTER_URL".to_string(), u.clone()));
+    }
+    if let Some(k) = &target.tokens {
+        lines.push(("GOVBUS_API_TOKEN".to_string(), k.issue(role, subject)?));
+    }
+    Ok(lines)
+}
+
+/// One account to provision.
+struct Account {
+    name: String,
+    file: PathBuf,
+    permissions: Permissions,
+    lines: Vec<(String, String)>,
+}
+
+/// Creates, updates and revokes accounts; writes `DIR/departments/<id>.env`,
+/// `DIR/agencies/<id>.env` and `DIR/router.env` (mode 0600).
+pub async fn provision(
+    m: &Management,
+    catalogue: &Catalogue,
+    target: &Target,
+    out: &Path,
+) -> anyhow::Result<Provisioned> {
+    let mut accounts = Vec::new();
+    for d in catalogue.department_ids() {
+        accounts.push(Account {
+            name: format!("{}dept-{d}", target.prefix),
+            file: out.join("departments").join(format!("{d}.env")),
+            permissions: department_permissions(d),
+            lines: vec![
+                ("GOVBUS_ROLE".into(), "department".into()),
+                ("GOVBUS_DEPARTMENT".into(), d.into()),
+                ("GOVBUS_QUARANTINE_QUEUE".into(), wire::quarantine_queue(d)),
+            ]
+            .into_iter()
+            .chain(workflow_lines(target, Role::Department, d)?)
+            .collect(),
+        });
+    }
+    for a in catalogue.agency_ids() {
+        accounts.push(Account {
+            name: format!("{}agency-{a}", target.prefix),
+            file: out.join("agencies").join(format!("{a}.env")),
+            permissions: agency_permissions(a),
+            lines: vec![
+                ("GOVBUS_ROLE".into(), "agency".into()),
+                ("GOVBUS_AGENCY".into(), a.into()),
+                ("GOVBUS_QUEUE".into(), wire::agency_queue(a)),
+                (
+                    "GOVBUS_DEAD_LETTER_QUEUE".into(),
+                    format!("{}.dlq", wire::agency_queue(a)),
+                ),
+                (
+                    "GOVBUS_PLATFORM_KEY_ID".into(),
+                    target.platform_key.0.clone(),
+                ),
+                (
+                    "GOVBUS_PLATFORM_PUBLIC_KEY".into(),
+                    target.platform_key.1.clone(),
+                ),
+            ]
+            .into_iter()
+            .chain(workflow_lines(target, Role::Agency, a)?)
+            .collect(),
+        });
+    }
+    accounts.push(Account {
+        name: format!("{}govbus-router", target.prefix),
+        file: out.join("router.env"),
+        permissions: router_permissions(),
+        lines: vec![("GOVBUS_ROLE".into(), "router".into())],
+    });
+    let mut done = Provisioned::default();
+    for acc in &accounts {
+        let existing = bus_schemas::envfile::read(&acc.file)
+            .ok()
+            .and_then(|mut env| env.remove("GOVBUS_PASSWORD"));
+        let exists = m.user_exists(&acc.name).await?;
+        let created = match (&existing, exists) {
+            (Some(_), true) => false,
+            (Some(p), false) => {
+                m.put_user(&acc.name, p).await?;
+                true
+            }
+            (None, _) => {
+                let p = new_password()?;
+                m.put_user(&acc.name, &p).await?;
+                let mut text = format!(
+                    "# govbus account {} (written by `govbus provision`; keep it secret, mode 0600)\n",
+                    acc.name
+                );
+                let vhost_enc = enc(&m.vhost);
+                for (k, v) in acc.lines.iter().cloned().chain([
+                    ("GOVBUS_ACCOUNT".into(), acc.name.clone()),
+                    ("GOVBUS_PASSWORD".into(), p.clone()),
+                    ("GOVBUS_VHOST".into(), m.vhost.clone()),
+                    (
+                        "GOVBUS__AMQP__URL".into(),
+                        format!(
+                            "{}://{}:{p}@{}/{vhost_enc}",
+                            target.scheme, acc.name, target.host
+                        ),
+                    ),
+                ]) {
+                    text.push_str(&format!("{k}={v}\n"));
+                }
+                write_private(&acc.file, &text)?;
+                true
+            }
+        };
+        m.set_permissions(&acc.name, &acc.permissions).await?;
+        if created {
+            done.created.push(acc.name.clone());
+        } else {
+            done.unchanged.push(acc.name.clone());
+        }
+    }
+    let wanted: std::collections::HashSet<&str> =
+        accounts.iter().map(|a| a.name.as_str()).collect();
+    for user in m.managed_users().await? {
+        let ours = user
+            .strip_prefix(&target.prefix)
+            .is_some_and(|rest| rest.starts_with("dept-") || rest.starts_with("agency-"));
+        if ours && !wanted.contains(user.as_str()) {
+            m.delete_user(&user).await?;
+            let rest = &user[target.prefix.len()..];
+            let file = match rest.split_once('-') {
+                Some(("dept", id)) => out.join("departments").join(format!("{id}.env")),
+                Some((_, id)) => out.join("agencies").join(format!("{id}.env")),
+                None => continue,
+            };
+            let _ = std::fs::remove_file(file);
+            done.revoked.push(user);
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patterns are anchored, so `tax` cannot write under `taxation.` keys.
+    #[test]
+    fn anchored_patterns() {
+        let p = department_permissions("tax");
+        let re = p.topic_write.unwrap();
+        assert_eq!(re, r"^tax\.[a-z0-9_]+$");
+        assert!(agency_permissions("a").read.starts_with('^'));
+        assert!(agency_permissions("a").read.ends_with('$'));
+        assert_eq!(enc("/"), "%2F");
+    }
+}

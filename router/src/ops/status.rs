@@ -1,0 +1,623 @@
+//! What operators watch: per agency queue depth, deliveries, kept deliveries, dead letters and
+//! grants running out; per department what the router received and how far behind its source
+//! it was; refusals by reason. Served as HTML at `/`, JSON at `/status`, and printed by
+//! `govbus status`. Counts only: never a record, a name or an ID number.
+use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Duration};
+
+use bus_schemas::{amqp::Connector, validate::today_in_shanghai, wire};
+use lapin::{options::QueueDeclareOptions, types::FieldTable, Channel, Connection};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio::sync::Mutex;
+
+use crate::pipeline::shared::Shared;
+
+/// Days ahead in which a grant's end is a warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+/// Messages waiting in an agency queue above which the backlog is a warning.
+pub const BACKLOG_WARNING: u32 = 10_000;
+
+/// A grant that ends soon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Expiring {
+    /// Grant id.
+    pub grant: String,
+    /// Item.
+    pub item: String,
+    /// Last day in force.
+    pub valid_until: String,
+    /// Days left (0: today is the last day).
+    pub days_left: i64,
+}
+
+/// One agency's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgencyStatus {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Messages ready in `agency.<id>` (null when the broker could not be asked).
+    pub queue_depth: Option<u32>,
+    /// Messages in `agency.<id>.dlq`.
+    pub dead_letters: Option<u32>,
+    /// Consumers on the agency queue.
+    pub consumers: Option<u32>,
+    /// Ledger rows of the last hour.
+    pub delivered_last_hour: i64,
+    /// Ledger rows in all.
+    pub delivered_total: i64,
+    /// Time of the newest ledger row (RFC 3339).
+    pub last_delivery: Option<String>,
+    /// Deliveries kept for retry (the queue was full or blocked).
+    pub kept_for_retry: i64,
+    /// Grants in force today.
+    pub grants_in_force: usize,
+    /// Grants ending within 30 days.
+    pub grants_expiring: Vec<Expiring>,
+    /// What needs attention.
+    pub warnings: Vec<String>,
+}
+
+/// One department's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepartmentStatus {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Ingest messages the router settled from it.
+    pub received: i64,
+    /// Of them refused (bad signature, wrong department, no grant, …).
+    pub refused: i64,
+    /// Records waiting in `quarantine.<id>` (invalid rows its adapters set aside).
+    pub quarantined: Option<u32>,
+    /// When the router last settled one of its messages.
+    pub last_received: Option<String>,
+    /// Seconds from the source change to the router, of its newest delivered record.
+    pub seconds_behind_source: Option<f64>,
+    /// What needs attention.
+    pub warnings: Vec<String>,
+}
+
+/// Refusals of one reason.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusalCount {
+    /// Reason (`bad_signature`, `no_grant`, …).
+    pub reason: String,
+    /// In all.
+    pub total: i64,
+    /// In the last hour.
+    pub last_hour: i64,
+}
+
+/// The whole page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// When this was computed (RFC 3339).
+    pub generated_at: String,
+    /// Whether the router is connected and consuming.
+    pub ready: bool,
+    /// Whether the broker answered the queue questions.
+    pub broker_reachable: bool,
+    /// Agencies, by id.
+    pub agencies: Vec<AgencyStatus>,
+    /// Departments, by id.
+    pub departments: Vec<DepartmentStatus>,
+    /// Refusals by reason.
+    pub refusals: Vec<RefusalCount>,
+    /// Every warning of the page, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Asks the broker for queue depths over a connection of its own (passive declares).
+pub struct QueueProbe {
+    connector: Connector,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl QueueProbe {
+    /// A probe that connects on first use.
+    pub fn new(connector: Connector) -> Self {
+        QueueProbe {
+            connector,
+            conn: Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Option<Channel> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            if c.status().connected() {
+                if let Ok(ch) = c.create_channel().await {
+                    return Some(ch);
+                }
+            }
+        }
+        let c = tokio::time::timeout(Duration::from_secs(3), self.connector.connect_once())
+            .await
+            .ok()?
+            .ok()?;
+        let ch = c.create_channel().await.ok()?;
+        *conn = Some(c);
+        Some(ch)
+    }
+
+    /// (messages ready, consumers) of each queue; `None` where the broker did not answer or
+    /// the queue does not exist.
+    pub async fn depths(&self, queues: &[String]) -> (bool, HashMap<String, (u32, u32)>) {
+        let mut out = HashMap::new();
+        let Some(mut ch) = self.channel().await else {
+            return (false, out);
+        };
+        for q in queues {
+            let r = ch
+                .queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match r {
+                Ok(d) => {
+                    out.insert(q.clone(), (d.message_count(), d.consumer_count()));
+                }
+                // A missing queue closes the channel: open another for the rest.
+                Err(_) => match self.channel().await {
+                    Some(c) => ch = c,
+                    None => return (false, out),
+                },
+            }
+        }
+        let _ = ch.close(200, "status".into()).await;
+        (true, out)
+    }
+}
+
+fn rfc3339_us(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339())
+}
+
+/// Computes the status from the catalogue, the database and the broker.
+pub async fn compute(shared: &Arc<Shared>, probe: &QueueProbe) -> anyhow::Result<Status> {
+    let routing = shared.routing();
+    let cat = &routing.catalogue.file;
+    let today = today_in_shanghai();
+    let mut queues = Vec::new();
+    for a in &cat.agencies {
+        queues.push(wire::agency_queue(&a.id));
+        queues.push(format!("{}.dlq", wire::agency_queue(&a.id)));
+    }
+    for d in &cat.departments {
+        queues.push(wire::quarantine_queue(&d.id));
+    }
+    let (reachable, depths) = probe.depths(&queues).await;
+    let hour_ago_us = (chrono::Utc::now() - chrono::Duration::hours(1)).timestamp_micros();
+    let pool = &shared.pool;
+    let mut deliveries: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT h.agency, h.seq AS total, coalesce(c.hour, 0) AS hour,
+                (SELECT l.delivered_at_us FROM ledger l WHERE l.agency = h.agency AND l.seq = h.seq) AS last
+         FROM ledger_heads h
+         LEFT JOIN (SELECT agency, count(*) AS hour FROM ledger WHERE delivered_at_us >= $1 GROUP BY agency) c
+              USING (agency)",
+    )
+    .bind(hour_ago_us)
+    .fetch_all(pool)
+    .await?
+    {
+        deliveries.insert(r.get("agency"), (r.get("total"), r.get("hour"), r.get("last")));
+    }
+    let kept = crate::store::kept_counts(pool).await?;
+    let mut depts: HashMap<String, (i64, i64, Option<i64>, Option<i64>)> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT department, received, refused,
+                (extract(epoch FROM last_received_at) * 1000000)::bigint AS last_received_us,
+                last_delay_ms
+         FROM department_stats",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        depts.insert(
+            r.get("department"),
+            (
+                r.get("received"),
+                r.get("refused"),
+                r.get("last_received_us"),
+                r.get("last_delay_ms"),
+            ),
+        );
+    }
+    let refusals = sqlx::query(
+        "SELECT reason, count(*) AS total,
+                count(*) FILTER (WHERE refused_at >= now() - interval '1 hour') AS hour
+         FROM refusals GROUP BY reason ORDER BY reason",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| RefusalCount {
+        reason: r.get("reason"),
+        total: r.get("total"),
+        last_hour: r.get("hour"),
+    })
+    .collect::<Vec<_>>();
+    let mut all_warnings = Vec::new();
+    let mut agencies = Vec::new();
+    for a in &cat.agencies {
+        let q = depths.get(&wire::agency_queue(&a.id));
+        let dlq = depths.get(&format!("{}.dlq", wire::agency_queue(&a.id)));
+        let (total, hour, last) = deliveries.get(&a.id).cloned().unwrap_or((0, 0, None));
+        let grants: Vec<_> = cat.grants.iter().filter(|g| g.agency == a.id).collect();
+        let in_force = grants.iter().filter(|g| g.in_force(today)).count();
+        let expiring: Vec<Expiring> = grants
+            .iter()
+            .filter(|g| g.in_force(today))
+            .filter_map(|g| {
+                let until = g.valid_until.as_ref()?.0;
+                let left = (until - today).num_days();
+                (left <= EXPIRY_WARNING_DAYS).then(|| Expiring {
+                    grant: g.id.clone(),
+                    item: g.item.clone(),
+                    valid_until: until.to_string(),
+                    days_left: left,
+                })
+            })
+            .collect();
+        let kept_n = kept.get(&a.id).copied().unwrap_or(0);
+        let mut warnings = Vec::new();
+        if let Some((n, _)) = q {
+            if *n >= BACKLOG_WARNING {
+                warnings.push(format!(
+                    "{n} deliveries waiting in {}",
+                    wire::agency_queue(&a.id)
+                ));
+            }
+        }
+        if let Some((n, 0)) = q {
+            if *n > 0 {
+                warnings.push(format!(
+                    "{n} deliveries waiting and no consumer on the queue"
+                ));
+            }
+        }
+        if let Some((n, _)) = dlq {
+            if *n > 0 {
+                warnings.push(format!(
+                    "{n} dead letters in {}.dlq",
+                    wire::agency_queue(&a.id)
+                ));
+            }
+        }
+        if kept_n > 0 {
+            warnings.push(format!(
+                "{kept_n} deliveries kept for retry (queue full or blocked)"
+            ));
+        }
+        for e in &expiring {
+            warnings.push(format!(
+                "grant {} ({}) ends {} ({} days left)",
+                e.grant, e.item, e.valid_until, e.days_left
+            ));
+        }
+        if reachable && q.is_none() {
+            warnings.push(format!(
+                "queue {} does not exist",
+                wire::agency_queue(&a.id)
+            ));
+        }
+        all_warnings.extend(warnings.iter().map(|w| format!("agency {}: {w}", a.id)));
+        agencies.push(AgencyStatus {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            queue_depth: q.map(|(n, _)| *n),
+            dead_letters: dlq.map(|(n, _)| *n),
+            consumers: q.map(|(_, c)| *c),
+            delivered_last_hour: hour,
+            delivered_total: total,
+            last_delivery: last.and_then(rfc3339_us),
+            kept_for_retry: kept_n,
+            grants_in_force: in_force,
+            grants_expiring: expiring,
+            warnings,
+        });
+    }
+    let mut departments = Vec::new();
+    for d in &cat.departments {
+        let (received, refused, last, delay) =
+            depts.get(&d.id).cloned().unwrap_or((0, 0, None, None));
+        let quarantined = depths.get(&wire::quarantine_queue(&d.id)).map(|(n, _)| *n);
+        let mut warnings = Vec::new();
+        if let Some(n) = quarantined.filter(|n| *n > 0) {
+            warnings.push(format!(
+                "{n} records in {} (invalid rows its adapters set aside)",
+                wire::quarantine_queue(&d.id)
+            ));
+        }
+        if refused > 0 {
+            warnings.push(format!("{refused} messages refused"));
+        }
+        all_warnings.extend(warnings.iter().map(|w| format!("department {}: {w}", d.id)));
+        departments.push(DepartmentStatus {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            received,
+            refused,
+            quarantined,
+            last_received: last.and_then(rfc3339_us),
+            seconds_behind_source: delay.map(|ms| ms as f64 / 1000.0),
+            warnings,
+        });
+    }
+    if !reachable {
+        all_warnings.insert(0, "the broker did not answer: queue depths unknown".into());
+    }
+    if !shared.health.ready() {
+        all_warnings.insert(
+            0,
+            "the router is not consuming (broker unreachable or draining)".into(),
+        );
+    }
+    Ok(Status {
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        ready: shared.health.ready(),
+        broker_reachable: reachable,
+        agencies,
+        departments,
+        refusals,
+        warnings: all_warnings,
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An RFC 3339 time as the city reads it (Asia/Shanghai), to the second.
+fn local(t: &Option<String>) -> String {
+    t.as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| {
+            chrono::FixedOffset::east_opt(8 * 3600)
+                .map(|tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        })
+        .unwrap_or_else(|| "–".into())
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "–".to_string(), |v| v.to_string())
+}
+
+/// The status page: plain HTML, a little CSS, refreshed every 5 seconds. Each number carries
+/// `data-agency`/`data-department` and `data-field` so scripts (and the suite) can read it.
+pub fn html(s: &Status) -> String {
+    let mut h = String::with_capacity(8192);
+    h.push_str(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>govbus status</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.4em 0 .4em}
+table{border-collapse:collapse;min-width:60%} th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.warn td{background:#fff1f0} .warn{color:#a8071a;font-weight:600}
+ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margin:.6em 0}
+.ok{color:#237804} .muted{color:#888}
+</style></head><body>
+<h1>govbus status</h1>
+"#,
+    );
+    let _ = writeln!(
+        h,
+        r#"<p class="muted">generated {} (Asia/Shanghai) · router <span id="ready" class="{}">{}</span> · refreshed every 5 s · JSON at <a href="/status">/status</a></p>"#,
+        local(&Some(s.generated_at.clone())),
+        if s.ready { "ok" } else { "warn" },
+        if s.ready {
+            "consuming"
+        } else {
+            "NOT consuming"
+        }
+    );
+    if s.warnings.is_empty() {
+        h.push_str("<p class=\"ok\" id=\"warnings\">No warnings.</p>\n");
+    } else {
+        h.push_str("<ul class=\"warnings\" id=\"warnings\">\n");
+        for w in &s.warnings {
+            let _ = writeln!(h, "<li class=\"warn\">{}</li>", esc(w));
+        }
+        h.push_str("</ul>\n");
+    }
+    h.push_str("<h2>Agencies</h2>\n<table id=\"agencies\"><tr><th>agency</th><th>queue depth</th><th>consumers</th><th>delivered, last hour</th><th>delivered in all</th><th>last delivery</th><th>kept for retry</th><th>dead letters</th><th>grants in force</th><th>grants ending ≤ 30 days</th></tr>\n");
+    for a in &s.agencies {
+        let id = esc(&a.id);
+        let cell = |field: &str, v: String| {
+            format!("<td class=\"n\" data-agency=\"{id}\" data-field=\"{field}\">{v}</td>")
+        };
+        let expiring = if a.grants_expiring.is_empty() {
+            "–".to_string()
+        } else {
+            a.grants_expiring
+                .iter()
+                .map(|e| format!("{} ({} days)", esc(&e.grant), e.days_left))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let last_delivery = format!(
+            "<td data-agency=\"{id}\" data-field=\"last_delivery\">{}</td>",
+            local(&a.last_delivery)
+        );
+        let _ = writeln!(
+            h,
+            "<tr{}><td title=\"{}\">{id}</td>{}{}{}{}{}{}{}{}<td data-agency=\"{id}\" data-field=\"grants_expiring\"{}>{expiring}</td></tr>",
+            if a.warnings.is_empty() { "" } else { " class=\"warn\"" },
+            esc(&a.name),
+            cell("queue_depth", opt(&a.queue_depth)),
+            cell("consumers", opt(&a.consumers)),
+            cell("delivered_last_hour", a.delivered_last_hour.to_string()),
+            cell("delivered_total", a.delivered_total.to_string()),
+            last_delivery,
+            cell("kept_for_retry", a.kept_for_retry.to_string()),
+            cell("dead_letters", opt(&a.dead_letters)),
+            cell("grants_in_force", a.grants_in_force.to_string()),
+            if a.grants_expiring.is_empty() { "" } else { " class=\"warn\"" },
+        );
+    }
+    h.push_str("</table>\n<h2>Departments</h2>\n<table id=\"departments\"><tr><th>department</th><th>received</th><th>refused</th><th>quarantined</th><th>last received</th><th>seconds behind source</th></tr>\n");
+    for d in &s.departments {
+        let id = esc(&d.id);
+        let cell = |field: &str, v: String| {
+            format!("<td class=\"n\" data-department=\"{id}\" data-field=\"{field}\">{v}</td>")
+        };
+        let _ = writeln!(
+            h,
+            "<tr{}><td title=\"{}\">{id}</td>{}{}{}<td data-department=\"{id}\" data-field=\"last_received\">{}</td>{}</tr>",
+            if d.warnings.is_empty() { "" } else { " class=\"warn\"" },
+            esc(&d.name),
+            cell("received", d.received.to_string()),
+            cell("refused", d.refused.to_string()),
+            cell("quarantined", opt(&d.quarantined)),
+            local(&d.last_received),
+            cell(
+                "seconds_behind_source",
+                d.seconds_behind_source.map_or("–".into(), |s| format!("{s:.1}"))
+            ),
+        );
+    }
+    h.push_str("</table>\n<h2>Refusals</h2>\n");
+    if s.refusals.is_empty() {
+        h.push_str("<p class=\"muted\" id=\"refusals\">None.</p>\n");
+    } else {
+        h.push_str(
+            "<table id=\"refusals\"><tr><th>reason</th><th>in all</th><th>last hour</th></tr>\n",
+        );
+        for r in &s.refusals {
+            let reason = esc(&r.reason);
+            let _ = writeln!(
+                h,
+                "<tr><td>{reason}</td><td class=\"n\" data-reason=\"{reason}\" data-field=\"total\">{}</td><td class=\"n\" data-reason=\"{reason}\" data-field=\"last_hour\">{}</td></tr>",
+                r.total, r.last_hour
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The status as plain-text tables (`govbus status`).
+pub fn text(s: &Status) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "govbus status at {} (router {})",
+        s.generated_at,
+        if s.ready {
+            "consuming"
+        } else {
+            "NOT consuming"
+        }
+    );
+    let _ = writeln!(
+        t,
+        "\n{:<14} {:>9} {:>5} {:>10} {:>10} {:>6} {:>6} {:>7}  last delivery",
+        "AGENCY", "QUEUE", "CONS", "LAST HOUR", "TOTAL", "KEPT", "DLQ", "GRANTS"
+    );
+    for a in &s.agencies {
+        let _ = writeln!(
+            t,
+            "{:<14} {:>9} {:>5} {:>10} {:>10} {:>6} {:>6} {:>7}  {}",
+            a.id,
+            opt(&a.queue_depth),
+            opt(&a.consumers),
+            a.delivered_last_hour,
+            a.delivered_total,
+            a.kept_for_retry,
+            opt(&a.dead_letters),
+            a.grants_in_force,
+            opt(&a.last_delivery)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n{:<14} {:>10} {:>8} {:>11} {:>9}  last received",
+        "DEPARTMENT", "RECEIVED", "REFUSED", "QUARANTINE", "BEHIND s"
+    );
+    for d in &s.departments {
+        let _ = writeln!(
+            t,
+            "{:<14} {:>10} {:>8} {:>11} {:>9}  {}",
+            d.id,
+            d.received,
+            d.refused,
+            opt(&d.quarantined),
+            d.seconds_behind_source
+                .map_or("–".into(), |s| format!("{s:.1}")),
+            opt(&d.last_received)
+        );
+    }
+    if !s.refusals.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n{:<24} {:>10} {:>10}",
+            "REFUSAL REASON", "TOTAL", "LAST HOUR"
+        );
+        for r in &s.refusals {
+            let _ = writeln!(t, "{:<24} {:>10} {:>10}", r.reason, r.total, r.last_hour);
+        }
+    }
+    if s.warnings.is_empty() {
+        t.push_str("\nno warnings\n");
+    } else {
+        t.push_str("\nWARNINGS\n");
+        for w in &s.warnings {
+            let _ = writeln!(t, "  ! {w}");
+        }
+    }
+    t
+}
+
+/// Background upkeep: grant expiry gauges every minute; the whole ledger re-verified every
+/// `verify_every_secs` (first a minute after start).
+pub async fn housekeeping(
+    shared: Arc<Shared>,
+    verify_every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut next_verify = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let routing = shared.routing();
+        let today = today_in_shanghai();
+        for g in &routing.catalogue.file.grants {
+            if let (true, Some(until)) = (g.in_force(today), &g.valid_until) {
+                crate::telemetry::grant_days_left(&g.agency, &g.id, (until.0 - today).num_days());
+            }
+        }
+        if !verify_every.is_zero() && tokio::time::Instant::now() >= next_verify {
+            let t = std::time::Instant::now();
+            match crate::store::ledger::verify(&shared.pool).await {
+                Ok(v) => crate::telemetry::ledger_verified(
+                    v.broken.is_empty(),
+                    v.rows,
+                    t.elapsed().as_secs_f64(),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot verify the ledger now; retrying later")
+                }
+            }
+            next_verify = tokio::time::Instant::now() + verify_every;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Ingest → agencies, at least once, with a ledger that holds each delivery exactly once.
+//!
+//! Two stages run side by side on one connection. The first takes a batch of ingest
+//! messages, decides each one on a blocking thread (verify, project, pseudonymise, sign), asks
+//! PostgreSQL what the agencies already hold, and publishes every delivery with confirms.
+//! The second awaits those confirms in order, then in one transaction appends the confirmed
+//! deliveries to the ledger, keeps the unconfirmed ones (an agency's queue full or blocked)
+//! for retry, and keeps the refusals; only then does it ack the batch. A crash anywhere
+//! redelivers the unacked batch; what the ledger already holds is not published again.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bus_schemas::{
+    amqp::{
+        publish::{classify, publish_all, PublishError},
+        Connector, OutgoingMessage,
+    },
+    validate::today_in_shanghai,
+    wire,
+};
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString},
+    Channel, Connection, PublisherConfirm,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    pipeline::{shared::Shared, topology::declare},
+    routing::route::{Outcome, Planned},
+    store::{
+        self,
+        counters::DepartmentCounts,
+        ledger::{self, Entry},
+        Refusal,
+    },
+    telemetry,
+};
+
+/// How long one confirm may take before the channel is presumed dead.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// (agency, item, record key hash) → newest version published by this router recently: the
+/// ledger answers for what is written, this for batches still in flight.
+type Recent = std::collections::HashMap<(String, String, String), i64>;
+/// Entries kept in [`Recent`] before it starts over (a few in-flight windows' worth).
+const RECENT_MAX: usize = 100_000;
+
+/// Batches published and awaiting their confirms and ledger write, behind the one being read.
+const IN_FLIGHT_BATCHES: usize = 4;
+
+/// One ingest message on its way.
+struct InFlight {
+    routing_key: String,
+    kind: Kind,
+    /// The record as received, kept as its latest version for replay.
+    stored: Option<store::LatestRecord>,
+}
+
+enum Kind {
+    Refused(Refusal),
+    Failed(OutgoingMessage, String),
+    Deliver {
+        /// Published (with their confirm) or kept without publishing.
+        deliveries: Vec<(Planned, Option<PublisherConfirm>)>,
+    },
+}
+
+/// A batch on its way from the first stage to the second.
+struct Batch {
+    messages: Vec<InFlight>,
+    last: Delivery,
+    started: Instant,
+}
+
+/// Runs until `stop`: consumes `govbus.router`, rebuilding connection, channels and consumer
+/// whenever one fails.
+pub async fn run(
+    shared: Arc<Shared>,
+    connector: Connector,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(connector.config().reconnect_min_ms);
+    let max_delay = Duration::from_millis(connector.config().reconnect_max_ms);
+    while !stop.is_cancelled() {
+        shared.health.set_connected(false);
+        let conn = match connector
+            .connect(&stop, |e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "RabbitMQ unreachable"))
+            .await
+        {
+            Ok(c) => c,
+            Err(bus_schemas::amqp::connect::ConnectError::Cancelled) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let started = Instant::now();
+        match session(&shared, &conn, connector.config().prefetch, &stop).await {
+            Ok(()) => {
+                let _ = conn.close(200, "router stopping".into()).await;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "RabbitMQ session failed; reconnecting (unacked messages are redelivered)");
+                let _ = conn.close(200, "reconnecting".into()).await;
+                if started.elapsed() > Duration::from_secs(30) {
+                    delay = Duration::from_millis(connector.config().reconnect_min_ms);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => break,
+                }
+                delay = (delay * 2).min(max_delay);
+            }
+        }
+    }
+    shared.health.set_connected(false);
+    Ok(())
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    prefetch: u16,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let setup = conn.create_channel().await?;
+    declare(&setup, &shared.routing()).await?;
+    let _ = setup.close(200, "declared".into()).await;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consumer = consume
+        .basic_consume(
+            wire::ROUTER_QUEUE.into(),
+            "govbus-router".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    telemetry::reconnect();
+    shared.health.set_connected(true);
+    let counting = conn.create_channel().await?;
+    let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
+    let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
+    let settle = settle(shared.clone(), publish.clone(), rx);
+    // Counting ends with the session: when intake and settle end (stopping or failed), so does it.
+    let session_stop = stop.child_token();
+    let count =
+        crate::pipeline::quarantined::run(shared.clone(), counting.clone(), session_stop.clone());
+    let routing_done = async {
+        let r = tokio::join!(intake, settle);
+        session_stop.cancel();
+        r
+    };
+    let ((a, b), c) = tokio::join!(routing_done, count);
+    if a.is_ok() && b.is_ok() && c.is_ok() {
+        // Stopping: close the channels before the connection, as the protocol expects.
+        let _ = consume.close(200, "router stopping".into()).await;
+        let _ = publish.close(200, "router stopping".into()).await;
+        let _ = counting.close(200, "router stopping".into()).await;
+    }
+    a.and(b).and(c)
+}
+
+/// First stage: batches, decisions, publishes.
+async fn intake(
+    shared: Arc<Shared>,
+    mut consumer: lapin::Consumer,
+    publish: Channel,
+    tx: mpsc::Sender<Batch>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let wait = Duration::from_millis(shared.tunables.batch_wait_ms);
+    let max = shared.tunables.batch.max(1);
+    let mut recent = Recent::new();
+    loop {
+        let first = tokio::select! {
+            d = consumer.next() => d,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let Some(first) = first else {
+            anyhow::bail!("the consumer was cancelled by the broker");
+        };
+        let mut deliveries = vec![first?];
+        let deadline = tokio::time::Instant::now() + wait;
+        while deliveries.len() < max {
+            // What has arrived already is taken without arming a timer.
+            let next = match consumer.next().now_or_never() {
+                Some(d) => Ok(d),
+                None => tokio::time::timeout_at(deadline, consumer.next()).await,
+            };
+            match next {
+                Ok(Some(d)) => deliveries.push(d?),
+                Ok(None) => anyhow::bail!("the consumer was cancelled by the broker"),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let routing = shared.routing();
+        let decide = shared.clone();
+        // Verifying, projecting and signing are the CPU-heavy part: a large batch is split
+        // over two threads.
+        let decided = tokio::task::spawn_blocking(move || {
+            let (received, today) = (chrono::Utc::now(), today_in_shanghai());
+            let decide_all = |part: Vec<Delivery>| {
+                // The department signatures of the part at once (2–3× cheaper than one by
+                // one); if one fails, each is checked on its own to find it.
+                let claims: Vec<Option<wire::Claim>> = part
+                    .iter()
+                    .map(|d| {
+                        crate::routing::route::claim(
+                            &routing,
+                            d.routing_key.as_str(),
+                            &d.properties,
+                            &d.data,
+                        )
+                    })
+                    .collect();
+                let all_good = wire::verify_all(claims.iter().flatten());
+                part.into_iter()
+                    .zip(claims)
+                    .map(|(d, claim)| {
+                        let outcome = decide.platform.route(
+                            &routing,
+                            received,
+                            today,
+                            d.routing_key.as_str(),
+                            &d.properties,
+                            &d.data,
+                            all_good && claim.is_some(),
+                        );
+                        (d, outcome)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if deliveries.len() < 64 {
+                return decide_all(deliveries);
+            }
+            let second = deliveries.split_off(deliveries.len() / 2);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| decide_all(second));
+                let mut out = decide_all(deliveries);
+                out.extend(other.join().expect("deciding a batch half panicked"));
+                out
+            })
+        })
+        .await?;
+        let batch = prepare(&shared, decided, &publish, started, &mut recent).await?;
+        if tx.send(batch).await.is_err() {
+            return Ok(()); // the second stage failed; its error ends the session
+        }
+    }
+}
+
+/// Turns decisions into messages in flight: drops what the agencies already hold, publishes
+/// the rest (or keeps it, behind an agency's earlier kept deliveries).
+async fn prepare(
+    shared: &Shared,
+    decided: Vec<(Delivery, Outcome)>,
+    publish: &Channel,
+    started: Instant,
+    recent: &mut Recent,
+) -> anyhow::Result<Batch> {
+    let planned: Vec<&Entry> = decided
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Deliver { deliveries, .. } => Some(deliveries.iter().map(|p| &p.entry)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let prior = store::prior(&shared.pool, &planned).await?;
+    let mut prior = prior.into_iter();
+    let blocked = shared.blocked.lock().expect("blocked lock").clone();
+    let mut messages = Vec::with_capacity(decided.len());
+    let mut last = None;
+    let mut already = 0;
+    // (message, delivery) of each delivery to publish; all are published at once below.
+    let mut to_publish: Vec<(usize, usize)> = Vec::new();
+    for (d, outcome) in decided {
+        let routing_key = d.routing_key.as_str().to_string();
+        let mut stored = None;
+        let kind = match outcome {
+            Outcome::Refused { reason, detail } => {
+                telemetry::refused(reason.as_str(), &routing_key, &detail);
+                Kind::Refused(Refusal {
+                    reason: reason.as_str(),
+                    detail,
+                    routing_key: routing_key.clone(),
+                    message_id: d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.as_str().to_string()),
+                    key_id: d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| {
+                            bus_schemas::amqp::headers::header_str(h, wire::header::KEY_ID)
+                        })
+                        .map(str::to_string),
+                    headers: store::headers_json(d.properties.headers().as_ref()),
+                    body: d.data.clone(),
+                })
+            }
+            Outcome::Failed(reason) => Kind::Failed(dead_letter(&d, &reason), reason),
+            Outcome::Deliver { deliveries, .. } => {
+                stored = deliveries.first().map(|p| store::LatestRecord {
+                    item: p.entry.item.clone(),
+                    key_hash: p.entry.key_hash.clone(),
+                    version: p.entry.version,
+                    routing_key: routing_key.clone(),
+                    ingest_id: p.entry.ingest_id.clone(),
+                    headers: store::headers_json(d.properties.headers().as_ref()),
+                    body: d.data.clone(),
+                });
+                let mut out = Vec::with_capacity(deliveries.len());
+                for p in deliveries {
+                    let held = prior.next().expect("one held version per planned delivery");
+                    // The agency holds this version: this very delivery (a redelivered
+                    // message), or the same version sent again (under another ingest id once
+                    // the department replaced its id secret).
+                    if held == Some(p.entry.version) {
+                        already += 1;
+                        continue;
+                    }
+                    // Newest version delivered: in the ledger, or in a batch not yet written.
+                    let key = (
+                        p.entry.agency.clone(),
+                        p.entry.item.clone(),
+                        p.entry.key_hash.clone(),
+                    );
+                    let newest = held.max(recent.get(&key).copied());
+                    if newest.is_some_and(|v| v > p.entry.version) {
+                        telemetry::stale(&p.entry.agency, &p.entry.key_hash);
+                        continue;
+                    }
+                    if p.needs_prior && held.is_none() {
+                        continue; // a delete for a region the agency never got this record in
+                    }
+                    if recent.len() >= RECENT_MAX {
+                        recent.clear();
+                    }
+                    let v = recent.entry(key).or_insert(p.entry.version);
+                    *v = (*v).max(p.entry.version);
+                    if !blocked.contains(&p.entry.agency) {
+                        to_publish.push((messages.len(), out.len()));
+                    }
+                    out.push((p, None));
+                }
+                Kind::Deliver { deliveries: out }
+            }
+        };
+        messages.push(InFlight {
+            routing_key,
+            kind,
+            stored,
+        });
+        last = Some(d);
+    }
+    if already > 0 {
+        telemetry::already_delivered(already);
+    }
+    // Registered in order, written by lapin's I/O thread in one go (see `publish_all`).
+    fn deliveries_of(m: &InFlight) -> &[(Planned, Option<PublisherConfirm>)] {
+        match &m.kind {
+            Kind::Deliver { deliveries } => deliveries,
+            _ => unreachable!("only deliveries are published"),
+        }
+    }
+    let results = publish_all(
+        publish,
+        to_publish
+            .iter()
+            .map(|&(m, i)| &deliveries_of(&messages[m])[i].0.message),
+    )
+    .await;
+    for ((m, i), r) in to_publish.into_iter().zip(results) {
+        if let Kind::Deliver { deliveries } = &mut messages[m].kind {
+            deliveries[i].1 = Some(r?);
+        }
+    }
+    Ok(Batch {
+        messages,
+        last: last.expect("a batch has at least one message"),
+        started,
+    })
+}
+
+/// The message for `govbus.router.dlq`: the original, with `govbus-reason`.
+fn dead_letter(d: &Delivery, reason: &str) -> OutgoingMessage {
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        wire::header::REASON.into(),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    OutgoingMessage {
+        exchange: wire::DLX_EXCHANGE.into(),
+        routing_key: wire::ROUTER_DLQ.into(),
+        body: d.data.clone(),
+        properties: d.properties.clone().with_headers(headers),
+    }
+}
+
+/// Second stage: confirms, ledger, ack.
+async fn settle(
+    shared: Arc<Shared>,
+    publish: Channel,
+    mut rx: mpsc::Receiver<Batch>,
+) -> anyhow::Result<()> {
+    while let Some(first) = rx.recv().await {
+        // Group commit: every batch already waiting joins this transaction and this ack.
+        let mut batches = vec![first];
+        while batches.len() < IN_FLIGHT_BATCHES {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let mut delivered: Vec<Entry> = Vec::new();
+        let mut kept: Vec<(Entry, OutgoingMessage, String)> = Vec::new();
+        let mut refusals = Vec::new();
+        let mut departments = DepartmentCounts::default();
+        let mut latest = Vec::new();
+        let mut last = None;
+        let started = batches[0].started;
+        for batch in batches {
+            last = Some(batch.last);
+            for m in batch.messages {
+                departments.received(&m.routing_key, matches!(m.kind, Kind::Refused(_)));
+                latest.extend(m.stored);
+                match m.kind {
+                    Kind::Refused(r) => refusals.push(r),
+                    Kind::Failed(msg, reason) => {
+                        let confirm = msg.publish(&publish).await?;
+                        let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                            .await
+                            .map_err(|_| {
+                                anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
+                            })?;
+                        classify(r, &msg)?;
+                        telemetry::dead_lettered(&m.routing_key, &reason);
+                    }
+                    Kind::Deliver { deliveries } => {
+                        for (p, confirm) in deliveries {
+                            let Some(confirm) = confirm else {
+                                kept.push((
+                                    p.entry,
+                                    p.message,
+                                    "the agency has earlier deliveries waiting".into(),
+                                ));
+                                continue;
+                            };
+                            let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                                .await
+                                .map_err(|_| {
+                                    anyhow::anyhow!(
+                                        "no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}"
+                                    )
+                                })?;
+                            match classify(r, &p.message) {
+                                Ok(()) => delivered.push(p.entry),
+                                Err(e) if e.needs_new_channel() => return Err(e.into()),
+                                Err(
+                                    e @ (PublishError::Nacked { .. }
+                                    | PublishError::Unroutable { .. }),
+                                ) => {
+                                    kept.push((p.entry, p.message, e.to_string()));
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for e in &delivered {
+            departments.source_time(&e.department, e.source_time_ms);
+        }
+        commit(&shared, &delivered, &kept, &refusals, &departments, &latest).await?;
+        for e in &delivered {
+            telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
+        }
+        if !kept.is_empty() {
+            let mut blocked = shared.blocked.lock().expect("blocked lock");
+            for (e, _, why) in &kept {
+                telemetry::kept(&e.agency, why);
+                blocked.insert(e.agency.clone());
+            }
+        }
+        let last = last.expect("at least one batch");
+        if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
+            anyhow::bail!("the channel closed before the batch was acked; it will be redelivered");
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            delivered = delivered.len(),
+            "batch settled"
+        );
+    }
+    Ok(())
+}
+
+/// One transaction: ledger rows for the confirmed, kept rows for the unconfirmed, refusals.
+/// Retried while PostgreSQL is unreachable: nothing is acked until it commits.
+async fn commit(
+    shared: &Shared,
+    delivered: &[Entry],
+    kept: &[(Entry, OutgoingMessage, String)],
+    refusals: &[Refusal],
+    departments: &DepartmentCounts,
+    latest: &[store::LatestRecord],
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    // The prior check found every delivery above the version its agency holds, so none is in
+    // the ledger; it is looked up only if one turns out to be there (see
+    // `ledger::append_checked`).
+    let mut look_up = false;
+    loop {
+        let t = Instant::now();
+        let attempt = async {
+            let mut tx = shared.pool.begin().await?;
+            let rows =
+                ledger::append_checked(&mut tx, &delivered.iter().collect::<Vec<_>>(), look_up)
+                    .await?;
+            store::keep(
+                &mut tx,
+                &kept.iter().map(|(e, m, _)| (e, m)).collect::<Vec<_>>(),
+            )
+            .await?;
+            store::insert_refusals(&mut tx, refusals).await?;
+            store::counters::count_departments(&mut tx, departments).await?;
+            store::keep_latest(&mut tx, latest).await?;
+            crate::store::counters::count_timeliness(&mut tx, delivered).await?;
+            tx.commit().await?;
+            Ok::<usize, sqlx::Error>(rows)
+        };
+        match attempt.await {
+            Ok(rows) => {
+                telemetry::ledger_batch(t.elapsed().as_secs_f64(), rows);
+                return Ok(());
+            }
+            Err(e) if !look_up && ledger::is_duplicate(&e) => {
+                tracing::debug!(
+                    "a delivery of the batch is in the ledger already; writing again, skipping it"
+                );
+                look_up = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the ledger; retrying (the batch stays unacked)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
