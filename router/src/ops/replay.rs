@@ -170,15 +170,7 @@ pub async fn replay_records(
             let props = BasicProperties::default()
                 .with_message_id(ingest_id.as_str().into())
                 .with_headers(crate::store::headers_from_json(&headers));
-            match platform.route(
-                routing,
-                received,
-                today,
-                &routing_key,
-                &props,
-                &body,
-                false,
-            ) {
+            match platform.route(routing, received, today, &routing_key, &props, &body, false) {
                 Outcome::Deliver { deliveries, .. } => {
                     let mut any = false;
                     for mut p in deliveries.into_iter().filter(|p| p.entry.agency == agency) {
