@@ -12,7 +12,10 @@ use serde_json::{json, Value as Json};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::{Handler, Received, Verdict};
+use crate::{
+    consume::{Handler, Verdict},
+    decode::Received,
+};
 
 /// Which table each item's records land in.
 #[derive(Debug, Clone)]
@@ -29,7 +32,7 @@ impl Tables {
         anyhow::ensure!(!args.is_empty(), "--table is needed with --postgres");
         let check = |t: &str| {
             anyhow::ensure!(
-                super::valid_table(t) && t.rsplit('.').next().is_some_and(|n| n.len() <= 55),
+                valid_table(t) && t.rsplit('.').next().is_some_and(|n| n.len() <= 55),
                 "--table {t:?} is not a plain lowercase SQL name (letters, digits, _; optionally \
                  schema.table; at most 55 characters)"
             );
@@ -415,5 +418,21 @@ impl Handler for Webhook {
             out.push(v);
         }
         Ok(out)
+    }
+}
+
+/// The catalogue-free check that a `--table` name is a plain SQL identifier (optionally
+/// `schema.table`).
+pub fn valid_table(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    match name.split_once('.') {
+        Some((s, t)) => part(s) && part(t),
+        None => part(name),
     }
 }

@@ -3,7 +3,10 @@ use std::io::Write;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Handler, Received, Seen, Verdict};
+use crate::{
+    consume::{Handler, Seen, Verdict},
+    decode::Received,
+};
 
 /// Prints each verified record once, as one JSON line; acks after the line is written.
 pub struct Tail<W: Write> {
