@@ -65,7 +65,22 @@ ensure_rabbitmq() {
       die "no RabbitMQ management API at $GOVBUS__AMQP__MANAGEMENT_URL: enable the rabbitmq_management plugin there"
     fi
   fi
-  say "RabbitMQ: $host:$port (management on port $mport)"
+  # Prometheus scrapes RabbitMQ's own exporter (deploy/prometheus/prometheus.yml); the suite
+  # checks that every metric an alert or a dashboard panel uses is there.
+  : "${GOVBUS_RABBITMQ_PROMETHEUS_URL:=http://$host:15692}"
+  export GOVBUS_RABBITMQ_PROMETHEUS_URL
+  local pport
+  pport=$(url_port "$GOVBUS_RABBITMQ_PROMETHEUS_URL" 15692)
+  if ! port_open "$host" "$pport"; then
+    if is_local "$host" && command -v rabbitmq-plugins >/dev/null 2>&1; then
+      say "enabling the RabbitMQ Prometheus plugin (rabbitmq-plugins enable rabbitmq_prometheus)"
+      rabbitmq-plugins enable rabbitmq_prometheus >/dev/null || die "could not enable rabbitmq_prometheus"
+      wait_port "$host" "$pport" 60 || die "RabbitMQ's Prometheus endpoint did not come up on $host:$pport"
+    else
+      die "no RabbitMQ Prometheus endpoint at $GOVBUS_RABBITMQ_PROMETHEUS_URL: enable the rabbitmq_prometheus plugin there"
+    fi
+  fi
+  say "RabbitMQ: $host:$port (management on port $mport, Prometheus on $pport)"
 }
 
 ensure_postgres() {

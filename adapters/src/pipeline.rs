@@ -52,6 +52,10 @@ pub struct Summary {
     pub published: u64,
     /// Rows confirmed on the quarantine exchange.
     pub quarantined: u64,
+    /// Connections opened after the first (the broker or the network went away mid-run).
+    pub reconnects: u64,
+    /// Records confirmed on a connection after the first: work that went on after a reconnect.
+    pub published_after_reconnect: u64,
 }
 
 /// Rows read ahead and prepared on a blocking thread while the previous batch is published.
@@ -249,6 +253,7 @@ impl<S: Source> Pipeline<S> {
         let min_delay = Duration::from_millis(self.connector.config().reconnect_min_ms);
         let max_delay = Duration::from_millis(self.connector.config().reconnect_max_ms);
         let mut summary = Summary::default();
+        let mut sessions: u64 = 0;
         let mut session: Option<(Connection, Channel)> = None;
         let mut window: VecDeque<Pending> = VecDeque::with_capacity(cap);
         let mut ready: VecDeque<Pending> = VecDeque::new();
@@ -281,6 +286,8 @@ impl<S: Source> Pipeline<S> {
                     continue;
                 };
                 telemetry::reconnect(window.len());
+                sessions += 1;
+                summary.reconnects = sessions - 1;
                 let mut ok = true;
                 let results = publish_all(&ch, window.iter().map(|p| &p.msg)).await;
                 for (p, r) in window.iter_mut().zip(results) {
@@ -526,6 +533,9 @@ impl<S: Source> Pipeline<S> {
                     match p.kind {
                         Kind::Record => {
                             summary.published += 1;
+                            if summary.reconnects > 0 {
+                                summary.published_after_reconnect += 1;
+                            }
                             telemetry::confirmed(p.source_time_ms);
                         }
                         Kind::Quarantine => {

@@ -103,7 +103,7 @@ async fn sigkill_mid_stream_loses_nothing() {
         ),
     );
     std::fs::write(&config, text).unwrap();
-    kill_mid_stream_then_finish(&env, &config, 4_000).await;
+    kill_mid_stream_then_finish(&env, &config, 4_000, valid.len()).await;
     assert_each_record_arrived(
         &env,
         "localtax",

@@ -91,7 +91,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     let db = TestDatabase::create(&Services::from_env()).await.unwrap();
     let valid = fill_commerce(&db, 20_000, 0).await;
     let config = env.config_file_with_source("commerce-enterprise", &[], Some(&db.url));
-    kill_mid_stream_then_finish(&env, &config, 4_000).await;
+    kill_mid_stream_then_finish(&env, &config, 4_000, valid.len()).await;
     assert_each_record_arrived(
         &env,
         "commerce",

@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::{citizen, World};
-use govbus_tests::{Process, Services, TestDatabase};
+use govbus_tests::{ChaosOptions, Process, Services, TestDatabase, CHAOS_USAGE};
 
 /// Grants of the example catalogue in force today: (agency, item) → granted fields, and
 /// whether the grant is limited to Tianhe (even-numbered enterprises in `World::commerce`).
@@ -128,15 +128,17 @@ impl Fleet {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(20);
-    let seed: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let (rounds, seed) = match ChaosOptions::parse(std::env::args().skip(1)) {
+        Ok(Some(o)) => (o.rounds, o.seed),
+        Ok(None) => {
+            println!("{CHAOS_USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("chaos: {e}\n{CHAOS_USAGE}");
+            std::process::exit(2);
+        }
+    };
     let mut rng = Rng(seed);
     println!("chaos: {rounds} rounds, seed {seed}");
     let started = Instant::now();

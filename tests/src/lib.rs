@@ -43,6 +43,9 @@ pub struct Services {
     pub amqp_url: String,
     /// Base URL of the RabbitMQ management HTTP API.
     pub management_url: String,
+    /// Base URL of RabbitMQ's Prometheus exporter (`rabbitmq_prometheus`, port 15692;
+    /// `GOVBUS_RABBITMQ_PROMETHEUS_URL`: no program reads it, so it is outside `GOVBUS__`).
+    pub prometheus_url: String,
     /// Management API user and password (those of the AMQP URL unless set in the URL).
     pub management_auth: (String, String),
     /// PostgreSQL URL with rights to create databases.
@@ -146,11 +149,14 @@ impl Services {
         let (user, pass, host) = split_amqp_url(&amqp_url);
         let management_url = std::env::var("GOVBUS__AMQP__MANAGEMENT_URL")
             .unwrap_or_else(|_| format!("http://{host}:15672"));
+        let prometheus_url = std::env::var("GOVBUS_RABBITMQ_PROMETHEUS_URL")
+            .unwrap_or_else(|_| format!("http://{host}:15692"));
         let database_url =
             std::env::var("GOVBUS__DATABASE__URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         Services {
             amqp_url,
             management_url: management_url.trim_end_matches('/').to_string(),
+            prometheus_url: prometheus_url.trim_end_matches('/').to_string(),
             management_auth: (user, pass),
             database_url,
             tls: AmqpTls::from_env(),
@@ -708,8 +714,85 @@ fn tempfile_dir(what: &str) -> PathBuf {
     d
 }
 
+pub const CHAOS_USAGE: &str = "usage: scripts/chaos [--rounds N] [--seed S]   (N rounds, default 20; S replays a campaign's choices, default from the clock)";
+
+/// `scripts/chaos`'s options (`tests/examples/chaos.rs`). An argument it does not know is an error, never ignored.
+pub struct ChaosOptions {
+    /// Rounds of faults.
+    pub rounds: u64,
+    /// Seed of the campaign's choices.
+    pub seed: u64,
+}
+
+impl ChaosOptions {
+    /// Parses `--rounds N`, `--seed S` (or `--flag=value`); `None` for `--help`.
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Self>, String> {
+        let mut o = ChaosOptions {
+            rounds: 20,
+            seed: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1,
+        };
+        while let Some(a) = args.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) => (f.to_string(), Some(v.to_string())),
+                None => (a.clone(), None),
+            };
+            let mut value = |name: &str| -> Result<u64, String> {
+                let v = inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{name} needs a number"))?;
+                v.parse()
+                    .map_err(|_| format!("{name} takes a whole number, not `{v}`"))
+            };
+            match flag.as_str() {
+                "--rounds" => o.rounds = value("--rounds")?,
+                "--seed" => o.seed = value("--seed")?,
+                "-h" | "--help" => return Ok(None),
+                _ => return Err(format!("unknown argument `{a}`")),
+            }
+        }
+        if o.rounds == 0 {
+            return Err("--rounds must be at least 1".into());
+        }
+        Ok(Some(o))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn chaos(args: &[&str]) -> Result<Option<super::ChaosOptions>, String> {
+        super::ChaosOptions::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    /// `scripts/chaos --rounds 5 --seed 7` runs 5 rounds with seed 7 (it once ran 20 rounds
+    /// with seed 5, reading its arguments by position).
+    #[test]
+    fn chaos_options_by_name() {
+        let o = chaos(&["--rounds", "5", "--seed", "7"]).unwrap().unwrap();
+        assert_eq!((o.rounds, o.seed), (5, 7));
+        let o = chaos(&["--seed=9", "--rounds=3"]).unwrap().unwrap();
+        assert_eq!((o.rounds, o.seed), (3, 9));
+        assert_eq!(chaos(&[]).unwrap().unwrap().rounds, 20);
+        assert!(chaos(&["--help"]).unwrap().is_none());
+    }
+
+    /// An argument the campaign does not know, or a value that is not a number, is an error
+    /// naming it, never silently ignored.
+    #[test]
+    fn chaos_options_refuse_what_they_do_not_know() {
+        assert_eq!(chaos(&["5"]).err().unwrap(), "unknown argument `5`");
+        assert_eq!(
+            chaos(&["--rounds", "five"]).err().unwrap(),
+            "--rounds takes a whole number, not `five`"
+        );
+        assert_eq!(chaos(&["--seed"]).err().unwrap(), "--seed needs a number");
+        assert!(chaos(&["--rounds", "0"]).is_err());
+    }
     use super::*;
 
     /// Credentials and host come out of an AMQP URL; a vhost is put in its place.

@@ -1,5 +1,6 @@
-//! Agencies consume with Java, Python and .NET: the Rust encoding must be what an independent
-//! Avro implementation (fastavro) reads, and the other way round.
+//! Agencies consume with any Avro library: the Rust encoding must be what an independent Avro
+//! implementation (fastavro, Python) reads, and the other way round. The Java and Python agency
+//! kits are run end to end against a live router in `agency_kits.rs`; no .NET client is tested.
 use std::{fs, process::Command};
 
 use bus_schemas::Registry;

@@ -282,8 +282,14 @@ impl Drop for Adapter {
 }
 
 /// Starts the adapter binary, SIGKILLs it once `after` records reached the ingest queue, and
-/// runs it again with `--once` to the end. Returns how many records had arrived at the kill.
-pub async fn kill_mid_stream_then_finish(env: &Env, config: &Path, after: u32) -> u32 {
+/// runs it again with `--once` to the end. Fails unless the kill hit the run in flight (fewer
+/// than `total` records had arrived). Returns how many had.
+pub async fn kill_mid_stream_then_finish(
+    env: &Env,
+    config: &Path,
+    after: u32,
+    total: usize,
+) -> u32 {
     let child = Adapter::spawn(config);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -299,6 +305,11 @@ pub async fn kill_mid_stream_then_finish(env: &Env, config: &Path, after: u32) -
     }
     child.kill(); // SIGKILL
     let at_kill = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
+    // The kill hit the run in flight: records were still to come.
+    assert!(
+        (at_kill as usize) < total,
+        "killed after the end ({at_kill} of {total} records published): the kill missed the run"
+    );
     Adapter::run_once(config);
     at_kill
 }
