@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::{
     ops::status::{self, QueueProbe},
     pipeline::shared::Shared,
+    workflow::workdays::Calendar,
 };
 
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
@@ -73,15 +74,23 @@ async fn schema(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Respons
     }
 }
 
-async fn status_json(s: Arc<Shared>, probe: Arc<QueueProbe>) -> Response {
-    match status::compute(&s, &probe).await {
+async fn status_json(
+    s: Arc<Shared>,
+    probe: Arc<QueueProbe>,
+    cal: Option<Arc<Calendar>>,
+) -> Response {
+    match status::compute(&s, &probe, cal.as_deref()).await {
         Ok(st) => Json(st).into_response(),
         Err(e) => unavailable(e),
     }
 }
 
-async fn status_page(s: Arc<Shared>, probe: Arc<QueueProbe>) -> Response {
-    match status::compute(&s, &probe).await {
+async fn status_page(
+    s: Arc<Shared>,
+    probe: Arc<QueueProbe>,
+    cal: Option<Arc<Calendar>>,
+) -> Response {
+    match status::compute(&s, &probe, cal.as_deref()).await {
         Ok(st) => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             status::html(&st),
@@ -106,6 +115,7 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
     probe: QueueProbe,
+    calendar: Option<Arc<Calendar>>,
     api: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
@@ -123,12 +133,14 @@ pub async fn serve(
             get(move || std::future::ready(metrics.render())),
         )
         .route("/", {
-            let p = probe.clone();
-            get(move |State(s): State<Arc<Shared>>| status_page(s, p.clone()))
+            let (p, c) = (probe.clone(), calendar.clone());
+            get(move |State(s): State<Arc<Shared>>| status_page(s, p.clone(), c.clone()))
         })
         .route(
             "/status",
-            get(move |State(s): State<Arc<Shared>>| status_json(s, probe.clone())),
+            get(move |State(s): State<Arc<Shared>>| {
+                status_json(s, probe.clone(), calendar.clone())
+            }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

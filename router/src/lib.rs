@@ -76,7 +76,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         tunables: cfg.router.clone(),
     });
     let calendar = match &cfg.workflow.calendar {
-        Some(p) => Some(workflow::workdays::Calendar::load(p)?),
+        Some(p) => Some(Arc::new(workflow::workdays::Calendar::load(p)?)),
         None => {
             tracing::warn!(
                 "workflow.calendar is not set: the sharing workflow API answers 503 until it is"
@@ -89,7 +89,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         cfg: Arc::new(cfg.clone()),
         cache: cache.clone(),
         connector: connector.clone(),
-        calendar,
+        calendar: calendar.clone(),
         tokens: workflow::token::TokenKey::derive(&keys::load_secret_as(
             &cfg.platform.id_secret_file,
             "platform.id_secret_file",
@@ -100,6 +100,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         cfg.http.listen,
         shared.clone(),
         status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-status")),
+        calendar,
         workflow::api::routes(wf.clone()),
         http_stop.clone(),
     )

@@ -826,3 +826,81 @@ async fn contacts_requests_outside_the_catalogue_and_other_districts() {
     );
     assert!(!csv.contains("张三"), "no contact names in the report");
 }
+
+/// Two answers to one application at once (two approvals, or an approval and a refusal):
+/// exactly one is recorded and the other gets 409 (not 503) and changes nothing; a grant exists
+/// only when the approval won, and only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_answers_one_wins_the_other_gets_409() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let tianhe = w.api_token("agency", "tianhe");
+    let police = w.api_token("department", "police");
+    let pool = w.pg().await;
+    for round in 0..6 {
+        let (s, v) = api(
+            &w,
+            "POST",
+            "/applications",
+            Some(&tianhe),
+            Some(json!({
+                "item": "household", "fields": ["citizen_id_number", "sex"],
+                "legal_basis": "户口登记条例", "purpose": "核验"
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_i64().unwrap();
+        let p = format!("/applications/{id}/answer");
+        let approve = json!({ "decision": "approve", "note": "同意" });
+        let other = if round % 2 == 0 {
+            approve.clone()
+        } else {
+            json!({ "decision": "refuse", "note": "不同意" })
+        };
+        let (a, b) = tokio::join!(
+            api(&w, "POST", &p, Some(&police), Some(approve)),
+            api(&w, "POST", &p, Some(&police), Some(other)),
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}: {a:?} / {b:?}");
+        let (winner, loser) = if a.0 == 200 {
+            (&a.1, &b.1)
+        } else {
+            (&b.1, &a.1)
+        };
+        assert!(
+            loser["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("application {id}"))),
+            "{loser}"
+        );
+        let grants: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM workflow_grants WHERE application = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let approved = winner["outcome"] == "granted";
+        assert_eq!(
+            grants,
+            i64::from(approved),
+            "round {round}: grants for a winner {winner}"
+        );
+        let (_, now) = api(
+            &w,
+            "GET",
+            &format!("/applications/{id}"),
+            Some(&police),
+            None,
+        )
+        .await;
+        let state = now["application"]["state"].as_str();
+        assert_eq!(
+            state,
+            Some(if approved { "closed" } else { "escalated" }),
+            "{now}"
+        );
+    }
+}

@@ -313,8 +313,7 @@ pub async fn build(
         let answered: Option<NaiveDate> = r.get(4);
         let escalated: Option<NaiveDate> = r.get(5);
         let outcome: Option<String> = r.get(6);
-        let days =
-            answered.and_then(|a| calendar.and_then(|c| c.working_days_between(submitted, a).ok()));
+        let days = answered.and_then(|a| calendar.map(|c| c.working_days_between(submitted, a)));
         let parties = std::iter::once(("agency".to_string(), agency_id))
             .chain(depts.into_iter().map(|d| ("department".to_string(), d)));
         for (role, party) in parties {

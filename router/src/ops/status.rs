@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::pipeline::shared::Shared;
+use crate::{pipeline::shared::Shared, workflow::workdays::Calendar};
 
 /// Days ahead in which a grant's end is a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -182,7 +182,13 @@ fn rfc3339_us(us: i64) -> Option<String> {
 }
 
 /// Computes the status from the catalogue, the database and the broker.
-pub async fn compute(shared: &Arc<Shared>, probe: &QueueProbe) -> anyhow::Result<Status> {
+/// `calendar` is the workflow's working-day calendar, when configured (a warning when it does
+/// not cover this year or the next month).
+pub async fn compute(
+    shared: &Arc<Shared>,
+    probe: &QueueProbe,
+    calendar: Option<&Calendar>,
+) -> anyhow::Result<Status> {
     let routing = shared.routing();
     let cat = &routing.catalogue.file;
     let today = today_in_shanghai();
@@ -246,7 +252,10 @@ pub async fn compute(shared: &Arc<Shared>, probe: &QueueProbe) -> anyhow::Result
         last_hour: r.get("hour"),
     })
     .collect::<Vec<_>>();
-    let mut all_warnings = Vec::new();
+    let mut all_warnings: Vec<String> = calendar
+        .and_then(|c| c.warning(today))
+        .into_iter()
+        .collect();
     let mut agencies = Vec::new();
     for a in &cat.agencies {
         let q = depths.get(&wire::agency_queue(&a.id));
@@ -586,13 +595,14 @@ pub fn text(s: &Status) -> String {
 }
 
 /// Background upkeep: grant expiry gauges every minute; the whole ledger re-verified every
-/// `verify_every_secs` (first a minute after start).
+/// `verify_every_secs` (first a minute after start, or after `verify_every_secs` if shorter).
 pub async fn housekeeping(
     shared: Arc<Shared>,
     verify_every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut next_verify = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The first verification a minute after start, or sooner when verifying more often.
+    let mut next_verify = tokio::time::Instant::now() + verify_every.min(Duration::from_secs(60));
     loop {
         let routing = shared.routing();
         let today = today_in_shanghai();
@@ -615,8 +625,15 @@ pub async fn housekeeping(
             }
             next_verify = tokio::time::Instant::now() + verify_every;
         }
+        // Every minute, or sooner when the next verification is due.
+        let wake = if verify_every.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(60)
+                .min(next_verify.saturating_duration_since(tokio::time::Instant::now()))
+        };
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = tokio::time::sleep(wake) => {}
             () = stop.cancelled() => return,
         }
     }

@@ -161,7 +161,7 @@ impl Workflow {
                 actor.subject, req.message_id
             )))?;
         let today = today_in_shanghai();
-        let due = deadline(cal, today, CHECK_WORKING_DAYS)?;
+        let due = deadline(cal, today, CHECK_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO disputes (agency, message_id, item, key_hash, version, department, problem, opened_on, check_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.message_id)
@@ -231,15 +231,18 @@ impl Workflow {
             ));
         }
         let today = today_in_shanghai();
-        let fix_due = deadline(cal, today, CHECK_WORKING_DAYS)?;
+        let fix_due = deadline(cal, today, CHECK_WORKING_DAYS);
         match req.cause.as_str() {
             "technical" => {
-                sqlx::query("UPDATE disputes SET cause = 'technical', finding = $2, fix_due = $3 WHERE id = $1")
+                let changed = sqlx::query("UPDATE disputes SET cause = 'technical', finding = $2, fix_due = $3 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
                     .bind(fix_due)
                     .execute(self.pool())
                     .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(found_first(id));
+                }
                 event(self.pool(), id, "operator", &actor.subject, "found: technical", &req.note).await?;
                 // The platform's correction: the record sent again from the latest version held.
                 let r = crate::ops::replay::replay_records(&Context::of_router(&self.shared, &self.connector, &self.cfg.catalogue), &d.agency, &d.item, None, Some(&d.key_hash))
@@ -250,23 +253,29 @@ impl Workflow {
                 self.close(&d, "corrected", None, report).await
             }
             "data" => {
-                sqlx::query("UPDATE disputes SET state = 'with_department', cause = 'data', finding = $2, fix_due = $3 WHERE id = $1")
+                let changed = sqlx::query("UPDATE disputes SET state = 'with_department', cause = 'data', finding = $2, fix_due = $3 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
                     .bind(fix_due)
                     .execute(self.pool())
                     .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(found_first(id));
+                }
                 event(self.pool(), id, "operator", &actor.subject, "found: data error", &req.note).await?;
                 event(self.pool(), id, "platform", "govbus", "department notified", &format!("{} to publish a corrected version through its adapter by {fix_due}", d.department)).await?;
                 tracing::warn!(dispute = id, department = %d.department, %fix_due, "disputed record: the department is to publish a correction");
                 self.load_dispute(id).await
             }
             "unfounded" => {
-                sqlx::query("UPDATE disputes SET cause = 'unfounded', finding = $2 WHERE id = $1")
+                let changed = sqlx::query("UPDATE disputes SET cause = 'unfounded', finding = $2 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
                     .execute(self.pool())
                     .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(found_first(id));
+                }
                 event(self.pool(), id, "operator", &actor.subject, "found: not upheld", &req.note).await?;
                 let report = self.report(&d, "unfounded", &req.note, None).await?;
                 self.close(&d, "not_upheld", None, report).await
@@ -347,7 +356,7 @@ impl Workflow {
         corrected: Option<i64>,
         report: Value,
     ) -> Result<Dispute> {
-        sqlx::query("UPDATE disputes SET state = 'closed', outcome = $2, corrected_version = $3, closed_on = $4, report = $5 WHERE id = $1")
+        let changed = sqlx::query("UPDATE disputes SET state = 'closed', outcome = $2, corrected_version = $3, closed_on = $4, report = $5 WHERE id = $1 AND state <> 'closed'")
             .bind(d.id)
             .bind(outcome)
             .bind(corrected)
@@ -355,6 +364,12 @@ impl Workflow {
             .bind(&report)
             .execute(self.pool())
             .await?;
+        if changed.rows_affected() == 0 {
+            return Err(WorkflowError::Conflict(format!(
+                "dispute {} was closed by another step first",
+                d.id
+            )));
+        }
         event(
             self.pool(),
             d.id,
@@ -424,4 +439,11 @@ impl Workflow {
         }
         Ok(())
     }
+}
+
+/// The answer to a finding when another finding on the same dispute was recorded first.
+fn found_first(id: i64) -> WorkflowError {
+    WorkflowError::Conflict(format!(
+        "dispute {id}: another finding was recorded first; read it with GET /api/disputes/{id}"
+    ))
 }

@@ -216,19 +216,18 @@ pub struct Workflow {
     /// The broker (queues of newly granted agencies).
     pub connector: Connector,
     /// Working days; `None` when `workflow.calendar` is not set.
-    pub calendar: Option<Calendar>,
+    pub calendar: Option<Arc<Calendar>>,
     /// API tokens.
     pub tokens: TokenKey,
 }
 
-fn deadline(cal: &Calendar, from: NaiveDate, days: u32) -> Result<NaiveDate> {
+fn deadline(cal: &Calendar, from: NaiveDate, days: u32) -> NaiveDate {
     cal.add_working_days(from, days)
-        .map_err(|e| WorkflowError::Unavailable(format!("{e}; add the year to workflow.calendar")))
 }
 
 impl Workflow {
     fn calendar(&self) -> Result<&Calendar> {
-        self.calendar.as_ref().ok_or_else(|| {
+        self.calendar.as_deref().ok_or_else(|| {
             WorkflowError::Unavailable(
                 "the sharing workflow needs a working-day calendar: set workflow.calendar in the router's config (see router/examples/workdays.toml)".into(),
             )
@@ -359,7 +358,7 @@ impl Workflow {
         if !problems.is_empty() {
             return Err(WorkflowError::Invalid(problems.join("; ")));
         }
-        let due = deadline(cal, today, ANSWER_WORKING_DAYS)?;
+        let due = deadline(cal, today, ANSWER_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.item)
@@ -425,7 +424,7 @@ impl Workflow {
             ));
         }
         let today = today_in_shanghai();
-        let due = deadline(cal, today, ANSWER_WORKING_DAYS)?;
+        let due = deadline(cal, today, ANSWER_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, submitted_on, answer_due, state, outside_catalogue) VALUES ($1, '', $2, '{}', 'full', $3, $4, $5, $6, 'submitted', $7) RETURNING id")
             .bind(&actor.subject)
             .bind(vec![o.department.clone()])
@@ -460,7 +459,7 @@ impl Workflow {
                 "district `{d}`: give the 6-digit division code of the district's platform (440106)"
             )));
         }
-        let due = deadline(self.calendar()?, today_in_shanghai(), DELIVERY_WORKING_DAYS)?;
+        let due = deadline(self.calendar()?, today_in_shanghai(), DELIVERY_WORKING_DAYS);
         sqlx::query("UPDATE applications SET forwarded_to = $2, forward_due = $3 WHERE id = $1")
             .bind(id)
             .bind(d)
@@ -504,11 +503,6 @@ impl Workflow {
         match req.decision.as_str() {
             "approve" => {
                 let fields = self.granted_fields(&app, req.fields)?;
-                sqlx::query("UPDATE applications SET answered_on = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(today)
-                    .execute(self.pool())
-                    .await?;
                 self.grant(&app, &fields, "department", actor, &req.note).await
             }
             "refuse" => {
@@ -517,11 +511,14 @@ impl Workflow {
                         "a refusal needs its reason in `note` (article 36)".into(),
                     ));
                 }
-                sqlx::query("UPDATE applications SET state = 'escalated', answered_on = $2, escalated_on = $2, escalation = 'refused by the department' WHERE id = $1")
+                let changed = sqlx::query("UPDATE applications SET state = 'escalated', answered_on = $2, escalated_on = $2, escalation = 'refused by the department' WHERE id = $1 AND state = 'submitted'")
                     .bind(id)
                     .bind(today)
                     .execute(self.pool())
                     .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(self.moved_on(id).await);
+                }
                 self.event(id, "department", &actor.subject, "refused", &req.note)
                     .await?;
                 self.event(id, "platform", "govbus", "escalated", "refused by the department: to the coordinator for mediation")
@@ -582,12 +579,16 @@ impl Workflow {
                     .await
             }
             "refuse" => {
-                sqlx::query("UPDATE applications SET state = 'closed', outcome = 'refused', closed_on = $2, closed_by = $3 WHERE id = $1")
+                let changed = sqlx::query("UPDATE applications SET state = 'closed', outcome = 'refused', closed_on = $2, closed_by = $3 WHERE id = $1 AND state = ANY($4)")
                     .bind(id)
                     .bind(today)
                     .bind(&req.stage)
+                    .bind(from_states(&req.stage))
                     .execute(self.pool())
                     .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(self.moved_on(id).await);
+                }
                 self.event(
                     id,
                     "coordinator",
@@ -599,10 +600,15 @@ impl Workflow {
                 self.load(id).await
             }
             "disputed" if req.stage == "mediation" => {
-                sqlx::query("UPDATE applications SET state = 'disputed' WHERE id = $1")
-                    .bind(id)
-                    .execute(self.pool())
-                    .await?;
+                let changed = sqlx::query(
+                    "UPDATE applications SET state = 'disputed' WHERE id = $1 AND state = 'escalated'",
+                )
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+                if changed.rows_affected() == 0 {
+                    return Err(self.moved_on(id).await);
+                }
                 self.event(
                     id,
                     "coordinator",
@@ -621,6 +627,18 @@ impl Workflow {
                     ""
                 }
             ))),
+        }
+    }
+
+    /// The answer to a step whose application another step changed first (it checked the state,
+    /// then the conditional update found another).
+    async fn moved_on(&self, id: i64) -> WorkflowError {
+        match self.load(id).await {
+            Ok(app) => WorkflowError::Conflict(format!(
+                "application {id} is {} now: another step was recorded first; reload it",
+                app.state
+            )),
+            Err(e) => e,
         }
     }
 
@@ -659,12 +677,16 @@ impl Workflow {
         };
         if app.outside_catalogue.is_some() {
             // Nothing to route until the catalogue lists the data: the outcome is recorded.
-            sqlx::query("UPDATE applications SET state = 'closed', outcome = 'granted', closed_on = $2, closed_by = $3 WHERE id = $1")
+            let changed = sqlx::query("UPDATE applications SET state = 'closed', outcome = 'granted', closed_on = $2, closed_by = $3, answered_on = CASE WHEN $3 = 'department' THEN $2 ELSE answered_on END WHERE id = $1 AND state = ANY($4)")
                 .bind(app.id)
                 .bind(today)
                 .bind(by)
+                .bind(from_states(by))
                 .execute(self.pool())
                 .await?;
+            if changed.rows_affected() == 0 {
+                return Err(self.moved_on(app.id).await);
+            }
             self.event(
                 app.id,
                 role,
@@ -702,8 +724,24 @@ impl Workflow {
         } else {
             "granted"
         };
-        let due = deadline(cal, today, DELIVERY_WORKING_DAYS)?;
+        let due = deadline(cal, today, DELIVERY_WORKING_DAYS);
         let mut tx = self.pool().begin().await?;
+        // The state change first: it locks the application's row, so of two concurrent steps
+        // the second sees the first's state and changes nothing (409), before any grant exists.
+        let changed = sqlx::query("UPDATE applications SET state = 'closed', outcome = $2, granted_fields = $3, closed_on = $4, closed_by = $5, grant_due = $6, answered_on = CASE WHEN $5 = 'department' THEN $4 ELSE answered_on END WHERE id = $1 AND state = ANY($7)")
+            .bind(app.id)
+            .bind(outcome)
+            .bind(fields)
+            .bind(today)
+            .bind(by)
+            .bind(due)
+            .bind(from_states(by))
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(self.moved_on(app.id).await);
+        }
         sqlx::query("INSERT INTO workflow_grants (id, application, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&g.id)
             .bind(app.id)
@@ -715,15 +753,6 @@ impl Workflow {
             .bind(&g.purpose)
             .bind(from)
             .bind(app.valid_until)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE applications SET state = 'closed', outcome = $2, granted_fields = $3, closed_on = $4, closed_by = $5, grant_due = $6 WHERE id = $1")
-            .bind(app.id)
-            .bind(outcome)
-            .bind(fields)
-            .bind(today)
-            .bind(by)
-            .bind(due)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -912,6 +941,16 @@ fn grant_of(
         valid_from: Date(from),
         valid_until: until.map(Date),
         region: None,
+    }
+}
+
+/// The states from which a step by `by` (`department`, `mediation`, `decision`) may close or
+/// change an application: every state change is conditional on it.
+fn from_states(by: &str) -> Vec<&'static str> {
+    match by {
+        "department" => vec!["submitted"],
+        "mediation" => vec!["escalated"],
+        _ => vec!["escalated", "disputed"],
     }
 }
 

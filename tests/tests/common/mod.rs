@@ -82,16 +82,10 @@ impl World {
             dir,
             http_port,
         };
-        // The example calendar (2026, the real arrangement) and, so the suite keeps working
-        // after New Year, the next years as weekends only: a test calendar, never shipped.
-        let mut calendar =
+        // The example calendar (2026, the real arrangement); other years count Monday to Friday.
+        let calendar =
             std::fs::read_to_string(workspace_root().join("router/examples/workdays.toml"))
                 .unwrap();
-        for year in 2027..=2030 {
-            calendar.push_str(&format!(
-                "\n# test only: weekends, no holidays\n[[year]]\nyear = {year}\nholidays = []\nworkdays = []\n"
-            ));
-        }
         std::fs::write(w.path("workdays.toml"), calendar).unwrap();
         std::fs::write(
             w.path("router.toml"),
