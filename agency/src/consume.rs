@@ -228,11 +228,21 @@ async fn session<H: Handler>(
             .iter()
             .filter_map(|r| r.as_ref().ok().cloned().flatten())
             .collect();
-        let mut verdicts = handler.handle(&good, stop).await?.into_iter();
+        let verdicts = handler.handle(&good, stop).await?;
+        // Fail closed: a record no verdict covers is never acked unseen.
+        anyhow::ensure!(
+            verdicts.len() == good.len(),
+            "the handler judged {} of {} records; none is acked, the batch is redelivered",
+            verdicts.len(),
+            good.len()
+        );
+        let mut verdicts = verdicts.into_iter();
         let mut records = 0u64;
         for (d, r) in deliveries.iter().zip(&decoded) {
             let verdict = match r {
-                Ok(Some(_)) => verdicts.next().unwrap_or(Verdict::Ack),
+                Ok(Some(_)) => verdicts
+                    .next()
+                    .expect("one verdict per record, checked above"),
                 Ok(None) => Verdict::Ack,
                 Err(e) => Verdict::Reject(e.to_string()),
             };

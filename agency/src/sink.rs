@@ -112,7 +112,8 @@ impl PgSink {
         })
     }
 
-    async fn ensure(&mut self, table: &str, r: &Received) -> anyhow::Result<()> {
+    /// Creates the record's table and its granted columns if missing.
+    async fn ensure(&mut self, table: &str, r: &Received) -> Result<(), sqlx::Error> {
         if !self.created.contains(table) {
             let ts = tombstones(table);
             sqlx::raw_sql(AssertSqlSafe(format!(
@@ -130,8 +131,7 @@ impl PgSink {
                     PRIMARY KEY (govbus_item, govbus_key));"
             )))
             .execute(&self.pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create table {table}: {e}"))?;
+            .await?;
             self.created.insert(table.to_string());
         }
         let k = (table.to_string(), r.writer.fingerprint);
@@ -151,8 +151,7 @@ impl PgSink {
             }
             sqlx::raw_sql(AssertSqlSafe(ddl))
                 .execute(&self.pool)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot add the granted columns to {table}: {e}"))?;
+                .await?;
             self.columns.insert(k, cols);
         }
         Ok(())
@@ -240,7 +239,114 @@ struct Group<'a> {
     records: Vec<&'a Received>,
 }
 
+/// How often a record the database refuses (not a connection problem) is tried on its own
+/// before it is dead-lettered with the error's class.
+const PERMANENT_TRIES: u32 = 3;
+
+/// Whether a database error is worth waiting out (connection, resources, shutdown, a
+/// serialisation conflict) rather than a property of the record (a bad cast, a constraint).
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_none_or(|c| {
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| c.starts_with(class))
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// A database error without its message text (which can quote the values it refused):
+/// SQLSTATE and, where there is one, the constraint.
+fn error_class(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let mut out = format!("SQLSTATE {}", db.code().as_deref().unwrap_or("?"));
+            if let Some(c) = db.constraint() {
+                out.push_str(&format!(" (constraint {c})"));
+            }
+            if let Some(t) = db.table() {
+                out.push_str(&format!(" on table {t}"));
+            }
+            out
+        }
+        sqlx::Error::Io(_) => "connection lost".into(),
+        sqlx::Error::PoolTimedOut => "no connection within 10 s".into(),
+        other => {
+            // The variant's name only.
+            let d = format!("{other:?}");
+            d.split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("error")
+                .to_string()
+        }
+    }
+}
+
+impl PgSink {
+    /// Creates what `keep`'s records need and writes them in one transaction.
+    async fn write_records(
+        &mut self,
+        batch: &[Received],
+        keep: &[usize],
+    ) -> Result<u64, sqlx::Error> {
+        let tables = self.tables.clone();
+        let mut groups: Vec<Group> = Vec::new();
+        for &i in keep {
+            let r = &batch[i];
+            let table = tables
+                .of(&r.item)
+                .expect("records without a table are rejected first");
+            self.ensure(table, r).await?;
+            let delete = r.op == Op::Delete;
+            match groups.iter_mut().find(|g| {
+                g.table == table
+                    && g.delete == delete
+                    && (delete || g.fingerprint == r.writer.fingerprint)
+            }) {
+                Some(g) => g.records.push(r),
+                None => groups.push(Group {
+                    table,
+                    fingerprint: r.writer.fingerprint,
+                    delete,
+                    records: vec![r],
+                }),
+            }
+        }
+        let groups: Vec<Group> = groups;
+        // `groups` borrows `tables` (a clone), not `self`.
+        self.write(&groups).await
+    }
+
+    /// Waits before another try; `Err` when stopping.
+    async fn back_off(
+        &mut self,
+        wait: &mut Duration,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        // A table created by someone else (or dropped) is rechecked on the next attempt.
+        self.created.clear();
+        self.columns.clear();
+        tokio::select! {
+            () = tokio::time::sleep(*wait) => {}
+            () = stop.cancelled() => anyhow::bail!("stopping with records unacked"),
+        }
+        *wait = (*wait * 2).min(Duration::from_secs(10));
+        Ok(())
+    }
+}
+
 impl Handler for PgSink {
+    /// Writes the batch in one transaction. While the database is unreachable the batch waits,
+    /// unacked. When the database refuses the batch itself (a value it cannot store, a
+    /// constraint), each record is tried on its own: one it refuses
+    /// [`PERMANENT_TRIES`] times is dead-lettered with the error's class, and the rest flow.
     async fn handle(
         &mut self,
         batch: &[Received],
@@ -250,70 +356,82 @@ impl Handler for PgSink {
         let mut verdicts = Vec::with_capacity(batch.len());
         // Newest version per record within the batch; the rest are settled by it.
         let mut newest: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        let mut settled_by: Vec<Option<(&str, &str, &str)>> = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
             match tables.of(&r.item) {
-                None => verdicts.push(Verdict::Reject(format!(
-                    "no --table for item {} (give --table {}=TABLE)",
-                    r.item, r.item
-                ))),
+                None => {
+                    verdicts.push(Verdict::Reject(format!(
+                        "no --table for item {} (give --table {}=TABLE)",
+                        r.item, r.item
+                    )));
+                    settled_by.push(None);
+                }
                 Some(t) => {
                     verdicts.push(Verdict::Ack);
                     let e = newest.entry((t, &r.item, &r.key)).or_insert(i);
                     if batch[*e].version <= r.version {
                         *e = i;
                     }
+                    settled_by.push(Some((t, &r.item, &r.key)));
                 }
             }
         }
+        let mut keep: Vec<usize> = newest.values().copied().collect();
+        keep.sort_unstable();
         let mut wait = Duration::from_millis(200);
         loop {
-            let mut groups: Vec<Group> = Vec::new();
-            let mut keep: Vec<usize> = newest.values().copied().collect();
-            keep.sort_unstable();
-            let mut failed = None;
-            for &i in &keep {
-                let r = &batch[i];
-                let table = tables.of(&r.item).expect("filtered above");
-                if let Err(e) = self.ensure(table, r).await {
-                    failed = Some(e);
+            match self.write_records(batch, &keep).await {
+                Ok(n) => {
+                    self.written += n;
+                    return Ok(verdicts);
+                }
+                Err(e) if transient(&e) => {
+                    tracing::warn!(error = %error_class(&e), records = keep.len(), retry_in_ms = wait.as_millis() as u64,
+                        "the agency database is unavailable; records stay unacked until they are committed");
+                    self.back_off(&mut wait, stop).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_class(&e), records = keep.len(),
+                        "the agency database refused the batch; writing its records one by one");
                     break;
                 }
-                let delete = r.op == Op::Delete;
-                match groups.iter_mut().find(|g| {
-                    g.table == table
-                        && g.delete == delete
-                        && (delete || g.fingerprint == r.writer.fingerprint)
-                }) {
-                    Some(g) => g.records.push(r),
-                    None => groups.push(Group {
-                        table,
-                        fingerprint: r.writer.fingerprint,
-                        delete,
-                        records: vec![r],
-                    }),
-                }
             }
-            let err = match failed {
-                Some(e) => e,
-                None => match self.write(&groups).await {
+        }
+        // One by one: a record the database keeps refusing is dead-lettered, the rest written.
+        for &i in &keep {
+            let mut tries = 0;
+            let mut wait = Duration::from_millis(200);
+            let refused = loop {
+                match self.write_records(batch, &[i]).await {
                     Ok(n) => {
                         self.written += n;
-                        return Ok(verdicts);
+                        break None;
                     }
-                    Err(e) => anyhow::anyhow!("cannot write to the agency database: {e}"),
-                },
+                    Err(e) if transient(&e) => self.back_off(&mut wait, stop).await?,
+                    Err(e) => {
+                        tries += 1;
+                        if tries >= PERMANENT_TRIES {
+                            break Some(error_class(&e));
+                        }
+                        self.back_off(&mut wait, stop).await?;
+                    }
+                }
             };
-            tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64,
-                "records stay unacked until they are committed");
-            // A table created by someone else (or dropped) is rechecked on the next attempt.
-            self.created.clear();
-            self.columns.clear();
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = stop.cancelled() => return Err(err),
+            if let Some(class) = refused {
+                let r = &batch[i];
+                tracing::warn!(message_id = %r.message_id, item = %r.item, error = %class, tries,
+                    "the agency database refuses this record; dead-lettering it");
+                let key = settled_by[i];
+                for (j, v) in verdicts.iter_mut().enumerate() {
+                    if settled_by[j] == key {
+                        *v = Verdict::Reject(format!(
+                            "the agency database refused it {tries} times: {class}"
+                        ));
+                    }
+                }
             }
-            wait = (wait * 2).min(Duration::from_secs(10));
         }
+        Ok(verdicts)
     }
 }
 
@@ -365,22 +483,17 @@ impl Webhook {
                 Ok(resp) if resp.status().is_success() => return Ok(Verdict::Ack),
                 Ok(resp) => {
                     let status = resp.status();
-                    let text: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
+                    // The body can quote the record: only its length is logged.
+                    let length = resp.bytes().await.map_or(0, |b| b.len());
                     let retry = status.is_server_error()
                         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                         || status == reqwest::StatusCode::REQUEST_TIMEOUT;
                     if !retry {
-                        tracing::warn!(message_id = %r.message_id, %status, response = %text,
+                        tracing::warn!(message_id = %r.message_id, %status, response_bytes = length,
                             "the webhook refused the record; dead-lettering it");
                         return Ok(Verdict::Reject(format!("webhook answered {status}")));
                     }
-                    format!("webhook answered {status}: {text}")
+                    format!("webhook answered {status}")
                 }
                 Err(e) => format!("webhook unreachable: {e}"),
             };

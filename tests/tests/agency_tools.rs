@@ -35,6 +35,58 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// A record the agency's own database refuses (here its CHECK constraint) is tried a few
+/// times on its own, then dead-lettered to the agency's .dlq; every other record lands and
+/// the queue does not stall behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_dead_letters_a_record_its_database_refuses_and_the_rest_flow() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let pool = w.pg().await;
+    let refused = citizen(7);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE civil_household (
+            govbus_item text NOT NULL, govbus_key text NOT NULL, govbus_version bigint NOT NULL,
+            govbus_message_id text NOT NULL, govbus_received_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (govbus_item, govbus_key),
+            CONSTRAINT not_this_one CHECK (govbus_key <> '{refused}'))"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let cfg = w.police(0, 200, 1);
+    w.run_adapter(&cfg);
+    let _sink = w.spawn_agency_tool(
+        "sink",
+        "civil",
+        &[
+            "--postgres",
+            &w.db.url,
+            "--table",
+            "civil_household",
+            "--batch",
+            "50",
+        ],
+    );
+    wait_for(120, "199 rows landed and the queue drained", || async {
+        rows(&pool, "civil_household").await == 199 && w.count("agency.civil").await == 0
+    })
+    .await;
+    let landed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM civil_household WHERE govbus_key = $1")
+            .bind(&refused)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(landed, 0);
+    wait_for(
+        30,
+        "the refused record reached agency.civil.dlq",
+        || async { w.count("agency.civil.dlq").await == 1 },
+    )
+    .await;
+}
+
 /// Police household deletes for `from..to` at `version`.
 fn police_deletes(w: &World, from: u64, to: u64, version: u64) {
     let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
