@@ -130,10 +130,11 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let done = rt.block_on(provision::provision(&m, &catalogue, &target, &args.out))?;
     println!(
-        "provisioned vhost {vhost}: {} created, {} unchanged, {} revoked; files in {}",
+        "provisioned vhost {vhost}: {} created, {} unchanged, {} revoked, {} API tokens re-issued; files in {}",
         done.created.len(),
         done.unchanged.len(),
         done.revoked.len(),
+        done.reissued.len(),
         args.out.display()
     );
     for r in &done.revoked {

@@ -155,17 +155,41 @@ pub enum WorkflowCommand {
         #[arg(long)]
         note: String,
     },
-    /// (operator) Print an API token for the coordinator or an operator.
+    /// (operator) Print an API token for the coordinator or an operator (`token revoke`
+    /// withdraws one before its end).
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
+        /// `revoke`: withdraw a token.
+        #[command(subcommand)]
+        action: Option<TokenAction>,
         /// The platform's id secret (`platform.id_secret_file` of the router's config).
         #[arg(long)]
-        platform_id_secret: PathBuf,
+        platform_id_secret: Option<PathBuf>,
         /// `coordinator`, `operator`, `agency` or `department`.
         #[arg(long)]
-        role: String,
+        role: Option<String>,
         /// Who: a name for the coordinator or an operator, else the agency or department id.
         #[arg(long)]
-        subject: String,
+        subject: Option<String>,
+        /// Days the token is accepted, from today (Asia/Shanghai).
+        #[arg(long, default_value_t = router::workflow::token::DEFAULT_VALID_DAYS)]
+        days: u32,
+    },
+}
+
+/// `govbus workflow token revoke`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Withdraw a token before its end: the router refuses it from its next request.
+    Revoke {
+        /// The token, or its id (the fifth dot-separated part).
+        token: String,
+        /// The router's database (`database.url` of its config).
+        #[arg(long, env = "GOVBUS__DATABASE__URL", hide_env_values = true)]
+        database_url: String,
+        /// Why (kept with the revocation).
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -251,16 +275,61 @@ fn table(apps: &[Application]) -> String {
 /// Runs a workflow command.
 pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
     if let WorkflowCommand::Token {
+        action,
         platform_id_secret,
         role,
         subject,
+        days,
     } = &args.command
     {
+        if let Some(TokenAction::Revoke {
+            token,
+            database_url,
+            note,
+        }) = action
+        {
+            let id = router::workflow::token::token_id(token).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "`{}…` is neither an API token (gbt2.…) nor a token id (12 characters)",
+                    token.chars().take(8).collect::<String>()
+                )
+            })?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let new = rt.block_on(async {
+                let pool = router::store::connect(database_url, 2).await?;
+                anyhow::Ok(router::workflow::token::revoke(&pool, id, note).await?)
+            })?;
+            println!(
+                "token {id} {}",
+                if new {
+                    "revoked"
+                } else {
+                    "was already revoked"
+                }
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let missing = |what: &str| {
+            anyhow::anyhow!("`govbus workflow token` needs {what} (or `token revoke TOKEN`)")
+        };
+        let platform_id_secret = platform_id_secret
+            .as_ref()
+            .ok_or_else(|| missing("--platform-id-secret"))?;
+        let role = role.as_deref().ok_or_else(|| missing("--role"))?;
+        let subject = subject.as_deref().ok_or_else(|| missing("--subject"))?;
         let role = Role::parse(role).ok_or_else(|| {
             anyhow::anyhow!("role `{role}`: use coordinator, operator, agency or department")
         })?;
+        anyhow::ensure!(*days >= 1, "--days must be at least 1");
         let secret = bus_schemas::keys::load_secret_as(platform_id_secret, "--platform-id-secret")?;
-        println!("{}", TokenKey::derive(&secret).issue(role, subject)?);
+        let until =
+            bus_schemas::validate::today_in_shanghai() + chrono::Duration::days(i64::from(*days));
+        println!(
+            "{}",
+            TokenKey::derive(&secret).issue_until(role, subject, until)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let (base, token) = args.caller.resolve()?;

@@ -74,23 +74,15 @@ async fn schema(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Respons
     }
 }
 
-async fn status_json(
-    s: Arc<Shared>,
-    probe: Arc<QueueProbe>,
-    cal: Option<Arc<Calendar>>,
-) -> Response {
-    match status::compute(&s, &probe, cal.as_deref()).await {
-        Ok(st) => Json(st).into_response(),
+async fn status_json(cache: Arc<status::Cached>) -> Response {
+    match cache.get().await {
+        Ok(st) => Json(&*st).into_response(),
         Err(e) => unavailable(e),
     }
 }
 
-async fn status_page(
-    s: Arc<Shared>,
-    probe: Arc<QueueProbe>,
-    cal: Option<Arc<Calendar>>,
-) -> Response {
-    match status::compute(&s, &probe, cal.as_deref()).await {
+async fn status_page(cache: Arc<status::Cached>) -> Response {
+    match cache.get().await {
         Ok(st) => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             status::html(&st),
@@ -126,22 +118,17 @@ pub async fn serve(
     })?;
     let bound = listener.local_addr()?;
     let metrics = crate::telemetry::prometheus();
-    let probe = Arc::new(probe);
+    let cache = Arc::new(status::Cached::new(shared.clone(), probe, calendar));
     let app = Router::new()
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
         .route("/", {
-            let (p, c) = (probe.clone(), calendar.clone());
-            get(move |State(s): State<Arc<Shared>>| status_page(s, p.clone(), c.clone()))
+            let c = cache.clone();
+            get(move || status_page(c.clone()))
         })
-        .route(
-            "/status",
-            get(move |State(s): State<Arc<Shared>>| {
-                status_json(s, probe.clone(), calendar.clone())
-            }),
-        )
+        .route("/status", get(move || status_json(cache.clone())))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/keys", get(keys))

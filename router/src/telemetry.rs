@@ -123,3 +123,8 @@ pub fn ledger_verified(ok: bool, rows: u64, secs: f64) {
         );
     }
 }
+
+/// The status page was computed (at most once a second, whatever the number of requests).
+pub fn status_computed() {
+    counter!("govbus_router_status_computed_total").increment(1);
+}

@@ -63,6 +63,10 @@ fn env_value(file: &Path, key: &str) -> String {
 }
 
 fn provision(w: &World, prefix: &str) -> String {
+    provision_with(w, prefix, &[])
+}
+
+fn provision_with(w: &World, prefix: &str, extra: &[&std::ffi::OsStr]) -> String {
     let out = Process::command("govbus")
         .args(["provision", "--catalogue"])
         .arg(w.path("catalogue.toml"))
@@ -71,6 +75,7 @@ fn provision(w: &World, prefix: &str) -> String {
         .arg("--platform-public-key")
         .arg(w.path("platform/platform-test.pub"))
         .args(["--amqp-url", &w.vhost.amqp_url, "--account-prefix", prefix])
+        .args(extra)
         .env(
             "GOVBUS__AMQP__MANAGEMENT_URL",
             Services::from_env().management_url,
@@ -267,4 +272,83 @@ async fn accounts_have_exactly_the_wire_contract_permissions() {
             .is_err(),
         "a revoked account cannot log in"
     );
+}
+
+/// `GET /api/applications` with `token`: (status, body).
+async fn applications(w: &World, token: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(w.url("/api/applications"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `govbus provision --platform-id-secret` writes a workflow API token into account files
+/// that exist already (after an expiry or an id secret rotation), password untouched; the
+/// token works until `govbus workflow token revoke` withdraws it, and only that token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_reissues_api_tokens_and_a_revoked_token_is_refused() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let prefix = format!("{}-", unique_name("t").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+    provision(&w, &prefix);
+    let civil = w.path("accounts/agencies/civil.env");
+    let police = w.path("accounts/departments/police.env");
+    let password = env_value(&civil, "GOVBUS_PASSWORD");
+    assert!(!std::fs::read_to_string(&civil)
+        .unwrap()
+        .contains("GOVBUS_API_TOKEN"));
+
+    let secret = w.path("platform/id-secret");
+    let out = provision_with(
+        &w,
+        &prefix,
+        &["--platform-id-secret".as_ref(), secret.as_os_str()],
+    );
+    assert!(out.contains("API tokens re-issued"), "{out}");
+    assert_eq!(
+        env_value(&civil, "GOVBUS_PASSWORD"),
+        password,
+        "the password stays"
+    );
+    let token = env_value(&civil, "GOVBUS_API_TOKEN");
+    let police_token = env_value(&police, "GOVBUS_API_TOKEN");
+    assert_eq!(applications(&w, &token).await.0, 200);
+
+    // Again: a fresh token replaces the line (one line, a new id), the old one still valid.
+    provision_with(
+        &w,
+        &prefix,
+        &["--platform-id-secret".as_ref(), secret.as_os_str()],
+    );
+    let text = std::fs::read_to_string(&civil).unwrap();
+    assert_eq!(text.matches("GOVBUS_API_TOKEN=").count(), 1, "{text}");
+    let newer = env_value(&civil, "GOVBUS_API_TOKEN");
+    assert_ne!(newer, token);
+
+    let out = Process::command("govbus")
+        .args([
+            "workflow",
+            "token",
+            "revoke",
+            &token,
+            "--database-url",
+            &w.db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let (status, body) = applications(&w, &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("was revoked"), "{body}");
+    assert_eq!(applications(&w, &newer).await.0, 200, "only that token");
+    assert_eq!(applications(&w, &police_token).await.0, 200);
 }

@@ -169,3 +169,33 @@ async fn status_page_matches_the_ledger_and_the_queues() {
     assert!(line.contains(" 3000 "), "{line}");
     assert!(text.contains("WARNINGS"), "{text}");
 }
+
+/// `/status` and `/` are computed at most once a second and shared by every request in it:
+/// a burst of 100 requests costs one computation per second it lasts, not 100 (each
+/// computation queries PostgreSQL and probes RabbitMQ, and the page is public).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_is_computed_once_a_second_for_everyone() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let computed = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("govbus_router_status_computed_total "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    };
+    let before = computed(&w.metrics().await);
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let requests = (0..100).map(|i| {
+        let url = w.url(if i % 2 == 0 { "/status" } else { "/" });
+        let c = client.clone();
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let elapsed = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let n = computed(&w.metrics().await) - before;
+    assert!(
+        n >= 1 && n <= elapsed.as_secs() + 1,
+        "{n} computations for 100 requests in {elapsed:?}"
+    );
+}

@@ -250,6 +250,36 @@ pub struct Provisioned {
     pub unchanged: Vec<String>,
     /// Accounts removed (no longer in the catalogue).
     pub revoked: Vec<String>,
+    /// Existing env files whose workflow lines (`GOVBUS_API_TOKEN`, `GOVBUS_ROUTER_URL`) were
+    /// rewritten, password and everything else kept (after a token expiry or an id secret
+    /// rotation).
+    pub reissued: Vec<String>,
+}
+
+/// `text` (an env file) with each of `lines`' keys set: replaced in place where present,
+/// appended where not; every other line kept as it was.
+fn set_lines(text: &str, lines: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut done = std::collections::HashSet::new();
+    for line in text.lines() {
+        let key = line.split_once('=').map(|(k, _)| k.trim());
+        match key.and_then(|k| lines.iter().find(|(lk, _)| lk == k)) {
+            Some((k, v)) if !line.trim_start().starts_with('#') => {
+                out.push_str(&format!("{k}={v}\n"));
+                done.insert(k.as_str());
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (k, v) in lines {
+        if !done.contains(k.as_str()) {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    out
 }
 
 fn new_password() -> anyhow::Result<String> {
@@ -294,6 +324,8 @@ struct Account {
     file: PathBuf,
     permissions: Permissions,
     lines: Vec<(String, String)>,
+    /// The workflow lines (router URL, API token), rewritten in an existing file too.
+    workflow: Vec<(String, String)>,
 }
 
 /// Creates, updates and revokes accounts; writes `DIR/departments/<id>.env`,
@@ -314,10 +346,8 @@ pub async fn provision(
                 ("GOVBUS_ROLE".into(), "department".into()),
                 ("GOVBUS_DEPARTMENT".into(), d.into()),
                 ("GOVBUS_QUARANTINE_QUEUE".into(), wire::quarantine_queue(d)),
-            ]
-            .into_iter()
-            .chain(workflow_lines(target, Role::Department, d)?)
-            .collect(),
+            ],
+            workflow: workflow_lines(target, Role::Department, d)?,
         });
     }
     for a in catalogue.agency_ids() {
@@ -341,10 +371,8 @@ pub async fn provision(
                     "GOVBUS_PLATFORM_PUBLIC_KEY".into(),
                     target.platform_key.1.clone(),
                 ),
-            ]
-            .into_iter()
-            .chain(workflow_lines(target, Role::Agency, a)?)
-            .collect(),
+            ],
+            workflow: workflow_lines(target, Role::Agency, a)?,
         });
     }
     accounts.push(Account {
@@ -352,6 +380,7 @@ pub async fn provision(
         file: out.join("router.env"),
         permissions: router_permissions(),
         lines: vec![("GOVBUS_ROLE".into(), "router".into())],
+        workflow: Vec::new(),
     });
     let mut done = Provisioned::default();
     for acc in &accounts {
@@ -359,6 +388,13 @@ pub async fn provision(
             .ok()
             .and_then(|mut env| env.remove("GOVBUS_PASSWORD"));
         let exists = m.user_exists(&acc.name).await?;
+        if existing.is_some() && target.tokens.is_some() && !acc.workflow.is_empty() {
+            // A token to re-issue (expiring, or after an id secret rotation): only the
+            // workflow lines change; the account and its password stay.
+            let text = std::fs::read_to_string(&acc.file)?;
+            write_private(&acc.file, &set_lines(&text, &acc.workflow))?;
+            done.reissued.push(acc.name.clone());
+        }
         let created = match (&existing, exists) {
             (Some(_), true) => false,
             (Some(p), false) => {
@@ -373,7 +409,7 @@ pub async fn provision(
                     acc.name
                 );
                 let vhost_enc = enc(&m.vhost);
-                for (k, v) in acc.lines.iter().cloned().chain([
+                for (k, v) in acc.lines.iter().chain(&acc.workflow).cloned().chain([
                     ("GOVBUS_ACCOUNT".into(), acc.name.clone()),
                     ("GOVBUS_PASSWORD".into(), p.clone()),
                     ("GOVBUS_VHOST".into(), m.vhost.clone()),

@@ -181,6 +181,45 @@ fn rfc3339_us(us: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339())
 }
 
+/// The status computed at most once a second and shared by every request in that second:
+/// the page is public, and each computation queries PostgreSQL and probes RabbitMQ.
+pub struct Cached {
+    shared: Arc<Shared>,
+    probe: QueueProbe,
+    calendar: Option<Arc<Calendar>>,
+    last: Mutex<Option<(std::time::Instant, Arc<Status>)>>,
+}
+
+impl Cached {
+    /// How long one computation serves.
+    pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+    /// A cache over the router's state, its queue probe and the workflow's calendar.
+    pub fn new(shared: Arc<Shared>, probe: QueueProbe, calendar: Option<Arc<Calendar>>) -> Self {
+        Cached {
+            shared,
+            probe,
+            calendar,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The status, computed now only when the last one is over a second old (requests that
+    /// arrive meanwhile wait for that one computation).
+    pub async fn get(&self) -> anyhow::Result<Arc<Status>> {
+        let mut last = self.last.lock().await;
+        if let Some((at, s)) = last.as_ref() {
+            if at.elapsed() < Self::FRESH_FOR {
+                return Ok(s.clone());
+            }
+        }
+        let s = Arc::new(compute(&self.shared, &self.probe, self.calendar.as_deref()).await?);
+        crate::telemetry::status_computed();
+        *last = Some((std::time::Instant::now(), s.clone()));
+        Ok(s)
+    }
+}
+
 /// Computes the status from the catalogue, the database and the broker.
 /// `calendar` is the workflow's working-day calendar, when configured (a warning when it does
 /// not cover this year or the next month).

@@ -52,12 +52,12 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
 type Wf = State<Arc<Workflow>>;
 
 async fn list(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     Ok(Json(wf.list(&actor).await?).into_response())
 }
 
 async fn one(State(wf): Wf, h: HeaderMap, Path(id): Path<i64>) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let (app, events) = wf.get(&actor, id).await?;
     Ok(Json(json!({ "application": app, "events": events })).into_response())
 }
@@ -67,7 +67,7 @@ async fn apply(
     h: HeaderMap,
     body: Result<Json<ApplyRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok((StatusCode::CREATED, Json(wf.apply(&actor, req).await?)).into_response())
 }
@@ -78,7 +78,7 @@ async fn answer(
     Path(id): Path<i64>,
     body: Result<Json<AnswerRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok(Json(wf.answer(&actor, id, req).await?).into_response())
 }
@@ -89,18 +89,18 @@ async fn resolve(
     Path(id): Path<i64>,
     body: Result<Json<ResolveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok(Json(wf.resolve(&actor, id, req).await?).into_response())
 }
 
 async fn outcomes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
-    wf.authenticate(bearer(&h))?;
+    wf.authenticate(bearer(&h)).await?;
     Ok(Json(wf.outcomes().await?).into_response())
 }
 
 async fn disputes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     Ok(Json(wf.disputes(&actor).await?).into_response())
 }
 
@@ -109,7 +109,7 @@ async fn open_dispute(
     h: HeaderMap,
     body: Result<Json<DisputeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok((StatusCode::CREATED, Json(wf.dispute(&actor, req).await?)).into_response())
 }
@@ -119,7 +119,7 @@ async fn one_dispute(
     h: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let (d, events) = wf.dispute_with_events(&actor, id).await?;
     Ok(Json(json!({ "dispute": d, "events": events })).into_response())
 }
@@ -130,13 +130,13 @@ async fn finding(
     Path(id): Path<i64>,
     body: Result<Json<FindingRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok(Json(wf.finding(&actor, id, req).await?).into_response())
 }
 
 async fn contacts(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     Ok(Json(wf.contacts(&actor).await?).into_response())
 }
 
@@ -145,7 +145,7 @@ async fn report_contacts(
     h: HeaderMap,
     body: Result<Json<ContactsRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, WorkflowError> {
-    let actor = wf.authenticate(bearer(&h))?;
+    let actor = wf.authenticate(bearer(&h)).await?;
     let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
     Ok((
         StatusCode::CREATED,

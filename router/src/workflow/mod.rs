@@ -239,17 +239,23 @@ impl Workflow {
     }
 
     /// The holder of a bearer token.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Actor> {
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Actor> {
         let t = token.ok_or_else(|| {
             WorkflowError::Unauthenticated(
                 "send the API token as `Authorization: Bearer <token>` (GOVBUS_API_TOKEN in your provisioning .env)".into(),
             )
         })?;
-        self.tokens.check(t).ok_or_else(|| {
-            WorkflowError::Unauthenticated(
-                "the API token is not one this platform issued; ask the platform operator for a new one".into(),
-            )
-        })
+        let c = self
+            .tokens
+            .check(t, today_in_shanghai())
+            .map_err(|e| WorkflowError::Unauthenticated(e.to_string()))?;
+        if token::is_revoked(self.pool(), &c.id).await? {
+            return Err(WorkflowError::Unauthenticated(format!(
+                "the API token {} was revoked; ask the platform operator for a new one",
+                c.id
+            )));
+        }
+        Ok(c.actor)
     }
 
     async fn event(
