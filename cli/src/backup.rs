@@ -54,7 +54,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     }
     let s = runtime()?.block_on(async {
         let pool = router::store::connect(&cfg.database.url, 2).await?;
-        router::ops::backup::backup(&pool, &files, &args.out).await
+        router::ops::backup::backup(&pool, &files, &args.out, cfg.router.refusal_retention_days)
+            .await
     })?;
     println!(
         "backup written to {}: {} tables, {} rows ({} ledger rows), {} bytes of table data, {} files; check it with: cd {} && sha256sum -c SHA256SUMS",
@@ -100,7 +101,13 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let s = runtime()?.block_on(async {
         let pool = router::store::connect(&cfg.database.url, 2).await?;
-        router::ops::backup::restore(&pool, &args.from, &manifest).await
+        router::ops::backup::restore(
+            &pool,
+            &args.from,
+            &manifest,
+            cfg.router.refusal_retention_days,
+        )
+        .await
     })?;
     if let Some(text) = put_catalogue {
         std::fs::write(&cfg.catalogue, text)

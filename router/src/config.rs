@@ -178,6 +178,13 @@ pub struct Tunables {
     /// in seconds (`govbus ledger checkpoint` sends them on demand).
     #[serde(default = "default_checkpoint_every_secs")]
     pub checkpoint_every_secs: u64,
+    /// Bytes of a refused message's body kept for the operator (the rest is dropped; its
+    /// length and a keyed hash of the whole body are kept instead).
+    #[serde(default = "default_refusal_body_bytes")]
+    pub refusal_body_bytes: usize,
+    /// Days refused messages are kept (older ones are purged, from backups made after too).
+    #[serde(default = "default_refusal_retention_days")]
+    pub refusal_retention_days: u32,
 }
 
 fn default_batch() -> usize {
@@ -198,6 +205,12 @@ fn default_verify_every_secs() -> u64 {
 fn default_checkpoint_every_secs() -> u64 {
     3600
 }
+fn default_refusal_body_bytes() -> usize {
+    4096
+}
+fn default_refusal_retention_days() -> u32 {
+    90
+}
 
 impl Default for Tunables {
     fn default() -> Self {
@@ -208,6 +221,8 @@ impl Default for Tunables {
             watch_ms: default_watch_ms(),
             verify_every_secs: default_verify_every_secs(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
+            refusal_body_bytes: default_refusal_body_bytes(),
+            refusal_retention_days: default_refusal_retention_days(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use bus_schemas::{keys, wire::Op, Registry};
 use common::{citizen, World};
+use govbus_tests::Process;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
@@ -188,4 +189,107 @@ async fn hostile_messages_are_refused_with_their_reason() {
         w.router.as_mut().unwrap().0.try_wait().unwrap().is_none(),
         "the router is still running"
     );
+}
+
+/// A refused message's body is kept only up to `router.refusal_body_bytes`, with its whole
+/// length and a keyed hash of the rest; refusals past `router.refusal_retention_days` are
+/// purged from the database, and a backup made afterwards does not hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_are_capped_and_purged_after_their_retention() {
+    let mut w = World::new().await;
+    let cfg = w.path("router.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[router]\n",
+        "[router]\nrefusal_body_bytes = 100\nrefusal_retention_days = 30\nverify_every_secs = 1\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    w.start_router().await;
+    let pool = w.pg().await;
+    // A refusal older than the retention, as an earlier run would have left it.
+    sqlx::query(
+        "INSERT INTO refusals (refused_at, reason, detail, routing_key, headers, body)
+         VALUES (now() - interval '31 days', 'malformed', 'old', 'police.household', '{}', 'OLD-BODY')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A large message the router refuses now.
+    let body = vec![b'x'; 5000];
+    let conn = lapin::Connection::connect(&w.vhost.amqp_url, Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        "govbus.ingest".into(),
+        "police.household".into(),
+        BasicPublishOptions::default(),
+        &body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (kept, len, hmac): (Vec<u8>, Option<i32>, Option<String>) = loop {
+        let row = sqlx::query_as(
+            "SELECT body, body_bytes, body_hmac FROM refusals WHERE detail <> 'old'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if let Some(r) = row {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no refusal kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(kept.len(), 100, "the body is cut at refusal_body_bytes");
+    assert_eq!(len, Some(5000), "its whole length is kept");
+    let hmac = hmac.expect("a keyed hash of the whole body");
+    assert_eq!(hmac.len(), 64);
+    assert_ne!(hmac, sha256_hex(&body), "keyed, not a plain SHA-256");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let old: i64 = sqlx::query_scalar("SELECT count(*) FROM refusals WHERE detail = 'old'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if old == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal past its retention was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // With the router stopped (no upkeep), a backup still leaves out what is past retention.
+    assert!(w.router.take().unwrap().terminate().success());
+    sqlx::query(
+        "INSERT INTO refusals (refused_at, reason, detail, routing_key, headers, body)
+         VALUES (now() - interval '40 days', 'malformed', 'old', 'police.household', '{}', 'OLD-BODY')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = w.path("backup");
+    let b = Process::command("govbus")
+        .args(["backup", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let table = std::fs::read_to_string(out.join("tables/refusals.csv")).unwrap();
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "a header and the recent refusal:\n{table}"
+    );
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
 }

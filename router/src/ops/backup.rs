@@ -158,6 +158,7 @@ pub async fn backup(
     pool: &PgPool,
     files: &[(&str, &Path)],
     dir: &Path,
+    refusal_retention_days: u32,
 ) -> anyhow::Result<BackupSummary> {
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -179,6 +180,8 @@ pub async fn backup(
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
         }
     }
+    // Refused messages past their retention go before the snapshot, not into the backup.
+    crate::store::refusals::purge_expired(pool, refusal_retention_days).await?;
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -355,6 +358,7 @@ pub async fn restore(
     pool: &PgPool,
     dir: &Path,
     manifest: &Manifest,
+    refusal_retention_days: u32,
 ) -> anyhow::Result<RestoreSummary> {
     let known: BTreeSet<i64> = crate::store::MIGRATOR.iter().map(|m| m.version).collect();
     let newer: Vec<String> = manifest
@@ -451,6 +455,8 @@ pub async fn restore(
         }
     }
     tx.commit().await?;
+    // An old backup does not bring back refused messages past their retention.
+    crate::store::refusals::purge_expired(pool, refusal_retention_days).await?;
     Ok(RestoreSummary {
         tables: manifest.tables.len(),
         rows,

@@ -633,7 +633,8 @@ pub fn text(s: &Status) -> String {
     t
 }
 
-/// Background upkeep: grant expiry gauges every minute; the whole ledger re-verified every
+/// Background upkeep: refusals past their retention purged and grant expiry gauges every
+/// minute; the whole ledger re-verified every
 /// `verify_every_secs` (first a minute after start, or after `verify_every_secs` if shorter).
 pub async fn housekeeping(
     shared: Arc<Shared>,
@@ -643,6 +644,20 @@ pub async fn housekeeping(
     // The first verification a minute after start, or sooner when verifying more often.
     let mut next_verify = tokio::time::Instant::now() + verify_every.min(Duration::from_secs(60));
     loop {
+        match crate::store::refusals::purge_expired(
+            &shared.pool,
+            shared.tunables.refusal_retention_days,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                purged = n,
+                days = shared.tunables.refusal_retention_days,
+                "refused messages past their retention purged"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot purge old refusals now; retrying later"),
+        }
         let routing = shared.routing();
         let today = today_in_shanghai();
         for g in &routing.catalogue.file.grants {

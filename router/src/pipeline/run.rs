@@ -292,6 +292,11 @@ async fn prepare(
         let kind = match outcome {
             Outcome::Refused { reason, detail } => {
                 telemetry::refused(reason.as_str(), &routing_key, &detail);
+                let (body, body_bytes, body_hmac) = store::refusals::kept_body(
+                    &shared.platform.ids,
+                    &d.data,
+                    shared.tunables.refusal_body_bytes,
+                );
                 Kind::Refused(Refusal {
                     reason: reason.as_str(),
                     detail,
@@ -310,7 +315,9 @@ async fn prepare(
                         })
                         .map(str::to_string),
                     headers: store::headers_json(d.properties.headers().as_ref()),
-                    body: d.data.clone(),
+                    body,
+                    body_bytes,
+                    body_hmac,
                 })
             }
             Outcome::Failed(reason) => Kind::Failed(dead_letter(&d, &reason), reason),

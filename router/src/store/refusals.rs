@@ -1,5 +1,7 @@
-//! Refused messages, kept with their reason and headers.
+//! Refused messages, kept with their reason and headers, their body cut at
+//! `router.refusal_body_bytes`, and purged after `router.refusal_retention_days`.
 
+use bus_schemas::wire::IdKey;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value as Json};
 use sqlx::{Postgres, Transaction};
@@ -19,8 +21,34 @@ pub struct Refusal {
     pub key_id: Option<String>,
     /// Its headers as JSON.
     pub headers: Json,
-    /// Its body.
+    /// Its body, at most `router.refusal_body_bytes` of it.
     pub body: Vec<u8>,
+    /// The whole body's length.
+    pub body_bytes: i32,
+    /// Keyed hash of the whole body, when it was cut.
+    pub body_hmac: Option<String>,
+}
+
+/// What is kept of a refused message's body: at most `cap` bytes, its whole length, and a
+/// keyed hash of the whole when it was cut.
+pub fn kept_body(ids: &IdKey, body: &[u8], cap: usize) -> (Vec<u8>, i32, Option<String>) {
+    let len = i32::try_from(body.len()).unwrap_or(i32::MAX);
+    if body.len() <= cap {
+        (body.to_vec(), len, None)
+    } else {
+        (body[..cap].to_vec(), len, Some(ids.body_hmac(body)))
+    }
+}
+
+/// Deletes refusals older than `days` (their bodies can hold personal data). Returns how many.
+pub async fn purge_expired(pool: &sqlx::PgPool, days: u32) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM refusals WHERE refused_at < now() - make_interval(days => $1)")
+            .bind(i32::try_from(days).unwrap_or(i32::MAX))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Keeps refused messages (one statement for the whole batch).
@@ -32,8 +60,8 @@ pub async fn insert_refusals(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO refusals (reason, detail, routing_key, message_id, key_id, headers, body)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[])",
+        "INSERT INTO refusals (reason, detail, routing_key, message_id, key_id, headers, body, body_bytes, body_hmac)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[], $8::int[], $9::text[])",
     )
     .bind(refusals.iter().map(|r| r.reason).collect::<Vec<_>>())
     .bind(refusals.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
@@ -42,6 +70,8 @@ pub async fn insert_refusals(
     .bind(refusals.iter().map(|r| r.key_id.as_deref()).collect::<Vec<_>>())
     .bind(refusals.iter().map(|r| r.headers.clone()).collect::<Vec<_>>())
     .bind(refusals.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.body_bytes).collect::<Vec<_>>())
+    .bind(refusals.iter().map(|r| r.body_hmac.as_deref()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
