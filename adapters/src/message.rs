@@ -106,6 +106,35 @@ impl Publisher {
             properties: props,
         }
     }
+
+    /// The count message of a quarantined row: no body, no header but the department and
+    /// item, routing key `<department>.<item>.count` (only `govbus.quarantine.counts` takes it).
+    /// Its message id derives from the row's, so a resent count is recognisably the same.
+    pub fn quarantine_count(&self, row_message: &OutgoingMessage) -> OutgoingMessage {
+        let mut h = FieldTable::default();
+        h.insert(header::DEPARTMENT.into(), long(&self.department));
+        h.insert(header::ITEM.into(), long(&self.item));
+        let row_id = row_message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let id =
+            self.id_key
+                .ingest_message_id(&self.item, &format!("quarantine count\n{row_id}"), 0);
+        OutgoingMessage {
+            exchange: wire::QUARANTINE_EXCHANGE.into(),
+            routing_key: wire::quarantine_count_key(&self.department, &self.item),
+            body: Vec::new(),
+            properties: BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(ShortString::from(id.as_str()))
+                .with_timestamp(now_secs())
+                .with_app_id(ShortString::from("govbus-adapter"))
+                .with_headers(h),
+        }
+    }
 }
 
 /// Whether a message is a record or a quarantined row (for metrics).
@@ -115,4 +144,7 @@ pub enum Kind {
     Record,
     /// A row to the quarantine exchange.
     Quarantine,
+    /// The bodiless count message that follows a quarantined row (the router counts these,
+    /// never the row).
+    QuarantineCount,
 }

@@ -69,7 +69,8 @@ struct Prep {
 }
 
 impl Prep {
-    fn prepare(&self, rec: SourceRecord) -> Pending {
+    /// The message of one source row (a quarantined row is followed by its count message).
+    fn prepare(&self, rec: SourceRecord, out: &mut Vec<Pending>) {
         telemetry::record_read();
         let rt = self.mapper.record_type();
         // A record to publish, or (rule, field, reason) of a row to quarantine.
@@ -102,7 +103,16 @@ impl Prep {
                 Some((telemetry::reason_class(rule), field)),
             ),
         };
-        Pending {
+        let count = (kind == Kind::Quarantine).then(|| Pending {
+            position: rec.position.clone(),
+            label: rec.label.clone(),
+            msg: self.publisher.quarantine_count(&msg),
+            confirm: None,
+            kind: Kind::QuarantineCount,
+            source_time_ms,
+            quarantine: None,
+        });
+        out.push(Pending {
             position: rec.position,
             label: rec.label,
             msg,
@@ -110,7 +120,8 @@ impl Prep {
             kind,
             source_time_ms,
             quarantine,
-        }
+        });
+        out.extend(count);
     }
 }
 
@@ -205,7 +216,13 @@ impl<S: Source> Pipeline<S> {
 
     fn prepare_ahead(&self, rows: Vec<SourceRecord>) -> tokio::task::JoinHandle<Vec<Pending>> {
         let prep = self.prep.clone();
-        tokio::task::spawn_blocking(move || rows.into_iter().map(|r| prep.prepare(r)).collect())
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                prep.prepare(r, &mut out);
+            }
+            out
+        })
     }
     /// A connection and a channel in confirm mode, retrying with backoff until both work;
     /// `None` once the adapter is stopping.
@@ -543,6 +560,7 @@ impl<S: Source> Pipeline<S> {
                             let (class, field) = p.quarantine.as_ref().expect("quarantine info");
                             telemetry::quarantined(class, field, &p.label);
                         }
+                        Kind::QuarantineCount => {}
                     }
                     *last_confirmed = Some((p.position, p.label));
                     *retry_delay = min_delay;

@@ -10,10 +10,13 @@ use sha2::Sha256;
 pub const INGEST_EXCHANGE: &str = "govbus.ingest";
 /// Topic exchange for records that failed mapping or validation, routing key `<department>.<item>`.
 pub const QUARANTINE_EXCHANGE: &str = "govbus.quarantine";
-/// A copy of every quarantined row, which the router counts (per day, department and item,
-/// for the yearly report's quarantine rate) and drops; the rows themselves stay in each
-/// department's quarantine queue.
+/// For every quarantined row the adapter also publishes a bodiless count message (routing key
+/// [`quarantine_count_key`]) that only this queue takes; the router counts them (per day,
+/// department and item, for the yearly report's quarantine rate). The rows themselves, with
+/// their personal data, go only to each department's own quarantine queue.
 pub const QUARANTINE_COUNTS_QUEUE: &str = "govbus.quarantine.counts";
+/// The binding of [`QUARANTINE_COUNTS_QUEUE`]: count messages only, never rows.
+pub const QUARANTINE_COUNT_BINDING: &str = "*.*.count";
 /// Direct exchange the router delivers through, routing key `<agency>`.
 pub const DELIVER_EXCHANGE: &str = "govbus.deliver";
 /// Direct exchange for dead letters, routing key = the dead-letter queue's name.
@@ -36,6 +39,13 @@ pub fn agency_queue(agency: &str) -> String {
 /// Routing key of a record: `<department>.<item>`.
 pub fn routing_key(department: &str, item: &str) -> String {
     format!("{department}.{item}")
+}
+
+/// Routing key of a quarantined row's count message on `govbus.quarantine`:
+/// `<department>.<item>.count` (three words: a department's queue, bound to `<department>.*`,
+/// does not take it).
+pub fn quarantine_count_key(department: &str, item: &str) -> String {
+    format!("{department}.{item}.count")
 }
 
 /// Whether an id (department, agency, item) has the allowed shape: `[a-z0-9_]+`, starting

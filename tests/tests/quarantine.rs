@@ -107,3 +107,47 @@ async fn quarantined_rows_are_listed_exported_corrected_and_requeued() {
         "the two valid rows and the two corrected ones"
     );
 }
+
+/// The router counts quarantined rows from bodiless count messages: `govbus.quarantine.counts`
+/// never holds a row (its personal data goes only to the department's own queue), one count
+/// message per row, and a department's queue takes no count message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_counts_carry_no_row() {
+    let mut w = World::new().await;
+    w.start_router().await; // declares the topology
+                            // Stopped, so the count messages wait in their queue to be looked at.
+    assert!(w.router.take().unwrap().terminate().success());
+    let cfg = w.police(0, 2, 1);
+    let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
+    for n in 10..13 {
+        let mut bad = citizen(n);
+        let last = bad.pop().unwrap();
+        bad.push(if last == '0' { '1' } else { '0' });
+        csv.push_str(&format!("{bad},居民{n},男,汉族,正常,1,U\n"));
+    }
+    w.drop_csv("police", "household-bad.csv", &csv);
+    w.run_adapter(&cfg);
+    assert_eq!(w.count("govbus.quarantine.counts").await, 3);
+    let rows = w
+        .drain("quarantine.police", Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        rows.len(),
+        3,
+        "the department's queue holds the rows, no count message"
+    );
+    assert!(rows.iter().all(|r| !r.body.is_empty()));
+    let counts = w
+        .drain("govbus.quarantine.counts", Duration::from_millis(300))
+        .await;
+    assert_eq!(counts.len(), 3);
+    for c in &counts {
+        assert!(
+            c.body.is_empty(),
+            "a count message carries no row: {:?}",
+            c.body
+        );
+        assert_eq!(c.routing_key, "police.household.count");
+        assert!(!c.headers.contains_key("govbus-source-position"));
+    }
+}

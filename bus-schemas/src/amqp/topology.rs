@@ -93,11 +93,19 @@ pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
     queue(ch, wire::ROUTER_QUEUE, quorum_args(Some(wire::ROUTER_DLQ))).await?;
     bind(ch, wire::ROUTER_QUEUE, wire::INGEST_EXCHANGE, "#").await?;
     queue(ch, wire::QUARANTINE_COUNTS_QUEUE, quorum_args(None)).await?;
+    // Before count messages, the queue took a copy of every row (`#`): that binding goes.
+    ch.queue_unbind(
+        wire::QUARANTINE_COUNTS_QUEUE.into(),
+        wire::QUARANTINE_EXCHANGE.into(),
+        "#".into(),
+        FieldTable::default(),
+    )
+    .await?;
     bind(
         ch,
         wire::QUARANTINE_COUNTS_QUEUE,
         wire::QUARANTINE_EXCHANGE,
-        "#",
+        wire::QUARANTINE_COUNT_BINDING,
     )
     .await
 }

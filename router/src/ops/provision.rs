@@ -39,8 +39,10 @@ pub struct Permissions {
     pub write: String,
     /// Read pattern.
     pub read: String,
-    /// Topic write pattern on `govbus.ingest` and `govbus.quarantine`, where set.
+    /// Topic write pattern on `govbus.ingest`, where set.
     pub topic_write: Option<String>,
+    /// Topic write pattern on `govbus.quarantine`, where set (rows and their count messages).
+    pub quarantine_topic_write: Option<String>,
 }
 
 /// A department's permissions.
@@ -50,6 +52,7 @@ pub fn department_permissions(id: &str) -> Permissions {
         write: r"^govbus\.(ingest|quarantine)$".into(),
         read: format!(r"^quarantine\.{id}$"),
         topic_write: Some(format!(r"^{id}\.[a-z0-9_]+$")),
+        quarantine_topic_write: Some(format!(r"^{id}\.[a-z0-9_]+(\.count)?$")),
     }
 }
 
@@ -60,6 +63,7 @@ pub fn agency_permissions(id: &str) -> Permissions {
         write: "^$".into(),
         read: format!(r"^agency\.{id}(\.dlq)?$"),
         topic_write: None,
+        quarantine_topic_write: None,
     }
 }
 
@@ -70,6 +74,7 @@ pub fn router_permissions() -> Permissions {
         write: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
         read: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
         topic_write: None,
+        quarantine_topic_write: None,
     }
 }
 
@@ -160,8 +165,11 @@ impl Management {
             Some(json!({"configure": p.configure, "write": p.write, "read": p.read})),
         )
         .await?;
-        if let Some(tw) = &p.topic_write {
-            for exchange in [wire::INGEST_EXCHANGE, wire::QUARANTINE_EXCHANGE] {
+        for (exchange, tw) in [
+            (wire::INGEST_EXCHANGE, &p.topic_write),
+            (wire::QUARANTINE_EXCHANGE, &p.quarantine_topic_write),
+        ] {
+            if let Some(tw) = tw {
                 self.call(
                     reqwest::Method::PUT,
                     &format!("topic-permissions/{v}/{u}"),
@@ -465,6 +473,10 @@ mod tests {
         let p = department_permissions("tax");
         let re = p.topic_write.unwrap();
         assert_eq!(re, r"^tax\.[a-z0-9_]+$");
+        assert_eq!(
+            p.quarantine_topic_write.unwrap(),
+            r"^tax\.[a-z0-9_]+(\.count)?$"
+        );
         assert!(agency_permissions("a").read.starts_with('^'));
         assert!(agency_permissions("a").read.ends_with('$'));
         assert_eq!(enc("/"), "%2F");

@@ -1,8 +1,9 @@
-//! Counts quarantined rows for the yearly report's quarantine rate. Every row an adapter
-//! quarantines is also routed to `govbus.quarantine.counts`; the router counts it per day
-//! (Asia/Shanghai), department and item — taken from the routing key, which the broker's
-//! topic permissions tie to the publishing department — and drops it. The row itself, with
-//! its personal data, stays only in the department's own quarantine queue.
+//! Counts quarantined rows for the yearly report's quarantine rate. For every row an adapter
+//! quarantines it also publishes a bodiless count message (`<department>.<item>.count`) that
+//! only `govbus.quarantine.counts` takes; the router counts it per day (Asia/Shanghai),
+//! department and item — taken from the routing key, which the broker's topic permissions tie
+//! to the publishing department — and drops it. The row itself, with its personal data, goes
+//! only to the department's own quarantine queue.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bus_schemas::wire;
@@ -52,7 +53,10 @@ pub async fn run(shared: Arc<Shared>, ch: Channel, stop: CancellationToken) -> a
         }
         let mut counts: HashMap<(String, String), i64> = HashMap::new();
         for d in &batch {
+            // `<department>.<item>.count`; a two-word key is a row copied here before count
+            // messages existed (counted the same, and dropped).
             let key = d.routing_key.as_str();
+            let key = key.strip_suffix(".count").unwrap_or(key);
             if let Some((dept, item)) = key.split_once('.') {
                 if wire::valid_id(dept) && wire::valid_id(item) {
                     *counts.entry((dept.into(), item.into())).or_default() += 1;
