@@ -8,6 +8,7 @@
 //! - `decode.rs`: verifying and decoding a delivery (`Decoder`, `Received`).
 //! - `consume.rs`: the consumer every tool shares (`consume`, `Handler`, `Verdict`).
 //! - `tail.rs`: deliveries as JSON lines. `sink.rs`: into the agency's PostgreSQL, or a webhook.
+//!   `pseudonym_map.rs`: the agency's rows moved to new tokens after a pseudonym rotation.
 //! - `main.rs`: the `govbus-agency` command (parses and calls the above).
 //!
 //! The agency side: consuming `agency.<id>` with the account provisioning wrote, verifying the
@@ -21,6 +22,7 @@
 pub mod access;
 pub mod consume;
 pub mod decode;
+pub mod pseudonym_map;
 pub mod sink;
 pub mod tail;
 

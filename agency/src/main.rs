@@ -76,6 +76,16 @@ struct SinkArgs {
     /// Records committed per database transaction.
     #[arg(long, default_value_t = 200)]
     batch: usize,
+    /// Instead of consuming: rewrite the `--table` rows from old to new pseudonym tokens with
+    /// the `old_token,new_token` file the platform gave after rotating its pseudonym secret
+    /// (`govbus pseudonym-map`), in one transaction, then exit.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "postgres",
+        conflicts_with = "webhook"
+    )]
+    apply_pseudonym_map: Option<PathBuf>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -113,6 +123,27 @@ fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
 /// Runs `govbus-agency sink`.
 fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
     init_logs();
+    if let (Some(map), Some(url)) = (&args.apply_pseudonym_map, &args.postgres) {
+        let tables = Tables::parse(&args.table)?;
+        let pairs = agency::pseudonym_map::read_map(map)?;
+        let a = runtime()?.block_on(async {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to the agency database: {e}"))?;
+            agency::pseudonym_map::apply(&pool, &tables, &pairs).await
+        })?;
+        println!(
+            "{} token pairs applied to {}: {} record keys rewritten, {} rows of the same person merged into the newer, {} values replaced in other columns",
+            a.pairs,
+            tables.names().join(", "),
+            a.keys,
+            a.merged,
+            a.values
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let access = Access::resolve(&args.agency)?;
     runtime()?.block_on(async {
         let stop = bus_schemas::amqp::process::stop_on_signals();

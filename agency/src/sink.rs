@@ -55,6 +55,17 @@ impl Tables {
         Ok(Tables::PerItem(map))
     }
 
+    /// Every table records land in.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = match self {
+            Tables::All(t) => vec![t.as_str()],
+            Tables::PerItem(m) => m.values().map(String::as_str).collect(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     fn of(&self, item: &str) -> Option<&str> {
         match self {
             Tables::All(t) => Some(t),
@@ -79,7 +90,8 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-fn tombstones(table: &str) -> String {
+/// The table that remembers deletes of `table`'s records.
+pub(crate) fn tombstones(table: &str) -> String {
     format!("{table}_deleted")
 }
 

@@ -219,6 +219,27 @@ async fn agencies_follow_an_endorsed_platform_key_and_refuse_an_unendorsed_one()
     assert_eq!(dead.len(), 3);
 }
 
+/// Rotation: a new pseudonym secret, version 2, the old one kept for the mapping; the router
+/// restarted with it.
+async fn rotate_pseudonym_secret(w: &mut World) {
+    keys::ensure_secret(&w.path("platform/pseudonym-secret-2")).unwrap();
+    let text = std::fs::read_to_string(w.path("router.toml")).unwrap();
+    let amqp = text.find("[amqp]").unwrap();
+    let text = format!(
+        "{}pseudonym_version = 2\n\n[[platform.previous_pseudonym_secrets]]\nversion = 1\nfile = \"platform/pseudonym-secret\"\n\n{}",
+        text[..amqp].replace(
+            "pseudonym_secret_file = \"platform/pseudonym-secret\"",
+            "pseudonym_secret_file = \"platform/pseudonym-secret-2\""
+        ),
+        &text[amqp..]
+    );
+    std::fs::write(w.path("router.toml"), text).unwrap();
+    if let Some(r) = w.router.take() {
+        r.terminate();
+    }
+    w.start_router().await;
+}
+
 /// The `citizen_id_number` tokens of `count` household records delivered to health.
 async fn health_tokens(w: &World, count: u64) -> std::collections::BTreeSet<String> {
     w.tail("health", count)
@@ -243,23 +264,7 @@ async fn a_rotated_pseudonym_secret_comes_with_the_agencys_token_mapping() {
     assert_eq!(v1.len(), 10);
     assert!(v1.iter().all(|t| t.starts_with("pgb1_")), "{v1:?}");
 
-    // Rotation: a new secret, version 2; the old one kept for the mapping.
-    keys::ensure_secret(&w.path("platform/pseudonym-secret-2")).unwrap();
-    let text = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    let amqp = text.find("[amqp]").unwrap();
-    let text = format!(
-        "{}pseudonym_version = 2\n\n[[platform.previous_pseudonym_secrets]]\nversion = 1\nfile = \"platform/pseudonym-secret\"\n\n{}",
-        text[..amqp].replace(
-            "pseudonym_secret_file = \"platform/pseudonym-secret\"",
-            "pseudonym_secret_file = \"platform/pseudonym-secret-2\""
-        ),
-        &text[amqp..]
-    );
-    std::fs::write(w.path("router.toml"), text).unwrap();
-    if let Some(r) = w.router.take() {
-        r.terminate();
-    }
-    w.start_router().await;
+    rotate_pseudonym_secret(&mut w).await;
     let cfg = w.police(0, 10, 2);
     w.run_adapter(&cfg);
     let v2 = health_tokens(&w, 10).await;
@@ -317,4 +322,93 @@ async fn a_rotated_pseudonym_secret_comes_with_the_agencys_token_mapping() {
         w.path("civil.csv").to_str().unwrap(),
     ]);
     assert!(out.contains("0 token pairs"), "{out}");
+}
+
+/// After a pseudonym secret rotation, `govbus-agency sink --apply-pseudonym-map` moves the
+/// agency's own table to the new tokens in one go: a person whose record came under both
+/// tokens keeps one row (the newer version), the others are renamed, and no old token is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agency_applies_the_token_mapping_to_its_own_table() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let pool = w.pg().await;
+    let rows = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+        }
+    };
+    let db_url = w.db.url.clone();
+    let sink = ["--postgres", db_url.as_str(), "--table", "health_records"];
+    let cfg = w.police(0, 10, 1);
+    w.run_adapter(&cfg);
+    let s = w.spawn_agency_tool("sink", "health", &sink);
+    wait(|| rows("SELECT count(*) FROM health_records"), 10).await;
+    drop(s);
+    rotate_pseudonym_secret(&mut w).await;
+    // Five of the ten people change after the rotation: they arrive under new tokens.
+    let cfg = w.police(0, 5, 2);
+    w.run_adapter(&cfg);
+    let s = w.spawn_agency_tool("sink", "health", &sink);
+    wait(|| rows("SELECT count(*) FROM health_records"), 15).await;
+    drop(s);
+
+    let map = w.path("health-map.csv");
+    govbus_ok(&[
+        "pseudonym-map",
+        "--config",
+        w.path("router.toml").to_str().unwrap(),
+        "--agency",
+        "health",
+        "--from-version",
+        "1",
+        "--out",
+        map.to_str().unwrap(),
+    ]);
+    let out = govbus_tests::output_within(
+        govbus_tests::Process::command("govbus-agency")
+            .args(["sink", "--agency", "health"])
+            .args(sink)
+            .arg("--apply-pseudonym-map")
+            .arg(&map),
+        60,
+        "govbus-agency sink --apply-pseudonym-map",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("5 record keys rewritten, 5 rows of the same person merged"),
+        "{text}"
+    );
+    assert_eq!(rows("SELECT count(*) FROM health_records").await, 10);
+    assert_eq!(
+        rows("SELECT count(*) FROM health_records WHERE govbus_key LIKE 'pgb2\\_%' AND citizen_id_number = govbus_key").await,
+        10,
+        "every key and token column on the new tokens"
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM health_records WHERE govbus_version = 2").await,
+        5,
+        "the newer version kept where both arrived"
+    );
+}
+
+/// Waits up to 60 s until `count()` reaches `want`.
+async fn wait<F: std::future::Future<Output = i64>>(mut count: impl FnMut() -> F, want: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count().await;
+        if n == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} rows, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
