@@ -10,6 +10,7 @@
 //! (pseudonym maps after a rotation), `id_secret.rs`. `main.rs` only parses and dispatches.
 use clap::{Parser, Subcommand};
 
+pub mod api;
 pub mod backup;
 pub mod catalogue;
 pub mod id_secret;

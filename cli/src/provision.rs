@@ -39,6 +39,10 @@ pub struct ProvisionArgs {
     /// `/schemas` and `/keys`).
     #[arg(long)]
     router_url: Option<String>,
+    /// The router's `[api]` URL (status page, workflow API) as departments and agencies reach
+    /// it, written into their files as `GOVBUS_API_URL`.
+    #[arg(long)]
+    api_url: Option<String>,
     /// The platform's id secret (`platform.id_secret_file` of the router's config): with it,
     /// each agency's and department's file gets its workflow API token (`GOVBUS_API_TOKEN`).
     #[arg(long)]
@@ -118,6 +122,7 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         prefix: args.account_prefix.clone(),
         platform_key: (key_id, public.trim().to_string()),
         router_url: args.router_url.clone(),
+        api_url: args.api_url.clone(),
         tokens: match &args.platform_id_secret {
             Some(p) => Some(router::workflow::token::TokenKey::derive(
                 &bus_schemas::keys::load_secret_as(p, "--platform-id-secret")?,

@@ -3,16 +3,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::api::ApiTarget;
+
 /// `govbus status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Base URL of the router's HTTP listener.
-    #[arg(
-        long,
-        env = "GOVBUS_ROUTER_URL",
-        default_value = "http://127.0.0.1:9200"
-    )]
-    pub router_url: String,
+    /// The router's status page (its `[api]` listener).
+    #[command(flatten)]
+    pub api: ApiTarget,
     /// Print the JSON of `/status` instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -20,19 +18,20 @@ pub struct StatusArgs {
 
 /// Prints the status; exit 1 when it has warnings (for scripts and cron).
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/status", args.router_url.trim_end_matches('/'));
+    let (base, client) = args.api.resolve(None)?;
+    let url = format!("{base}/status");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let status: router::ops::status::Status = rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = client
             .get(&url)
             .timeout(std::time::Duration::from_secs(20))
             .send()
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot reach the router at {url}: {e}; is it running (set --router-url)?"
+                    "cannot reach the router's status page at {url}: {e}; is it running with api.listen (set --api-url, and --api-ca-file for a private CA)?"
                 )
             })?;
         anyhow::ensure!(

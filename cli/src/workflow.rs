@@ -14,12 +14,12 @@ use router::workflow::{
 #[derive(Debug, Args)]
 pub struct Caller {
     /// A provisioning file (`agencies/<id>.env`, `departments/<id>.env`) holding
-    /// `GOVBUS_API_TOKEN` and `GOVBUS_ROUTER_URL`.
+    /// `GOVBUS_API_TOKEN` and `GOVBUS_API_URL`.
     #[arg(long, global = true)]
     env_file: Option<PathBuf>,
-    /// The router's HTTP base URL (default: the env file's, else http://127.0.0.1:9200).
-    #[arg(long, global = true)]
-    router_url: Option<String>,
+    /// The router's workflow API (its `[api]` listener).
+    #[command(flatten)]
+    api: crate::api::ApiTarget,
     /// A file holding the API token (default: the env file's, else `GOVBUS_API_TOKEN`).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
@@ -198,17 +198,12 @@ fn env_value(env: &Option<std::collections::HashMap<String, String>>, key: &str)
 }
 
 impl Caller {
-    fn resolve(&self) -> anyhow::Result<(String, String)> {
+    fn resolve(&self) -> anyhow::Result<(String, String, reqwest::Client)> {
         let env = match &self.env_file {
             Some(p) => Some(bus_schemas::envfile::read(p)?),
             None => None,
         };
-        let url = self
-            .router_url
-            .clone()
-            .or_else(|| env_value(&env, "GOVBUS_ROUTER_URL"))
-            .or_else(|| std::env::var("GOVBUS_ROUTER_URL").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:9200".into());
+        let (url, client) = self.api.resolve(env.as_ref())?;
         let token = match &self.token_file {
             Some(p) => std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", p.display()))?
@@ -222,17 +217,18 @@ impl Caller {
                     )
                 })?,
         };
-        Ok((url.trim_end_matches('/').to_string(), token))
+        Ok((url, token, client))
     }
 }
 
 async fn call(
+    client: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
     token: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let mut req = reqwest::Client::new()
+    let mut req = client
         .request(method, url)
         .bearer_auth(token)
         .timeout(std::time::Duration::from_secs(60));
@@ -240,7 +236,7 @@ async fn call(
         req = req.json(&b);
     }
     let resp = req.send().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the router at {url}: {e}; is it running (set --router-url)?")
+        anyhow::anyhow!("cannot reach the router's workflow API at {url}: {e}; is it running with api.listen (set --api-url, and --api-ca-file for a private CA)?")
     })?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -332,7 +328,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let (base, token) = args.caller.resolve()?;
+    let (base, token, client) = args.caller.resolve()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -356,6 +352,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                         .as_ref()
                         .map(|d| json!({ "department": d, "data": outside_data }));
                     call(
+                        &client,
                         Method::POST,
                         &apps,
                         &token,
@@ -374,6 +371,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                     let body: Value = serde_json::from_str(&text)
                         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
                     call(
+                        &client,
                         Method::POST,
                         &format!("{base}/api/contacts"),
                         &token,
@@ -382,11 +380,18 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                     .await
                 }
                 WorkflowCommand::Contacts => {
-                    call(Method::GET, &format!("{base}/api/contacts"), &token, None).await
+                    call(
+                        &client,
+                        Method::GET,
+                        &format!("{base}/api/contacts"),
+                        &token,
+                        None,
+                    )
+                    .await
                 }
-                WorkflowCommand::List => call(Method::GET, &apps, &token, None).await,
+                WorkflowCommand::List => call(&client, Method::GET, &apps, &token, None).await,
                 WorkflowCommand::Show { id } => {
-                    call(Method::GET, &format!("{apps}/{id}"), &token, None).await
+                    call(&client, Method::GET, &format!("{apps}/{id}"), &token, None).await
                 }
                 WorkflowCommand::Answer {
                     id,
@@ -397,6 +402,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 } => {
                     let decision = if *approve { "approve" } else { "refuse" };
                     call(
+                        &client,
                         Method::POST,
                         &format!("{apps}/{id}/answer"),
                         &token,
@@ -411,6 +417,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                     fields,
                     note,
                 } => call(
+                    &client,
                     Method::POST,
                     &format!("{apps}/{id}/resolve"),
                     &token,
@@ -420,13 +427,21 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await,
                 WorkflowCommand::Outcomes => {
-                    call(Method::GET, &format!("{base}/api/outcomes"), &token, None).await
+                    call(
+                        &client,
+                        Method::GET,
+                        &format!("{base}/api/outcomes"),
+                        &token,
+                        None,
+                    )
+                    .await
                 }
                 WorkflowCommand::Dispute {
                     message_id,
                     problem,
                 } => {
                     call(
+                        &client,
                         Method::POST,
                         &format!("{base}/api/disputes"),
                         &token,
@@ -435,10 +450,18 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                     .await
                 }
                 WorkflowCommand::Disputes => {
-                    call(Method::GET, &format!("{base}/api/disputes"), &token, None).await
+                    call(
+                        &client,
+                        Method::GET,
+                        &format!("{base}/api/disputes"),
+                        &token,
+                        None,
+                    )
+                    .await
                 }
                 WorkflowCommand::ShowDispute { id } => {
                     call(
+                        &client,
                         Method::GET,
                         &format!("{base}/api/disputes/{id}"),
                         &token,
@@ -448,6 +471,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 }
                 WorkflowCommand::Finding { id, cause, note } => {
                     call(
+                        &client,
                         Method::POST,
                         &format!("{base}/api/disputes/{id}/finding"),
                         &token,

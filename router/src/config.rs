@@ -34,6 +34,46 @@ pub struct RouterConfig {
     /// The sharing workflow (applications, answers, escalation).
     #[serde(default)]
     pub workflow: WorkflowConfig,
+    /// The status page and the workflow's `/api`: a listener of their own, over TLS.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The `[api]` section: where the status page (`/`, `/status`) and the sharing workflow's
+/// `/api` are served. Tokens travel in its requests, so it is TLS unless `plain_http` says
+/// otherwise; without `listen` neither is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on (`0.0.0.0:9443`); unset: no status page and no workflow API.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The server certificate chain (PEM).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve plain HTTP instead: only behind a TLS-terminating proxy, or on loopback.
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+impl ApiConfig {
+    /// The TLS files, or `None` for plain HTTP; an error naming what to set when neither.
+    pub fn tls(&self) -> anyhow::Result<Option<(&Path, &Path)>> {
+        match (&self.tls_cert_file, &self.tls_key_file, self.plain_http) {
+            (Some(c), Some(k), false) => Ok(Some((c.as_path(), k.as_path()))),
+            (None, None, true) => Ok(None),
+            (Some(_), Some(_), true) => anyhow::bail!(
+                "api.plain_http = true and api.tls_cert_file are both set: choose one"
+            ),
+            _ => anyhow::bail!(
+                "api.listen serves API tokens: set api.tls_cert_file and api.tls_key_file (PEM), \
+                 or api.plain_http = true only behind a TLS proxy or on loopback"
+            ),
+        }
+    }
 }
 
 /// The `[workflow]` section.
@@ -237,6 +277,7 @@ const SECTIONS: &[&str] = &[
     "http",
     "log",
     "workflow",
+    "api",
 ];
 
 impl RouterConfig {
@@ -287,6 +328,15 @@ impl RouterConfig {
             if cal.is_relative() {
                 *cal = base.join(&*cal);
             }
+        }
+        for p in [&mut cfg.api.tls_cert_file, &mut cfg.api.tls_key_file]
+            .into_iter()
+            .flatten()
+        {
+            rebase(p);
+        }
+        if cfg.api.listen.is_some() {
+            cfg.api.tls()?;
         }
         if let Some(ca) = &mut cfg.amqp.tls_ca_file {
             if ca.is_relative() {

@@ -1,7 +1,9 @@
-//! The router's listener: `/metrics`, `/healthz`, `/readyz` (503 while the broker is
+//! The router's listeners. `http.listen`, plain HTTP, for what is public or verified by
+//! signature and fingerprint: `/metrics`, `/healthz`, `/readyz` (503 while the broker is
 //! unreachable or while draining), `GET /keys` (the platform's public keys) and
 //! `GET /schemas/{fingerprint}` (every writer schema the router used, and the full record
-//! schemas), the status page (`/`, `/status`) and the workflow's `/api` (`workflow::api`).
+//! schemas). `api.listen`, over TLS: the status page (`/`, `/status`) and the workflow's
+//! `/api` (`workflow::api`), where API tokens travel.
 use std::sync::Arc;
 
 use axum::{
@@ -15,6 +17,7 @@ use bus_schemas::{Fingerprint, Registry};
 use serde_json::json;
 
 use crate::{
+    config::ApiConfig,
     ops::status::{self, QueueProbe},
     pipeline::shared::Shared,
     workflow::workdays::Calendar,
@@ -101,14 +104,12 @@ fn unavailable(e: anyhow::Error) -> Response {
         .into_response()
 }
 
-/// Binds the listener and serves until `stop`; returns the bound address. `probe` asks the
-/// broker for the status page's queue depths.
+/// Binds the public listener (`http.listen`: `/metrics`, `/healthz`, `/readyz`, `/keys`,
+/// `/schemas`, all public or verified by signature and fingerprint) and serves until `stop`;
+/// returns the bound address.
 pub async fn serve(
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
-    probe: QueueProbe,
-    calendar: Option<Arc<Calendar>>,
-    api: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -118,27 +119,84 @@ pub async fn serve(
     })?;
     let bound = listener.local_addr()?;
     let metrics = crate::telemetry::prometheus();
-    let cache = Arc::new(status::Cached::new(shared.clone(), probe, calendar));
     let app = Router::new()
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
-        .route("/", {
-            let c = cache.clone();
-            get(move || status_page(c.clone()))
-        })
-        .route("/status", get(move || status_json(cache.clone())))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/keys", get(keys))
         .route("/schemas/{fingerprint}", get(schema))
-        .with_state(shared)
-        .merge(api);
+        .with_state(shared);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });
+    Ok(bound)
+}
+
+/// Binds the `[api]` listener (the status page and the workflow's `/api`, `workflow`), over
+/// TLS unless `api.plain_http`, and serves until `stop`; returns the bound address. `probe`
+/// asks the broker for the status page's queue depths.
+pub async fn serve_api(
+    cfg: &ApiConfig,
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    probe: QueueProbe,
+    calendar: Option<Arc<Calendar>>,
+    workflow: Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let tls = cfg.tls()?;
+    let cache = Arc::new(status::Cached::new(shared, probe, calendar));
+    let app = Router::new()
+        .route("/", {
+            let c = cache.clone();
+            get(move || status_page(c.clone()))
+        })
+        .route("/status", get(move || status_json(cache.clone())))
+        .merge(workflow);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} for the status page and /api: {e}; set api.listen")
+    })?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        });
+    }
+    match tls {
+        Some((cert, key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "api.tls_cert_file {} / api.tls_key_file {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app.into_make_service()).await {
+                    tracing::error!(error = %e, "the status page and API listener failed");
+                }
+            });
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app.into_make_service()).await {
+                    tracing::error!(error = %e, "the status page and API listener failed");
+                }
+            });
+        }
+    }
     Ok(bound)
 }

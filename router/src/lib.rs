@@ -96,16 +96,26 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         )?),
     });
     let http_stop = CancellationToken::new();
-    let addr = http::serve(
-        cfg.http.listen,
-        shared.clone(),
-        status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-status")),
-        calendar,
-        workflow::api::routes(wf.clone()),
-        http_stop.clone(),
-    )
-    .await?;
+    let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;
     tracing::info!(%addr, amqp = %cfg.amqp.redacted_url(), "router listening for /metrics, /keys, /schemas");
+    match cfg.api.listen {
+        Some(api_addr) => {
+            let addr = http::serve_api(
+                &cfg.api,
+                api_addr,
+                shared.clone(),
+                status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-status")),
+                calendar,
+                workflow::api::routes(wf.clone()),
+                http_stop.clone(),
+            )
+            .await?;
+            tracing::info!(%addr, tls = !cfg.api.plain_http, "status page and workflow API listening");
+        }
+        None => tracing::warn!(
+            "api.listen is not set: no status page and no sharing workflow API are served"
+        ),
+    }
     let background = CancellationToken::new();
     let retry = tokio::spawn(retry::run(
         shared.clone(),

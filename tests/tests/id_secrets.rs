@@ -170,7 +170,7 @@ async fn a_rotated_id_secret_keeps_every_record_and_gives_agencies_their_id_map(
     let civil = w.api_token("agency", "civil");
     let new0 = map[0].1.clone();
     let resp = reqwest::Client::new()
-        .post(w.url("/api/disputes"))
+        .post(w.api_url("/api/disputes"))
         .bearer_auth(&civil)
         .json(&json!({ "message_id": new0, "problem": "住址有误" }))
         .send()

@@ -12,7 +12,7 @@ use serde_json::json;
 
 async fn post(w: &World, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
     let r = reqwest::Client::new()
-        .post(w.url(&format!("/api{path}")))
+        .post(w.api_url(&format!("/api{path}")))
         .timeout(Duration::from_secs(60))
         .bearer_auth(token)
         .json(&body)

@@ -277,7 +277,7 @@ async fn accounts_have_exactly_the_wire_contract_permissions() {
 /// `GET /api/applications` with `token`: (status, body).
 async fn applications(w: &World, token: &str) -> (u16, String) {
     let r = reqwest::Client::new()
-        .get(w.url("/api/applications"))
+        .get(w.api_url("/api/applications"))
         .bearer_auth(token)
         .send()
         .await

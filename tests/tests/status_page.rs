@@ -60,7 +60,7 @@ async fn status_page_matches_the_ledger_and_the_queues() {
     let mut adapter = Process::command("govbus-adapter");
     adapter.arg("--config").arg(&cfg).arg("--once");
     let adapter = std::thread::spawn(move || adapter.status().unwrap());
-    let url = w.url("/");
+    let url = w.api_url("/");
     let mut flowing_reads = 0;
     while !adapter.is_finished() || flowing_reads == 0 {
         let before = ledger_rows(&w, "civil").await;
@@ -143,7 +143,7 @@ async fn status_page_matches_the_ledger_and_the_queues() {
         "an ID number on the status page"
     );
     // The JSON and the command line say the same.
-    let json: serde_json::Value = reqwest::get(w.url("/status"))
+    let json: serde_json::Value = reqwest::get(w.api_url("/status"))
         .await
         .unwrap()
         .json()
@@ -157,7 +157,7 @@ async fn status_page_matches_the_ledger_and_the_queues() {
         .unwrap();
     assert_eq!(civil["delivered_total"], 3000);
     let out = Process::command("govbus")
-        .args(["status", "--router-url", &w.url("")])
+        .args(["status", "--api-url", &w.api_url("")])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -186,7 +186,7 @@ async fn the_status_is_computed_once_a_second_for_everyone() {
     let client = reqwest::Client::new();
     let started = std::time::Instant::now();
     let requests = (0..100).map(|i| {
-        let url = w.url(if i % 2 == 0 { "/status" } else { "/" });
+        let url = w.api_url(if i % 2 == 0 { "/status" } else { "/" });
         let c = client.clone();
         async move { c.get(url).send().await.unwrap().status().as_u16() }
     });

@@ -21,7 +21,7 @@ async fn api(
 ) -> (u16, Value) {
     let c = reqwest::Client::new();
     let mut r = c
-        .request(method.parse().unwrap(), w.url(&format!("/api{path}")))
+        .request(method.parse().unwrap(), w.api_url(&format!("/api{path}")))
         .timeout(Duration::from_secs(60));
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -38,7 +38,7 @@ async fn api(
 fn cli(w: &World, token: &str, args: &[&str]) -> std::process::Output {
     Process::command("govbus")
         .arg("workflow")
-        .args(["--router-url", &w.url("")])
+        .args(["--api-url", &w.api_url("")])
         .args(args)
         .env("GOVBUS_API_TOKEN", token)
         .output()

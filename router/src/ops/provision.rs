@@ -244,6 +244,8 @@ pub struct Target {
     pub platform_key: (String, String),
     /// The router's HTTP base URL as agencies reach it (`/schemas`, `/keys`), for their files.
     pub router_url: Option<String>,
+    /// The router's `[api]` listener as departments and agencies reach it (the workflow API).
+    pub api_url: Option<String>,
     /// Issues each agency's and department's workflow API token (`GOVBUS_API_TOKEN`), when
     /// the platform's id secret was given.
     pub tokens: Option<crate::workflow::token::TokenKey>,
@@ -319,6 +321,9 @@ fn workflow_lines(
     let mut lines = Vec::new();
     if let Some(u) = &target.router_url {
         lines.push(("GOVBUS_ROUTER_URL".to_string(), u.clone()));
+    }
+    if let Some(u) = &target.api_url {
+        lines.push(("GOVBUS_API_URL".to_string(), u.clone()));
     }
     if let Some(k) = &target.tokens {
         lines.push(("GOVBUS_API_TOKEN".to_string(), k.issue(role, subject)?));

@@ -29,7 +29,10 @@ pub struct World {
     pub vhost: TestVhost,
     pub db: TestDatabase,
     pub dir: tempfile::TempDir,
+    /// The router's public listener (`/metrics`, `/readyz`, `/keys`, `/schemas`).
     pub http_port: u16,
+    /// The router's `[api]` listener (status page, workflow API), plain HTTP on loopback.
+    pub api_port: u16,
 }
 
 /// A citizen ID number with a correct check digit, unique per `n`.
@@ -75,12 +78,14 @@ impl World {
         keys::ensure_secret(&dir.path().join("platform/pseudonym-secret")).unwrap();
         std::fs::write(dir.path().join("catalogue.toml"), catalogue).unwrap();
         let http_port = free_port();
+        let api_port = free_port();
         let w = World {
             router: None,
             vhost,
             db,
             dir,
             http_port,
+            api_port,
         };
         // The example calendar (2026, the real arrangement); other years count Monday to Friday.
         let calendar =
@@ -113,6 +118,10 @@ watch_ms = 200
 [http]
 listen = "127.0.0.1:{port}"
 
+[api]
+listen = "127.0.0.1:{api_port}"
+plain_http = true
+
 [workflow]
 calendar = "{calendar}"
 deadline_check_secs = 1
@@ -121,6 +130,7 @@ deadline_check_secs = 1
                 tls = w.vhost.services.tls.config_lines(),
                 db = w.db.url,
                 port = w.http_port,
+                api_port = w.api_port,
                 calendar = w.path("workdays.toml").display()
             ),
         )
@@ -134,6 +144,11 @@ deadline_check_secs = 1
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// A URL on the router's `[api]` listener (status page, workflow API).
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
     }
 
     /// The router's `/metrics` text.
