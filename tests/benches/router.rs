@@ -13,6 +13,7 @@
 //! the same cores, so a reader can tell which party's cost moved a round.
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::{
     collections::VecDeque,
@@ -21,91 +22,18 @@ use std::{
 
 use bus_schemas::{
     amqp::{publish::classify, topology::quorum_args, OutgoingMessage},
-    wire::{self, header, IdKey, Op, Signer},
-    Registry,
+    wire::{header, IdKey},
 };
-use common::{citizen, World};
+use common::World;
 use futures::StreamExt;
 use lapin::{
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions, QueuePurgeOptions,
     },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel,
+    types::{AMQPValue, FieldTable},
 };
-
-const RECORDS: u64 = 20_000;
-const WINDOW: usize = 1000;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Adds grants so every household record goes to four agencies.
-fn four_grants(w: &World) {
-    let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
-    for agency in ["hrss", "tianhe"] {
-        cat.push_str(&format!(
-            "\n[[grant]]\nid = \"{agency}-household\"\nrevision = 1\nagency = \"{agency}\"\nitem = \"household\"\nfields = [\"citizen_id_number\", \"name\", \"sex\", \"status\"]\nidentity = \"full\"\nlegal_basis = \"bench\"\npurpose = \"bench\"\nvalid_from = 2026-01-01\n"
-        ));
-    }
-    std::fs::write(w.path("catalogue.toml"), cat).unwrap();
-}
-
-/// A signed household record message as the adapter builds it.
-fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> OutgoingMessage {
-    let rt = Registry::standard()
-        .get("gov.gz.police.HouseholdRegistration")
-        .unwrap();
-    let key = citizen(n);
-    let body = rt
-        .encode_json(&serde_json::json!({"citizen_id_number": key, "name": format!("居民{n}"), "sex": "1", "ethnicity": "01", "status": "正常", "registered_town": "石牌街道"}))
-        .unwrap();
-    let id = ids.ingest_message_id("household", &key, 1);
-    let sig = signer.sign(&id, "household", 1, Op::Upsert, &body);
-    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
-    let mut h = FieldTable::default();
-    h.insert(header::DEPARTMENT.into(), s("police"));
-    h.insert(header::ITEM.into(), s("household"));
-    h.insert(header::VERSION.into(), AMQPValue::LongLongInt(1));
-    h.insert(header::OP.into(), s("upsert"));
-    h.insert(
-        header::SOURCE_TIME_MS.into(),
-        AMQPValue::LongLongInt(source_time_ms),
-    );
-    h.insert(header::KEY_ID.into(), s(&signer.key_id));
-    h.insert(header::SIGNATURE.into(), s(&sig));
-    OutgoingMessage {
-        exchange: wire::INGEST_EXCHANGE.into(),
-        routing_key: "police.household".into(),
-        body,
-        properties: BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from(wire::AVRO_CONTENT_TYPE))
-            .with_message_id(ShortString::from(id.as_str()))
-            .with_headers(h),
-    }
-}
-
-async fn publish_all(ch: &Channel, msgs: impl Iterator<Item = OutgoingMessage>) {
-    let mut inflight: VecDeque<(lapin::PublisherConfirm, OutgoingMessage)> = VecDeque::new();
-    for m in msgs {
-        if inflight.len() == WINDOW {
-            let (c, m) = inflight.pop_front().unwrap();
-            classify(c.await, &m).unwrap();
-        }
-        inflight.push_back((m.publish(ch).await.unwrap(), m));
-    }
-    for (c, m) in inflight {
-        classify(c.await, &m).unwrap();
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use support::*;
 
 /// The plain loop: consume `bench.in`, publish each message to 4 quorum queues, ack once its
 /// 4 confirms are in (in order, pipelined). Returns msgs/s.
@@ -218,27 +146,6 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
     }
     conn.close(200, "done".into()).await.unwrap();
     rate
-}
-
-async fn ledger_rows(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT coalesce(sum(seq), 0)::bigint FROM ledger_heads")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-async fn purge_agencies(w: &World) {
-    let conn = w.vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    for a in ["civil", "health", "hrss", "tianhe"] {
-        ch.queue_purge(
-            format!("agency.{a}").as_str().into(),
-            QueuePurgeOptions::default(),
-        )
-        .await
-        .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
 }
 
 #[tokio::main]
