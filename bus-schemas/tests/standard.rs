@@ -169,3 +169,36 @@ fn lookup_by_short_and_full_name() {
     let e = reg.get("Household").unwrap_err().to_string();
     assert!(e.contains("govbus schemas list"), "{e}");
 }
+
+/// Both tax registrations mark their taxpayer id as `taxpayer_id` (an identity the router
+/// pseudonymises under pseudonym grants), checked for its shape: 15 to 20 digits and capital
+/// letters, whether a credit code or an owner's ID number.
+#[test]
+fn taxpayer_ids_are_marked_and_checked() {
+    let reg = Registry::standard();
+    for name in ["LocalTaxRegistration", "NationalTaxRegistration"] {
+        let rt = reg.get(name).unwrap();
+        assert!(
+            rt.elements
+                .iter()
+                .any(|(p, e)| p == "taxpayer_id" && *e == bus_schemas::Element::TaxpayerId),
+            "{name}"
+        );
+        let rule = |id: &str| {
+            let v = rt
+                .value_from_json(&serde_json::json!({ "taxpayer_id": id }))
+                .unwrap();
+            rt.validate(&v)
+                .violations
+                .iter()
+                .find(|x| x.field == "taxpayer_id")
+                .map(|x| x.rule)
+        };
+        assert_eq!(rule("91440106MA59C0XK1X"), None, "a credit code");
+        assert_eq!(rule("44010619900101123X"), None, "an ID number");
+        assert_eq!(rule("440106900101123"), None, "15 characters");
+        assert_eq!(rule("4401-0619900101"), Some("taxpayer-id-shape"));
+        assert_eq!(rule("91440106ma59c0xk1x"), Some("taxpayer-id-shape"));
+        assert_eq!(rule("1234"), Some("taxpayer-id-shape"));
+    }
+}

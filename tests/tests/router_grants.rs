@@ -421,3 +421,37 @@ async fn each_agency_gets_exactly_its_grants() {
         "{text}"
     );
 }
+
+/// A taxpayer id (often an individual business owner's ID number) is an identity by its
+/// schema marker (`govbus.element = taxpayer_id`): a pseudonym grant replaces it, and the
+/// record key made of it, with the agency's token; a full grant keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pseudonym_grant_replaces_taxpayer_ids() {
+    let mut w = World::new().await;
+    let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
+    cat.push_str(
+        "\n[[grant]]\nid = \"health-registration\"\nrevision = 1\nagency = \"health\"\nitem = \"registration\"\nfields = [\"taxpayer_id\", \"registration_date\"]\nidentity = \"pseudonym\"\nlegal_basis = \"test\"\npurpose = \"test\"\nvalid_from = 2026-01-01\n",
+    );
+    std::fs::write(w.path("catalogue.toml"), cat).unwrap();
+    w.start_router().await;
+    let cfg = w.localtax(0, 3);
+    w.run_adapter(&cfg);
+    let health = w.tail("health", 3).await;
+    let hrss = w.tail("hrss", 3).await;
+    let ids: std::collections::BTreeSet<String> = (0..3).map(common::uscc).collect();
+    for d in &health {
+        let t = d["record"]["taxpayer_id"].as_str().unwrap();
+        assert!(t.starts_with("pgb1_") && t.len() == 37, "{d}");
+        assert_eq!(
+            d["key"].as_str(),
+            Some(t),
+            "the record key is the token too"
+        );
+        assert!(!ids.contains(t));
+    }
+    let full: std::collections::BTreeSet<String> = hrss
+        .iter()
+        .map(|d| d["record"]["taxpayer_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(full, ids, "a full grant keeps the taxpayer id");
+}

@@ -24,6 +24,10 @@ pub enum Element {
     HouseholdStatus,
     /// Household registration cancellation reason (article 9).
     HouseholdCancellationReason,
+    /// Taxpayer identification number: 15 to 20 digits and capital letters. An individual
+    /// business's is often its owner's citizen ID number, so it counts as an identity: a
+    /// pseudonym grant replaces it (and a record key made of it) like an ID number.
+    TaxpayerId,
 }
 
 impl Element {
@@ -40,6 +44,7 @@ impl Element {
             "marital_status" => Self::MaritalStatus,
             "household_status" => Self::HouseholdStatus,
             "household_cancellation_reason" => Self::HouseholdCancellationReason,
+            "taxpayer_id" => Self::TaxpayerId,
             _ => return None,
         })
     }

@@ -213,6 +213,16 @@ impl RecordType {
                 }
                 Element::CreditCode => credit_code::check(s).err(),
                 Element::DivisionCode => division::check(s).err(),
+                Element::TaxpayerId => (!(15..=20).contains(&s.len())
+                    || !s
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+                .then(|| {
+                    Fault::new(
+                        "taxpayer-id-shape",
+                        "a taxpayer identification number is 15 to 20 digits and capital letters",
+                    )
+                }),
                 coded => {
                     let table = coded.code_table().expect("coded element has a table");
                     (!table.contains(s)).then(|| {

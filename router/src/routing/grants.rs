@@ -102,7 +102,12 @@ impl Routing {
                     id_fields: rt
                         .elements
                         .iter()
-                        .filter(|(p, e)| *e == Element::CitizenIdNumber && !p.contains('.'))
+                        // Identities outside a Subject: ID numbers, and taxpayer ids (often an
+                        // owner's ID number), replaced by the marker, never by guessing a value.
+                        .filter(|(p, e)| {
+                            matches!(e, Element::CitizenIdNumber | Element::TaxpayerId)
+                                && !p.contains('.')
+                        })
                         .map(|(p, _)| p.clone())
                         .collect(),
                 },
