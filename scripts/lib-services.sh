@@ -40,6 +40,18 @@ compose_up() {
   return 1
 }
 
+# A RabbitMQ plugin's listener, enabling the plugin on a local broker: plugin, host, port, URL.
+ensure_plugin() {
+  port_open "$2" "$3" && return 0
+  if is_local "$2" && command -v rabbitmq-plugins >/dev/null 2>&1; then
+    say "enabling the RabbitMQ plugin $1 (rabbitmq-plugins enable $1)"
+    rabbitmq-plugins enable "$1" >/dev/null || die "could not enable $1"
+    wait_port "$2" "$3" 60 || die "$1 did not come up on $2:$3"
+  else
+    die "nothing listens at $4: enable the $1 plugin there"
+  fi
+}
+
 ensure_rabbitmq() {
   local host port mport
   host=$(url_host "$GOVBUS__AMQP__URL"); port=$(url_port "$GOVBUS__AMQP__URL" 5672)
@@ -56,30 +68,14 @@ ensure_rabbitmq() {
       wait_port "$host" "$port" 90 || die "RabbitMQ did not come up on $host:$port"
     fi
   fi
-  if ! port_open "$host" "$mport"; then
-    if is_local "$host" && command -v rabbitmq-plugins >/dev/null 2>&1; then
-      say "enabling the RabbitMQ management plugin (rabbitmq-plugins enable rabbitmq_management)"
-      rabbitmq-plugins enable rabbitmq_management >/dev/null || die "could not enable rabbitmq_management"
-      wait_port "$host" "$mport" 60 || die "the management API did not come up on $host:$mport"
-    else
-      die "no RabbitMQ management API at $GOVBUS__AMQP__MANAGEMENT_URL: enable the rabbitmq_management plugin there"
-    fi
-  fi
+  ensure_plugin rabbitmq_management "$host" "$mport" "$GOVBUS__AMQP__MANAGEMENT_URL"
   # Prometheus scrapes RabbitMQ's own exporter (deploy/prometheus/prometheus.yml); the suite
   # checks that every metric an alert or a dashboard panel uses is there.
   : "${GOVBUS_RABBITMQ_PROMETHEUS_URL:=http://$host:15692}"
   export GOVBUS_RABBITMQ_PROMETHEUS_URL
   local pport
   pport=$(url_port "$GOVBUS_RABBITMQ_PROMETHEUS_URL" 15692)
-  if ! port_open "$host" "$pport"; then
-    if is_local "$host" && command -v rabbitmq-plugins >/dev/null 2>&1; then
-      say "enabling the RabbitMQ Prometheus plugin (rabbitmq-plugins enable rabbitmq_prometheus)"
-      rabbitmq-plugins enable rabbitmq_prometheus >/dev/null || die "could not enable rabbitmq_prometheus"
-      wait_port "$host" "$pport" 60 || die "RabbitMQ's Prometheus endpoint did not come up on $host:$pport"
-    else
-      die "no RabbitMQ Prometheus endpoint at $GOVBUS_RABBITMQ_PROMETHEUS_URL: enable the rabbitmq_prometheus plugin there"
-    fi
-  fi
+  ensure_plugin rabbitmq_prometheus "$host" "$pport" "$GOVBUS_RABBITMQ_PROMETHEUS_URL"
   say "RabbitMQ: $host:$port (management on port $mport, Prometheus on $pport)"
 }
 

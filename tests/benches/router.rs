@@ -22,7 +22,7 @@ use std::{
 
 use bus_schemas::{
     amqp::{publish::classify, topology::quorum_args, OutgoingMessage},
-    wire::{header, IdKey},
+    wire::header,
 };
 use common::World;
 use futures::StreamExt;
@@ -150,25 +150,15 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let mut w = World::new().await;
-    four_grants(&w);
-    let signer =
-        bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
-            .unwrap();
-    let ids =
-        IdKey::new(&bus_schemas::keys::load_id_secret(&w.path("keys/police/id-secret")).unwrap());
-    w.start_router().await; // declares the topology, then stops
-    assert!(w.router.take().unwrap().terminate().success());
-    let pool = w.pg().await;
-    let conn = w.vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let Bench {
+        rounds,
+        mut w,
+        signer,
+        ids,
+        pool,
+        conn: _conn,
+        ch,
+    } = Bench::new().await;
     println!("router bench: {RECORDS} household records, 4 grants each, window {WINDOW}, {rounds} rounds");
     let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
     let (mut cpu_base, mut cpu_ours) = (Vec::new(), Vec::new());

@@ -15,9 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_schemas::{amqp::OutgoingMessage, wire::IdKey};
+use bus_schemas::amqp::OutgoingMessage;
 use common::World;
-use lapin::options::ConfirmSelectOptions;
 use support::*;
 
 const CLIENTS: usize = 200;
@@ -95,25 +94,15 @@ async fn route(
 
 #[tokio::main]
 async fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let mut w = World::new().await;
-    four_grants(&w);
-    let signer =
-        bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
-            .unwrap();
-    let ids =
-        IdKey::new(&bus_schemas::keys::load_id_secret(&w.path("keys/police/id-secret")).unwrap());
-    w.start_router().await; // declares the topology, then stops
-    assert!(w.router.take().unwrap().terminate().success());
-    let pool = w.pg().await;
-    let conn = w.vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let Bench {
+        rounds,
+        mut w,
+        signer,
+        ids,
+        pool,
+        conn: _conn,
+        ch,
+    } = Bench::new().await;
     println!(
         "status-load bench: {RECORDS} household records, 4 grants each, {rounds} rounds; load: {CLIENTS} clients, one request each every {} ms",
         EVERY.as_millis()

@@ -240,6 +240,21 @@ async fn rotate_pseudonym_secret(w: &mut World) {
     w.start_router().await;
 }
 
+/// `govbus pseudonym-map` from version 1 for `agency` into `out`: what it printed.
+fn pseudonym_map(w: &World, agency: &str, out: &std::path::Path) -> String {
+    govbus_ok(&[
+        "pseudonym-map",
+        "--config",
+        w.path("router.toml").to_str().unwrap(),
+        "--agency",
+        agency,
+        "--from-version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// The `citizen_id_number` tokens of `count` household records delivered to health.
 async fn health_tokens(w: &World, count: u64) -> std::collections::BTreeSet<String> {
     w.tail("health", count)
@@ -272,17 +287,7 @@ async fn a_rotated_pseudonym_secret_comes_with_the_agencys_token_mapping() {
     assert!(v1.is_disjoint(&v2));
 
     let map = w.path("health-pgb1-to-pgb2.csv");
-    let out = govbus_ok(&[
-        "pseudonym-map",
-        "--config",
-        w.path("router.toml").to_str().unwrap(),
-        "--agency",
-        "health",
-        "--from-version",
-        "1",
-        "--out",
-        map.to_str().unwrap(),
-    ]);
+    let out = pseudonym_map(&w, "health", &map);
     assert!(
         out.contains("10 token pairs (pgb1_ → pgb2_) from 10 records"),
         "{out}"
@@ -310,17 +315,7 @@ async fn a_rotated_pseudonym_secret_comes_with_the_agencys_token_mapping() {
         0o600
     );
     // civil's grant is full identity: no mapping to give.
-    let out = govbus_ok(&[
-        "pseudonym-map",
-        "--config",
-        w.path("router.toml").to_str().unwrap(),
-        "--agency",
-        "civil",
-        "--from-version",
-        "1",
-        "--out",
-        w.path("civil.csv").to_str().unwrap(),
-    ]);
+    let out = pseudonym_map(&w, "civil", &w.path("civil.csv"));
     assert!(out.contains("0 token pairs"), "{out}");
 }
 
@@ -357,17 +352,7 @@ async fn the_agency_applies_the_token_mapping_to_its_own_table() {
     drop(s);
 
     let map = w.path("health-map.csv");
-    govbus_ok(&[
-        "pseudonym-map",
-        "--config",
-        w.path("router.toml").to_str().unwrap(),
-        "--agency",
-        "health",
-        "--from-version",
-        "1",
-        "--out",
-        map.to_str().unwrap(),
-    ]);
+    pseudonym_map(&w, "health", &map);
     let out = govbus_tests::output_within(
         govbus_tests::Process::command("govbus-agency")
             .args(["sink", "--agency", "health"])

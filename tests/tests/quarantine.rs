@@ -7,12 +7,8 @@ use std::time::Duration;
 use common::{citizen, World};
 use govbus_tests::Process;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quarantined_rows_are_listed_exported_corrected_and_requeued() {
-    let mut w = World::new().await;
-    w.start_router().await;
-    let cfg = w.police(0, 2, 1);
-    // Three rows whose ID numbers have a wrong check character.
+/// Drops three household rows whose ID numbers have a wrong check character.
+fn drop_bad_rows(w: &World) {
     let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
     for n in 10..13 {
         let mut bad = citizen(n);
@@ -21,6 +17,14 @@ async fn quarantined_rows_are_listed_exported_corrected_and_requeued() {
         csv.push_str(&format!("{bad},居民{n},男,汉族,正常,1,U\n"));
     }
     w.drop_csv("police", "household-bad.csv", &csv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_rows_are_listed_exported_corrected_and_requeued() {
+    let mut w = World::new().await;
+    w.start_router().await;
+    let cfg = w.police(0, 2, 1);
+    drop_bad_rows(&w);
     w.run_adapter(&cfg);
     assert_eq!(w.count("quarantine.police").await, 3);
 
@@ -118,14 +122,7 @@ async fn quarantine_counts_carry_no_row() {
                             // Stopped, so the count messages wait in their queue to be looked at.
     assert!(w.router.take().unwrap().terminate().success());
     let cfg = w.police(0, 2, 1);
-    let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
-    for n in 10..13 {
-        let mut bad = citizen(n);
-        let last = bad.pop().unwrap();
-        bad.push(if last == '0' { '1' } else { '0' });
-        csv.push_str(&format!("{bad},居民{n},男,汉族,正常,1,U\n"));
-    }
-    w.drop_csv("police", "household-bad.csv", &csv);
+    drop_bad_rows(&w);
     w.run_adapter(&cfg);
     assert_eq!(w.count("govbus.quarantine.counts").await, 3);
     let rows = w

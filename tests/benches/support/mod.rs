@@ -107,3 +107,52 @@ pub async fn purge_agencies(w: &World) {
     }
     conn.close(200, "done".into()).await.unwrap();
 }
+
+/// A router bench's world: four grants per household record, the topology declared (the
+/// router started once, then stopped), the police department's signing keys, the ledger's
+/// database, and a confirmed channel on the world's vhost.
+pub struct Bench {
+    /// Rounds (`BENCH_ROUNDS`, default 3).
+    pub rounds: usize,
+    pub w: World,
+    pub signer: Signer,
+    pub ids: IdKey,
+    pub pool: sqlx::PgPool,
+    /// Kept open for `ch`.
+    pub conn: lapin::Connection,
+    pub ch: Channel,
+}
+
+impl Bench {
+    pub async fn new() -> Self {
+        let rounds = std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
+        let mut w = World::new().await;
+        four_grants(&w);
+        let signer =
+            bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
+                .unwrap();
+        let ids = IdKey::new(
+            &bus_schemas::keys::load_id_secret(&w.path("keys/police/id-secret")).unwrap(),
+        );
+        w.start_router().await; // declares the topology, then stops
+        assert!(w.router.take().unwrap().terminate().success());
+        let pool = w.pg().await;
+        let conn = w.vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Bench {
+            rounds,
+            w,
+            signer,
+            ids,
+            pool,
+            conn,
+            ch,
+        }
+    }
+}
