@@ -49,8 +49,11 @@ fn load(w: &World, stop: tokio_util::sync::CancellationToken, answers: Answers) 
             tokio::time::sleep(EVERY.mul_f64(i as f64 / CLIENTS as f64)).await;
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.is_cancelled() {
-                tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
                 let mut req = client.get(&url);
                 if let Some(t) = token {
                     req = req.bearer_auth(t);
@@ -87,6 +90,8 @@ async fn route(
     }
     let r = RECORDS as f64 / start.elapsed().as_secs_f64();
     stop.cancel();
+    // Requests already sent get their answers before the router stops.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(w.router.take().unwrap().terminate().success());
     purge_agencies(w).await;
     r
@@ -136,20 +141,11 @@ async fn main() {
             "status" | "page" => 200,
             _ => 401,
         };
-        // A request cut off by the router's shutdown at the end of a round answers 0.
+        // 0: no answer at all (refused, reset or timed out).
         assert!(
-            *code == expected || *code == 0,
+            *code == expected,
             "{count} `{what}` requests answered {code}, not {expected}"
         );
     }
-    let cut: u64 = answers
-        .iter()
-        .filter(|((_, c), _)| *c == 0)
-        .map(|(_, n)| n)
-        .sum();
-    assert!(
-        cut * 100 <= total,
-        "{cut} of {total} requests got no answer"
-    );
     println!("ratio={:.2}", median(loaded) / median(alone));
 }

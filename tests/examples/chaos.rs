@@ -1,21 +1,31 @@
 //! The fault campaign behind `scripts/chaos` (not part of CI: it restarts the shared RabbitMQ
 //! and PostgreSQL). For N rounds, with records flowing from two departments' adapters through
-//! the router into four agencies' sinks, it SIGKILLs a random process (an adapter, the router,
-//! a sink) or restarts RabbitMQ or PostgreSQL at a random moment. At the end every record's
-//! latest version must have reached every agency granted its item (ledger and sink tables),
-//! no agency may hold anything ungranted, and the ledger must verify.
+//! the router into three agencies' sinks and one independent consumer (a plain AMQP client
+//! decoding Avro itself, for tianhe), it SIGKILLs a random process (an adapter, the router, a
+//! sink), restarts RabbitMQ or PostgreSQL, SIGKILLs RabbitMQ's Erlang VM, or stops PostgreSQL
+//! with `-m immediate`, at a random moment; each round prints what was in flight when the fault
+//! hit. The verdict is per record: every record's latest version must be held by every agency
+//! granted it — in the ledger, in the agency's table, and in what the independent consumer
+//! read — no agency may hold a record or a field it was not granted (judged from the bodies and
+//! the tables, not from the ledger's own account), and the ledger must verify.
 //!
-//! `cargo run -p govbus-tests --example chaos -- [ROUNDS] [SEED]`
+//! `scripts/chaos [--rounds N] [--seed S]`
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     process::Command,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{citizen, World};
+use bus_schemas::{
+    apache_avro::{self, types::Value},
+    wire::{self, IdKey},
+};
+use common::{citizen, uscc, World};
+use futures::StreamExt;
 use govbus_tests::{ChaosOptions, Process, Services, TestDatabase, CHAOS_USAGE};
 
 /// Grants of the example catalogue in force today: (agency, item) → granted fields, and
@@ -79,6 +89,10 @@ fn grants() -> Vec<(&'static str, &'static str, &'static [&'static str], bool)> 
     ]
 }
 
+/// Agencies that land their records with `govbus-agency sink`; tianhe reads with the
+/// independent consumer.
+const SINKS: [&str; 3] = ["civil", "health", "hrss"];
+
 /// A small deterministic generator (xorshift), so a seed replays a campaign's choices.
 struct Rng(u64);
 impl Rng {
@@ -111,6 +125,152 @@ fn postgres_version() -> String {
         .collect();
     v.sort();
     v.pop().expect("a PostgreSQL version under /etc/postgresql")
+}
+
+/// What the independent consumer read of its agency's queue: each record key's newest
+/// version, and every field outside the grant that a body carried.
+#[derive(Default)]
+struct Independent {
+    latest: BTreeMap<String, i64>,
+    ungranted: BTreeSet<String>,
+    undecodable: u64,
+    sessions: u64,
+}
+
+/// A plain AMQP consumer of `agency.<agency>` that decodes each body itself (Avro single-object
+/// encoding, the writer schema from the router's `/schemas/{fingerprint}`), records the
+/// record's version and checks its non-null fields against `granted`, and acks. It reconnects
+/// whatever happens to the broker or the router, until `stop`.
+fn independent(
+    amqp_url: String,
+    router_url: String,
+    agency: &'static str,
+    key_field: &'static str,
+    granted: &'static [&'static str],
+    stop: tokio_util::sync::CancellationToken,
+) -> Arc<Mutex<Independent>> {
+    let seen = Arc::new(Mutex::new(Independent::default()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut schemas: BTreeMap<String, apache_avro::Schema> = BTreeMap::new();
+        while !stop.is_cancelled() {
+            let session = async {
+                let conn =
+                    lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
+                        .await?;
+                let ch = conn.create_channel().await?;
+                ch.basic_qos(100, Default::default()).await?;
+                let mut consumer = ch
+                    .basic_consume(
+                        format!("agency.{agency}").as_str().into(),
+                        "chaos-independent".into(),
+                        Default::default(),
+                        Default::default(),
+                    )
+                    .await?;
+                seen.lock().unwrap().sessions += 1;
+                while let Some(d) = consumer.next().await {
+                    let d = d?;
+                    let (fp, datum) = bus_schemas::split_header(&d.data)
+                        .map_err(|e| anyhow::anyhow!("not single-object encoded: {e}"))?;
+                    let hex = hex::encode(fp.0);
+                    if !schemas.contains_key(&hex) {
+                        let text = http
+                            .get(format!("{router_url}/schemas/{hex}"))
+                            .send()
+                            .await?
+                            .error_for_status()?
+                            .text()
+                            .await?;
+                        schemas.insert(hex.clone(), apache_avro::Schema::parse_str(&text)?);
+                    }
+                    let value =
+                        apache_avro::reader::datum::GenericDatumReader::builder(&schemas[&hex])
+                            .build()?
+                            .read_value(&mut &datum[..]);
+                    let version = d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| {
+                            bus_schemas::amqp::headers::header_i64(h, wire::header::VERSION)
+                        })
+                        .unwrap_or(-1);
+                    {
+                        let mut s = seen.lock().unwrap();
+                        match value {
+                            Ok(Value::Record(fields)) => {
+                                let mut key = None;
+                                for (name, v) in &fields {
+                                    let v = match v {
+                                        Value::Union(_, inner) => inner.as_ref(),
+                                        other => other,
+                                    };
+                                    if matches!(v, Value::Null) {
+                                        continue;
+                                    }
+                                    if !granted
+                                        .iter()
+                                        .any(|g| g == name || g.starts_with(&format!("{name}.")))
+                                    {
+                                        s.ungranted.insert(name.clone());
+                                    }
+                                    if name == key_field {
+                                        if let Value::String(k) = v {
+                                            key = Some(k.clone());
+                                        }
+                                    }
+                                }
+                                if let Some(k) = key {
+                                    let e = s.latest.entry(k).or_insert(version);
+                                    *e = (*e).max(version);
+                                }
+                            }
+                            _ => s.undecodable += 1,
+                        }
+                    }
+                    anyhow::ensure!(
+                        d.acker.ack(Default::default()).await?,
+                        "ack on a closed channel"
+                    );
+                }
+                anyhow::Ok(())
+            };
+            tokio::select! {
+                _ = session => {}
+                () = stop.cancelled() => break,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    out
+}
+
+/// Counts for the line each round prints: what was in flight when its fault hit.
+async fn in_flight(w: &World, pool: &sqlx::PgPool) -> String {
+    let router = w.count("govbus.router").await;
+    let mut agencies = 0;
+    for a in ["civil", "health", "hrss", "tianhe"] {
+        agencies += w.count(&format!("agency.{a}")).await;
+    }
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1);
+    format!("{router} in govbus.router, {agencies} in agency queues, {ledger} ledger rows")
+}
+
+/// Waits until the local broker takes AMQP connections again.
+async fn broker_back(w: &World) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while w.vhost.connect().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "RabbitMQ did not come back within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 struct Fleet {
@@ -155,7 +315,21 @@ async fn main() {
         sinks: BTreeMap::new(),
         sink_args: BTreeMap::new(),
     };
-    for agency in ["civil", "health", "hrss", "tianhe"] {
+    let stop_independent = tokio_util::sync::CancellationToken::new();
+    let tianhe = independent(
+        w.vhost.amqp_url.clone(),
+        w.url(""),
+        "tianhe",
+        "unified_social_credit_code",
+        grants()
+            .into_iter()
+            .find(|g| g.0 == "tianhe")
+            .map(|g| g.2)
+            .unwrap(),
+        stop_independent.clone(),
+    );
+    let pool = w.pg().await;
+    for agency in SINKS {
         let mut a = vec!["--postgres".to_string(), agencies_db.url.clone()];
         for (g, item, _, _) in grants() {
             if g == agency {
@@ -204,15 +378,18 @@ async fn main() {
         versions += 60;
 
         tokio::time::sleep(Duration::from_millis(200 + rng.below(2500))).await;
-        let kind = match rng.below(7) {
+        let kind = match rng.below(9) {
             0 => "kill police adapter",
             1 => "kill commerce adapter",
             2 | 3 => "kill router",
             4 => "kill a sink",
             5 => "restart RabbitMQ",
-            _ => "restart PostgreSQL",
+            6 => "SIGKILL RabbitMQ's VM",
+            7 => "restart PostgreSQL",
+            _ => "stop PostgreSQL -m immediate",
         };
         let pause = Duration::from_millis(200 + rng.below(2000));
+        let hit = in_flight(&w, &pool).await;
         match kind {
             "kill police adapter" => {
                 fleet.police.take().unwrap().kill();
@@ -230,7 +407,7 @@ async fn main() {
                 w.start_router().await;
             }
             "kill a sink" => {
-                let agency = ["civil", "health", "hrss", "tianhe"][rng.below(4) as usize];
+                let agency = SINKS[rng.below(SINKS.len() as u64) as usize];
                 fleet.sinks.remove(agency).unwrap().kill();
                 tokio::time::sleep(pause).await;
                 let refs: Vec<&str> = fleet.sink_args[agency].iter().map(String::as_str).collect();
@@ -249,7 +426,19 @@ async fn main() {
                     "rabbitmqctl start_app",
                 );
             }
-            _ => run(
+            "SIGKILL RabbitMQ's VM" => {
+                run(
+                    Command::new("pkill").args(["-KILL", "-f", "beam.smp"]),
+                    "pkill -KILL beam.smp",
+                );
+                tokio::time::sleep(pause).await;
+                run(
+                    Command::new("rabbitmq-server").arg("-detached"),
+                    "rabbitmq-server -detached",
+                );
+                broker_back(&w).await;
+            }
+            "restart PostgreSQL" => run(
                 Command::new("pg_ctlcluster").args([
                     "--skip-systemctl-redirect",
                     &pg,
@@ -258,10 +447,33 @@ async fn main() {
                 ]),
                 "pg_ctlcluster restart",
             ),
+            _ => {
+                run(
+                    Command::new("pg_ctlcluster").args([
+                        "--skip-systemctl-redirect",
+                        &pg,
+                        "main",
+                        "stop",
+                        "-m",
+                        "immediate",
+                    ]),
+                    "pg_ctlcluster stop -m immediate",
+                );
+                tokio::time::sleep(pause).await;
+                run(
+                    Command::new("pg_ctlcluster").args([
+                        "--skip-systemctl-redirect",
+                        &pg,
+                        "main",
+                        "start",
+                    ]),
+                    "pg_ctlcluster start",
+                );
+            }
         }
         *faults.entry(kind).or_default() += 1;
         println!(
-            "round {round:>2}: {kind:<22} police {:>5} records, commerce {:>5}, {:>4.0} s",
+            "round {round:>2}: {kind:<28} hit {hit}; police {:>5} records, commerce {:>5}, {:>4.0} s",
             police.len(),
             commerce,
             started.elapsed().as_secs_f64()
@@ -271,12 +483,6 @@ async fn main() {
 
     // Settle: every file sent, the router's and every agency's queue empty, the ledger still.
     println!("settling …");
-    let pool = loop {
-        if let Ok(p) = sqlx::PgPool::connect(&w.db.url).await {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last = (-1i64, Instant::now());
     loop {
@@ -308,74 +514,197 @@ async fn main() {
         s.terminate();
     }
 
-    // Expected latest-version histogram per (agency, item).
-    let mut police_hist: BTreeMap<i64, i64> = BTreeMap::new();
-    for v in police.values() {
-        *police_hist.entry(*v as i64).or_default() += 1;
-    }
-    let expect = |item: &str, tianhe_only: bool| -> BTreeMap<i64, i64> {
+    stop_independent.cancel();
+
+    // Per record: the version each granted agency must hold (keyed hash as the ledger has it).
+    let ids =
+        IdKey::new(&bus_schemas::keys::load_id_secret(&w.path("platform/id-secret")).unwrap());
+    let expect = |item: &str, tianhe_only: bool| -> BTreeMap<String, (String, i64)> {
         match item {
-            "household" => police_hist.clone(),
-            _ => BTreeMap::from([(
-                1,
-                if tianhe_only {
-                    commerce.div_ceil(2) as i64
-                } else {
-                    commerce as i64
-                },
-            )]),
+            "household" => police
+                .iter()
+                .map(|(n, v)| {
+                    let k = citizen(*n);
+                    (ids.record_key_hash("household", &k), (k, *v as i64))
+                })
+                .collect(),
+            _ => (0..commerce)
+                .filter(|n| !tianhe_only || n % 2 == 0)
+                .map(|n| {
+                    let k = uscc(n);
+                    (ids.record_key_hash("enterprise", &k), (k, 1))
+                })
+                .collect(),
         }
     };
     let agencies = sqlx::PgPool::connect(&agencies_db.url).await.unwrap();
-    let mut lost = 0i64;
-    let mut ungranted = 0i64;
-    let mut sink_short = 0i64;
-    let mut delivered = 0i64;
+    let (mut lost, mut stale, mut ungranted, mut sink_off, mut delivered) =
+        (0i64, 0i64, 0i64, 0i64, 0i64);
+    let mut shown = 0;
+    let mut show = |what: String| {
+        if shown < 20 {
+            println!("  {what}");
+        }
+        shown += 1;
+    };
     for (agency, item, fields, tianhe_only) in grants() {
         let want = expect(item, tianhe_only);
-        let got: BTreeMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT v, count(*) FROM (SELECT key_hash, max(version) AS v FROM ledger
-              WHERE agency = $1 AND item = $2 GROUP BY key_hash) x GROUP BY v",
+        // The ledger: each record's newest version delivered to this agency.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT key_hash, message_id, version FROM ledger WHERE agency = $1 AND item = $2",
         )
         .bind(agency)
         .bind(item)
         .fetch_all(&pool)
         .await
-        .unwrap()
-        .into_iter()
-        .collect();
-        let want_n: i64 = want.values().sum();
-        let got_n: i64 = got.values().sum();
-        delivered += got_n;
-        lost += (want_n - got_n).max(0);
-        ungranted += (got_n - want_n).max(0);
-        if got != want {
-            println!("  {agency}/{item}: ledger latest versions {got:?}, expected {want:?}");
-        }
-        // Fields beyond the grant.
-        let extra: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ledger WHERE agency = $1 AND item = $2 AND NOT (fields <@ $3)",
-        )
-        .bind(agency)
-        .bind(item)
-        .bind(fields.iter().map(|f| f.to_string()).collect::<Vec<_>>())
-        .fetch_one(&pool)
-        .await
         .unwrap();
-        ungranted += extra;
-        // The agency's own table: one row per record, at its latest version.
+        let mut ledger: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut by_message: BTreeMap<&str, &str> = BTreeMap::new();
+        for (k, m, v) in &rows {
+            let e = ledger.entry(k.as_str()).or_insert(*v);
+            *e = (*e).max(*v);
+            by_message.insert(m.as_str(), k.as_str());
+        }
+        for (k, (key, v)) in &want {
+            match ledger.get(k.as_str()) {
+                None => {
+                    lost += 1;
+                    show(format!(
+                        "{agency}/{item}: record {}… version {v} not in the ledger",
+                        &key[..6]
+                    ));
+                }
+                Some(g) if g < v => {
+                    stale += 1;
+                    show(format!(
+                        "{agency}/{item}: record {}… at version {g} in the ledger, {v} sent",
+                        &key[..6]
+                    ));
+                }
+                Some(_) => delivered += 1,
+            }
+        }
+        let extra = ledger.keys().filter(|k| !want.contains_key(**k)).count() as i64;
+        if extra > 0 {
+            ungranted += extra;
+            show(format!(
+                "{agency}/{item}: {extra} records in the ledger it was not granted"
+            ));
+        }
+        if agency == "tianhe" {
+            // The independent consumer: what the bodies said.
+            let t = tianhe.lock().unwrap();
+            let want_keys: BTreeMap<&str, i64> =
+                want.values().map(|(k, v)| (k.as_str(), *v)).collect();
+            for (key, v) in &want_keys {
+                match t.latest.get(*key) {
+                    Some(g) if g >= v => {}
+                    other => {
+                        sink_off += 1;
+                        show(format!(
+                            "tianhe (independent consumer): record {}… read at {other:?}, {v} sent",
+                            &key[..6]
+                        ));
+                    }
+                }
+            }
+            let extra = t
+                .latest
+                .keys()
+                .filter(|k| !want_keys.contains_key(k.as_str()))
+                .count();
+            ungranted += extra as i64 + t.ungranted.len() as i64;
+            if extra > 0 || !t.ungranted.is_empty() || t.undecodable > 0 {
+                show(format!(
+                    "tianhe (independent consumer): {extra} ungranted records, fields beyond the grant {:?}, {} undecodable",
+                    t.ungranted, t.undecodable
+                ));
+            }
+            sink_off += t.undecodable as i64;
+            println!(
+                "  tianhe's independent consumer: {} records read over {} sessions",
+                t.latest.len(),
+                t.sessions
+            );
+            continue;
+        }
+        // The agency's own table: each record's row at its newest version (rows are matched
+        // to records through their delivery's message id in the ledger, pseudonyms too).
         let table = format!("{agency}_{item}");
-        let in_sink: BTreeMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(
-            format!("SELECT govbus_version, count(*) FROM {table} GROUP BY 1"),
-        ))
+        let sink: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT govbus_message_id, govbus_version FROM {table}"
+        )))
         .fetch_all(&agencies)
         .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-        if in_sink != want {
-            sink_short += (want_n - in_sink.values().sum::<i64>()).abs();
-            println!("  {table}: sink latest versions {in_sink:?}, expected {want:?}");
+        .unwrap_or_default();
+        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+        for (m, v) in &sink {
+            match by_message.get(m.as_str()) {
+                Some(k) => {
+                    let e = held.entry(*k).or_insert(*v);
+                    *e = (*e).max(*v);
+                }
+                None => {
+                    ungranted += 1;
+                    show(format!(
+                        "{table}: a row whose delivery is not in the ledger"
+                    ));
+                }
+            }
+        }
+        for (k, (key, v)) in &want {
+            match held.get(k.as_str()) {
+                Some(g) if g == v => {}
+                other => {
+                    sink_off += 1;
+                    show(format!(
+                        "{table}: record {}… at {other:?}, {v} sent",
+                        &key[..6]
+                    ));
+                }
+            }
+        }
+        if sink.len() != held.len() {
+            sink_off += (sink.len() as i64 - held.len() as i64).abs();
+            show(format!(
+                "{table}: {} rows for {} records",
+                sink.len(),
+                held.len()
+            ));
+        }
+        // Fields beyond the grant, from what the table holds (not the ledger's own account).
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+              WHERE table_name = $1 AND column_name NOT LIKE 'govbus\\_%'",
+        )
+        .bind(&table)
+        .fetch_all(&agencies)
+        .await
+        .unwrap();
+        for (c, ty) in columns {
+            let filled: Vec<String> = if ty == "jsonb" {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT DISTINCT '{c}.' || k FROM {table}, jsonb_object_keys(jsonb_strip_nulls(\"{c}\")) k"
+                )))
+                .fetch_all(&agencies)
+                .await
+                .unwrap()
+            } else {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT '{c}' FROM {table} WHERE \"{c}\" IS NOT NULL LIMIT 1"
+                )))
+                .fetch_all(&agencies)
+                .await
+                .unwrap()
+            };
+            for f in filled {
+                if !fields.contains(&f.as_str()) {
+                    ungranted += 1;
+                    show(format!(
+                        "{table}: field {f} holds values; the grant does not list it"
+                    ));
+                }
+            }
         }
     }
     let outside: i64 = sqlx::query_scalar(
@@ -412,7 +741,7 @@ async fn main() {
         3 * rounds - 1
     );
     println!(
-        "  delivered: {delivered} (agency, record) pairs at their latest version; lost {lost}; ungranted {ungranted}; sink rows off {sink_short}; ledger {}",
+        "  delivered: {delivered} (agency, record) pairs at their latest version in the ledger; lost {lost}; stale {stale}; ungranted {ungranted}; agency copies off {sink_off}; ledger {}",
         if ledger_ok { "verifies" } else { "BROKEN" }
     );
     for p in [fleet.police.take(), fleet.commerce.take()]
@@ -421,7 +750,7 @@ async fn main() {
     {
         p.terminate();
     }
-    if lost > 0 || ungranted > 0 || sink_short > 0 || !ledger_ok {
+    if lost > 0 || stale > 0 || ungranted > 0 || sink_off > 0 || !ledger_ok {
         std::process::exit(1);
     }
 }
