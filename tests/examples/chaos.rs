@@ -377,7 +377,8 @@ async fn main() {
         commerce += 60;
         versions += 60;
 
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(2500))).await;
+        // Soon after the files land, so the fault hits their records on the way.
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(500))).await;
         let kind = match rng.below(9) {
             0 => "kill police adapter",
             1 => "kill commerce adapter",
