@@ -104,9 +104,7 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
         &["--config".as_ref(), adapter_cfg.as_os_str()],
     );
     // A message the router refuses (an item no catalogue has), so refusals are counted.
-    let conn = lapin::Connection::connect(&w.vhost.amqp_url, Default::default())
-        .await
-        .unwrap();
+    let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         wire::INGEST_EXCHANGE.into(),

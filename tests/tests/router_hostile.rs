@@ -215,9 +215,7 @@ async fn refused_bodies_are_capped_and_purged_after_their_retention() {
     .unwrap();
     // A large message the router refuses now.
     let body = vec![b'x'; 5000];
-    let conn = lapin::Connection::connect(&w.vhost.amqp_url, Default::default())
-        .await
-        .unwrap();
+    let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         "govbus.ingest".into(),
