@@ -154,6 +154,17 @@ async fn router_killed_mid_stream_loses_nothing() {
         "killed before the end ({at_kill} of {total} ledger rows)"
     );
     w.start_router().await;
+    // Every delivery in the ledger (a quiet second alone can come while the new router still
+    // holds the redelivered messages unacked), then nothing more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ledger_count(&w).await < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} ledger rows 120 s after the restart",
+            ledger_count(&w).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     w.settle(Duration::from_millis(1500)).await;
 
     let got = take_all(&w, &["civil", "health", "hrss", "tianhe"]).await;
