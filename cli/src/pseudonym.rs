@@ -65,9 +65,8 @@ pub fn run(args: PseudonymMapArgs) -> anyhow::Result<ExitCode> {
     let (pairs, records) = rt.block_on(async {
         let pool = router::store::connect(&cfg.database.url, 2).await?;
         let cache = router::routing::grants::ProjectionCache::default();
-        let stored = router::store::grants::stored(&pool).await?;
         let routing =
-            router::pipeline::reload::load(&cfg.catalogue, stored, &cache, &pool).await?;
+            router::pipeline::reload::load_in_force(&cfg.catalogue, &cache, &pool).await?;
         let agency = args.agency.as_str();
         anyhow::ensure!(
             routing.catalogue.agency_ids().any(|a| a == agency),

@@ -62,8 +62,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     let _id_secret_lock = id_secret::hold_shared(&cfg.database.url).await?;
     id_secret::check_in_force(&pool, cfg.platform.id_secret_version, &platform.ids).await?;
     let cache = Arc::new(ProjectionCache::default());
-    let stored = store::grants::stored(&pool).await?;
-    let routing = reload::load(&cfg.catalogue, stored, &cache, &pool).await?;
+    let routing = reload::load_in_force(&cfg.catalogue, &cache, &pool).await?;
     let blocked = store::kept_counts(&pool).await?.into_keys().collect();
     let health = Arc::new(Health::default());
     let connector = Connector::new(cfg.amqp.clone(), "govbus-router");

@@ -165,8 +165,7 @@ async fn rehash(
     out: &mut Rotated,
 ) -> anyhow::Result<()> {
     let cache = crate::routing::grants::ProjectionCache::default();
-    let stored = crate::store::grants::stored(pool).await?;
-    let routing = crate::pipeline::reload::load(&cfg.catalogue, stored, &cache, pool).await?;
+    let routing = crate::pipeline::reload::load_in_force(&cfg.catalogue, &cache, pool).await?;
     let mut tx = pool.begin().await?;
     sqlx::query(
         "CREATE TEMP TABLE rehash (item text, old text, new text, PRIMARY KEY (item, old)) ON COMMIT DROP",

@@ -84,8 +84,7 @@ pub async fn load(cfg: &RouterConfig) -> anyhow::Result<(Platform, PgPool, Arc<R
     crate::store::id_secret::check_in_force(&pool, cfg.platform.id_secret_version, &platform.ids)
         .await?;
     let cache = ProjectionCache::default();
-    let stored = crate::store::grants::stored(&pool).await?;
-    let routing = crate::pipeline::reload::load(&cfg.catalogue, stored, &cache, &pool).await?;
+    let routing = crate::pipeline::reload::load_in_force(&cfg.catalogue, &cache, &pool).await?;
     Ok((platform, pool, Arc::new(routing)))
 }
 

@@ -47,6 +47,17 @@ pub async fn load(
     Ok(routing)
 }
 
+/// [`load`] with the grants the workflow approved, as the store holds them now: what every
+/// start and reload puts in force.
+pub async fn load_in_force(
+    path: &Path,
+    cache: &ProjectionCache,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Routing> {
+    let stored = store::grants::stored(pool).await?;
+    load(path, stored, cache, pool).await
+}
+
 /// Watches the catalogue file and SIGHUP until `stop`.
 pub async fn watch(
     shared: Arc<Shared>,
@@ -95,8 +106,7 @@ pub async fn apply(
     connector: &Connector,
 ) -> anyhow::Result<()> {
     let _one = RELOADING.lock().await;
-    let stored = store::grants::stored(&shared.pool).await?;
-    let routing = load(path, stored, cache, &shared.pool).await?;
+    let routing = load_in_force(path, cache, &shared.pool).await?;
     // New agencies and departments get their queues before anything is routed to them.
     if let Ok(conn) = connector.connect_once().await {
         if let Ok(ch) = conn.create_channel().await {
