@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{
-    deadline,
     token::{Actor, Role},
     Workflow, WorkflowError,
 };
@@ -95,7 +94,9 @@ impl Workflow {
                 "changed_on {changed} is in the future; report a change once it happened"
             )));
         }
-        let due = deadline(self.calendar()?, changed, REPORT_WORKING_DAYS);
+        let due = self
+            .calendar()?
+            .add_working_days(changed, REPORT_WORKING_DAYS);
         let late = today > due;
         let json = |p: &Person| serde_json::to_value(p).expect("a person serialises");
         let id: i64 = sqlx::query_scalar("INSERT INTO agency_contacts (agency, leader, sharing_officer, technical_officer, changed_on, reported_on, report_due, late) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id")

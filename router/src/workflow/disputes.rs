@@ -17,7 +17,7 @@ use sqlx::{PgPool, Row};
 use crate::ops::replay::Context;
 
 use super::{
-    deadline, events_query, insert_event_query, read_events, record_event,
+    events_query, insert_event_query, read_events, record_event,
     token::{Actor, Role},
     Event, Workflow, WorkflowError,
 };
@@ -161,7 +161,7 @@ impl Workflow {
                 actor.subject, req.message_id
             )))?;
         let today = today_in_shanghai();
-        let due = deadline(cal, today, CHECK_WORKING_DAYS);
+        let due = cal.add_working_days(today, CHECK_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO disputes (agency, message_id, item, key_hash, version, department, problem, opened_on, check_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.message_id)
@@ -231,7 +231,7 @@ impl Workflow {
             ));
         }
         let today = today_in_shanghai();
-        let fix_due = deadline(cal, today, CHECK_WORKING_DAYS);
+        let fix_due = cal.add_working_days(today, CHECK_WORKING_DAYS);
         match req.cause.as_str() {
             "technical" => {
                 let changed = sqlx::query("UPDATE disputes SET cause = 'technical', finding = $2, fix_due = $3 WHERE id = $1 AND state = 'open' AND cause IS NULL")

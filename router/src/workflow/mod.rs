@@ -221,10 +221,6 @@ pub struct Workflow {
     pub tokens: TokenKey,
 }
 
-fn deadline(cal: &Calendar, from: NaiveDate, days: u32) -> NaiveDate {
-    cal.add_working_days(from, days)
-}
-
 impl Workflow {
     fn calendar(&self) -> Result<&Calendar> {
         self.calendar.as_deref().ok_or_else(|| {
@@ -364,7 +360,7 @@ impl Workflow {
         if !problems.is_empty() {
             return Err(WorkflowError::Invalid(problems.join("; ")));
         }
-        let due = deadline(cal, today, ANSWER_WORKING_DAYS);
+        let due = cal.add_working_days(today, ANSWER_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.item)
@@ -430,7 +426,7 @@ impl Workflow {
             ));
         }
         let today = today_in_shanghai();
-        let due = deadline(cal, today, ANSWER_WORKING_DAYS);
+        let due = cal.add_working_days(today, ANSWER_WORKING_DAYS);
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, submitted_on, answer_due, state, outside_catalogue) VALUES ($1, '', $2, '{}', 'full', $3, $4, $5, $6, 'submitted', $7) RETURNING id")
             .bind(&actor.subject)
             .bind(vec![o.department.clone()])
@@ -465,7 +461,9 @@ impl Workflow {
                 "district `{d}`: give the 6-digit division code of the district's platform (440106)"
             )));
         }
-        let due = deadline(self.calendar()?, today_in_shanghai(), DELIVERY_WORKING_DAYS);
+        let due = self
+            .calendar()?
+            .add_working_days(today_in_shanghai(), DELIVERY_WORKING_DAYS);
         sqlx::query("UPDATE applications SET forwarded_to = $2, forward_due = $3 WHERE id = $1")
             .bind(id)
             .bind(d)
@@ -730,7 +728,7 @@ impl Workflow {
         } else {
             "granted"
         };
-        let due = deadline(cal, today, DELIVERY_WORKING_DAYS);
+        let due = cal.add_working_days(today, DELIVERY_WORKING_DAYS);
         let mut tx = self.pool().begin().await?;
         // The state change first: it locks the application's row, so of two concurrent steps
         // the second sees the first's state and changes nothing (409), before any grant exists.
