@@ -137,13 +137,10 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
     let adapter_url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let adapter = loop {
-        let text = reqwest::get(&adapter_url)
-            .await
-            .ok()
-            .map(|r| async { r.text().await.unwrap_or_default() });
-        let text = match text {
-            Some(t) => t.await,
-            None => String::new(),
+        // Not listening yet: an empty text, and another try.
+        let text = match reqwest::get(&adapter_url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
         };
         if text.contains("govbus_adapter_records_quarantined_total")
             && text.contains("govbus_adapter_records_confirmed_total 20")

@@ -206,13 +206,7 @@ async fn refused_bodies_are_capped_and_purged_after_their_retention() {
     w.start_router().await;
     let pool = w.pg().await;
     // A refusal older than the retention, as an earlier run would have left it.
-    sqlx::query(
-        "INSERT INTO refusals (refused_at, reason, detail, routing_key, headers, body)
-         VALUES (now() - interval '31 days', 'malformed', 'old', 'police.household', '{}', 'OLD-BODY')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    old_refusal(&pool, 31).await;
     // A large message the router refuses now.
     let body = vec![b'x'; 5000];
     let conn = w.vhost.connect().await.unwrap();
@@ -262,13 +256,7 @@ async fn refused_bodies_are_capped_and_purged_after_their_retention() {
     }
     // With the router stopped (no upkeep), a backup still leaves out what is past retention.
     assert!(w.router.take().unwrap().terminate().success());
-    sqlx::query(
-        "INSERT INTO refusals (refused_at, reason, detail, routing_key, headers, body)
-         VALUES (now() - interval '40 days', 'malformed', 'old', 'police.household', '{}', 'OLD-BODY')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    old_refusal(&pool, 40).await;
     let out = w.path("backup");
     let b = Process::command("govbus")
         .args(["backup", "--config"])
@@ -285,6 +273,18 @@ async fn refused_bodies_are_capped_and_purged_after_their_retention() {
         "a header and the recent refusal:\n{table}"
     );
     let _ = conn.close(200, "ok".into()).await;
+}
+
+/// A refusal kept `days` ago (detail `old`), as an earlier run would have left it.
+async fn old_refusal(pool: &sqlx::PgPool, days: i32) {
+    sqlx::query(
+        "INSERT INTO refusals (refused_at, reason, detail, routing_key, headers, body)
+         VALUES (now() - make_interval(days => $1), 'malformed', 'old', 'police.household', '{}', 'OLD-BODY')",
+    )
+    .bind(days)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 fn sha256_hex(b: &[u8]) -> String {
