@@ -207,6 +207,11 @@ pub struct Tunables {
     /// How often kept (unconfirmed) deliveries are retried, in milliseconds.
     #[serde(default = "default_retry_ms")]
     pub retry_ms: u64,
+    /// How long the broker may take to confirm a delivery, in milliseconds. Past it the
+    /// unconfirmed deliveries are kept for retry and the router reconnects: a queue that
+    /// stops answering (a quorum queue without a leader) must not stall every agency.
+    #[serde(default = "default_confirm_timeout_ms")]
+    pub confirm_timeout_ms: u64,
     /// How often the catalogue file is checked for changes, in milliseconds.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
@@ -236,6 +241,9 @@ fn default_batch_wait_ms() -> u64 {
 fn default_retry_ms() -> u64 {
     1000
 }
+fn default_confirm_timeout_ms() -> u64 {
+    10_000
+}
 fn default_watch_ms() -> u64 {
     1000
 }
@@ -258,6 +266,7 @@ impl Default for Tunables {
             batch: default_batch(),
             batch_wait_ms: default_batch_wait_ms(),
             retry_ms: default_retry_ms(),
+            confirm_timeout_ms: default_confirm_timeout_ms(),
             watch_ms: default_watch_ms(),
             verify_every_secs: default_verify_every_secs(),
             checkpoint_every_secs: default_checkpoint_every_secs(),

@@ -96,6 +96,11 @@ pub fn catalogue(loaded: bool, detail: &str) {
     }
 }
 
+/// A delivery had no confirm in time: its queue or the connection stalled.
+pub fn stalled() {
+    counter!("govbus_router_confirm_stalls_total").increment(1);
+}
+
 /// The connection was rebuilt.
 pub fn reconnect() {
     counter!("govbus_router_reconnects_total").increment(1);

@@ -88,24 +88,7 @@ async fn a_full_agency_queue_holds_up_nobody() {
     );
 
     // hrss consumes; the router retries into the freed room until all 160 arrived.
-    let mut got: Vec<Got> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        got.extend(w.drain("agency.hrss", Duration::from_millis(300)).await);
-        let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_deliveries")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if unique.len() == 160 && pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hrss got {} of 160, {pending} still kept",
-            unique.len()
-        );
-    }
+    let got = w.drain_until_delivered("agency.hrss", 160, 120).await;
     let ids = ledger_ids(&w, "hrss").await;
     assert_eq!(ids.len(), 160, "each hrss delivery once in the ledger");
     let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();

@@ -75,15 +75,15 @@ pub async fn run(shared: Arc<Shared>, connector: Connector, stop: CancellationTo
                     backoff.remove(&agency);
                 }
                 Ok(false) => {
-                    let d = backoff
-                        .get(&agency)
-                        .map_or(every, |(_, d)| (*d * 2).min(Duration::from_secs(30)));
-                    backoff.insert(agency, (Instant::now() + d, d));
+                    back_off(&mut backoff, agency, every);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "retrying kept deliveries failed; reconnecting");
+                    // Probed alone from now on: a queue that stopped answering must not hold
+                    // up the other agencies' retries.
+                    back_off(&mut backoff, agency, every);
                     if let Some((conn, _)) = session.take() {
-                        let _ = conn.close(200, "reconnecting".into()).await;
+                        crate::pipeline::run::close_within(&conn, "reconnecting").await;
                     }
                     break;
                 }
@@ -91,8 +91,16 @@ pub async fn run(shared: Arc<Shared>, connector: Connector, stop: CancellationTo
         }
     }
     if let Some((conn, _)) = session {
-        let _ = conn.close(200, "router stopping".into()).await;
+        crate::pipeline::run::close_within(&conn, "router stopping").await;
     }
+}
+
+/// The agency is tried again later, twice as late as last time (at most 30 s).
+fn back_off(backoff: &mut HashMap<String, (Instant, Duration)>, agency: String, every: Duration) {
+    let d = backoff
+        .get(&agency)
+        .map_or(every, |(_, d)| (*d * 2).min(Duration::from_secs(30)));
+    backoff.insert(agency, (Instant::now() + d, d));
 }
 
 async fn open(connector: &Connector, stop: &CancellationToken) -> Option<(Connection, Channel)> {
@@ -113,20 +121,41 @@ async fn retry_agency(
     limit: i64,
 ) -> anyhow::Result<bool> {
     let kept = store::kept_for(&shared.pool, agency, limit).await?;
-    let confirms = publish_all(ch, kept.iter().map(|k| &k.message))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stalled = || anyhow::anyhow!("no confirm from RabbitMQ for agency {agency} in {timeout:?}");
+    let confirms =
+        tokio::time::timeout_at(deadline, publish_all(ch, kept.iter().map(|k| &k.message)))
+            .await
+            .map_err(|_| stalled())?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
     let mut done = Vec::new();
     let mut all = true;
     for (k, c) in kept.iter().zip(confirms) {
-        match classify(c.await, &k.message) {
+        // What was confirmed before a stall is written below; the rest stays kept.
+        let Ok(c) = tokio::time::timeout_at(deadline, c).await else {
+            telemetry::stalled();
+            write_delivered(shared, agency, &done).await?;
+            return Err(stalled());
+        };
+        match classify(c, &k.message) {
             Ok(()) if all => done.push(k),
             Ok(()) => {} // after a refusal: published again later, same message id
             Err(e) if e.needs_new_channel() => return Err(e.into()),
             Err(_) => all = false,
         }
     }
+    write_delivered(shared, agency, &done).await?;
+    Ok(all)
+}
+
+/// The ledger takes the confirmed retries and the table lets them go, in one transaction.
+async fn write_delivered(
+    shared: &Shared,
+    agency: &str,
+    done: &[&store::Kept],
+) -> anyhow::Result<()> {
     if !done.is_empty() {
         let t = Instant::now();
         let mut tx = shared.pool.begin().await?;
@@ -140,5 +169,5 @@ async fn retry_agency(
         }
         tracing::info!(agency, delivered = done.len(), "kept deliveries delivered");
     }
-    Ok(all)
+    Ok(())
 }

@@ -1,12 +1,19 @@
 //! Ingest → agencies, at least once, with a ledger that holds each delivery exactly once.
 //!
-//! Two stages run side by side on one connection. The first takes a batch of ingest
+//! Two stages run side by side: one connection consumes and acks, another publishes (a queue
+//! that stops answering, such as a quorum queue left without a leader, puts the publishing
+//! connection into flow control; the acks must not wait behind it). The first takes a batch of ingest
 //! messages, decides each one on a blocking thread (verify, project, pseudonymise, sign), asks
 //! PostgreSQL what the agencies already hold, and publishes every delivery with confirms.
 //! The second awaits those confirms in order, then in one transaction appends the confirmed
 //! deliveries to the ledger, keeps the unconfirmed ones (an agency's queue full or blocked)
 //! for retry, and keeps the refusals; only then does it ack the batch. A crash anywhere
 //! redelivers the unacked batch; what the ledger already holds is not published again.
+//!
+//! A confirm that does not come within `router.confirm_timeout_ms` is a stall: the deliveries
+//! still unconfirmed are kept (their agencies' later deliveries queue behind them, in order),
+//! the batch is written and acked, and the session starts over on new connections. The retry
+//! job then probes each such agency on its own, so one silent queue holds up nobody else.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -42,8 +49,21 @@ use crate::{
     telemetry,
 };
 
-/// How long one confirm may take before the channel is presumed dead.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long closing a connection may take: a connection in flow control never answers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `conn`, giving up after [`CLOSE_TIMEOUT`] (the broker may have stopped reading it;
+/// it then closes the connection once it reads again).
+pub(crate) async fn close_within(conn: &Connection, why: &str) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, why.into()))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "RabbitMQ did not answer the connection close in {CLOSE_TIMEOUT:?}; leaving it"
+        );
+    }
+}
 
 /// (agency, item, record key hash) → newest version published by this router recently: the
 /// ledger answers for what is written, this for batches still in flight.
@@ -98,14 +118,14 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         };
         let started = Instant::now();
-        match session(&shared, &conn, connector.config().prefetch, &stop).await {
+        match session(&shared, &connector, &conn, &stop).await {
             Ok(()) => {
-                let _ = conn.close(200, "router stopping".into()).await;
+                close_within(&conn, "router stopping").await;
                 break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "RabbitMQ session failed; reconnecting (unacked messages are redelivered)");
-                let _ = conn.close(200, "reconnecting".into()).await;
+                close_within(&conn, "reconnecting").await;
                 if started.elapsed() > Duration::from_secs(30) {
                     delay = Duration::from_millis(connector.config().reconnect_min_ms);
                 }
@@ -123,7 +143,32 @@ pub async fn run(
 
 async fn session(
     shared: &Arc<Shared>,
+    connector: &Connector,
     conn: &Connection,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let publishing = match connector.connect(stop, |_, _| {}).await {
+        Ok(c) => c,
+        Err(bus_schemas::amqp::connect::ConnectError::Cancelled) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let r = session_on(shared, conn, &publishing, connector.config().prefetch, stop).await;
+    close_within(
+        &publishing,
+        if r.is_ok() {
+            "router stopping"
+        } else {
+            "reconnecting"
+        },
+    )
+    .await;
+    r
+}
+
+async fn session_on(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    publishing: &Connection,
     prefetch: u16,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -134,7 +179,7 @@ async fn session(
     consume
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
-    let publish = conn.create_channel().await?;
+    let publish = publishing.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -157,18 +202,20 @@ async fn session(
     let count =
         crate::pipeline::quarantined::run(shared.clone(), counting.clone(), session_stop.clone());
     let routing_done = async {
-        let r = tokio::join!(intake, settle);
+        // The first error ends both stages: the intake may be waiting on a publish that a
+        // stalled connection never takes.
+        let r = tokio::try_join!(intake, settle).map(|_| ());
         session_stop.cancel();
         r
     };
-    let ((a, b), c) = tokio::join!(routing_done, count);
-    if a.is_ok() && b.is_ok() && c.is_ok() {
+    let (a, c) = tokio::join!(routing_done, count);
+    if a.is_ok() && c.is_ok() {
         // Stopping: close the channels before the connection, as the protocol expects.
         let _ = consume.close(200, "router stopping".into()).await;
         let _ = publish.close(200, "router stopping".into()).await;
         let _ = counting.close(200, "router stopping".into()).await;
     }
-    a.and(b).and(c)
+    a.and(c)
 }
 
 /// First stage: batches, decisions, publishes.
@@ -385,13 +432,22 @@ async fn prepare(
             _ => unreachable!("only deliveries are published"),
         }
     }
-    let results = publish_all(
-        publish,
-        to_publish
-            .iter()
-            .map(|&(m, i)| &deliveries_of(&messages[m])[i].0.message),
+    let confirm_timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    let results = tokio::time::timeout(
+        confirm_timeout,
+        publish_all(
+            publish,
+            to_publish
+                .iter()
+                .map(|&(m, i)| &deliveries_of(&messages[m])[i].0.message),
+        ),
     )
-    .await;
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "RabbitMQ took no publish in {confirm_timeout:?} (the connection is in flow control)"
+        )
+    })?;
     for ((m, i), r) in to_publish.into_iter().zip(results) {
         if let Kind::Deliver { deliveries } = &mut messages[m].kind {
             deliveries[i].1 = Some(r?);
@@ -441,6 +497,11 @@ async fn settle(
         let mut latest = Vec::new();
         let mut last = None;
         let started = batches[0].started;
+        let confirm_timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+        // One deadline for the whole group: once it has passed, what has not been confirmed
+        // is kept, and the session starts over after this group is written and acked.
+        let deadline = tokio::time::Instant::now() + confirm_timeout;
+        let mut stalled = 0usize;
         for batch in batches {
             last = Some(batch.last);
             for m in batch.messages {
@@ -449,11 +510,15 @@ async fn settle(
                 match m.kind {
                     Kind::Refused(r) => refusals.push(r),
                     Kind::Failed(msg, reason) => {
-                        let confirm = msg.publish(&publish).await?;
-                        let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                        // Not written anywhere but the dead-letter queue: without its confirm
+                        // the group stays unacked and comes back.
+                        let confirm = tokio::time::timeout_at(deadline, msg.publish(&publish))
+                            .await
+                            .map_err(|_| anyhow::anyhow!("RabbitMQ took no publish in {confirm_timeout:?} (the connection is in flow control)"))??;
+                        let r = tokio::time::timeout_at(deadline, confirm)
                             .await
                             .map_err(|_| {
-                                anyhow::anyhow!("no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}")
+                                anyhow::anyhow!("no confirm from RabbitMQ for a dead letter in {confirm_timeout:?}")
                             })?;
                         classify(r, &msg)?;
                         telemetry::dead_lettered(&m.routing_key, &reason);
@@ -468,13 +533,15 @@ async fn settle(
                                 ));
                                 continue;
                             };
-                            let r = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                                .await
-                                .map_err(|_| {
-                                    anyhow::anyhow!(
-                                        "no confirm from RabbitMQ in {CONFIRM_TIMEOUT:?}"
-                                    )
-                                })?;
+                            let Ok(r) = tokio::time::timeout_at(deadline, confirm).await else {
+                                stalled += 1;
+                                kept.push((
+                                    p.entry,
+                                    p.message,
+                                    format!("no confirm from RabbitMQ in {confirm_timeout:?}"),
+                                ));
+                                continue;
+                            };
                             match classify(r, &p.message) {
                                 Ok(()) => delivered.push(p.entry),
                                 Err(e) if e.needs_new_channel() => return Err(e.into()),
@@ -508,6 +575,13 @@ async fn settle(
         let last = last.expect("at least one batch");
         if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
             anyhow::bail!("the channel closed before the batch was acked; it will be redelivered");
+        }
+        if stalled > 0 {
+            telemetry::stalled();
+            anyhow::bail!(
+                "{stalled} deliveries had no confirm from RabbitMQ in {confirm_timeout:?} (a queue \
+                 without a leader, or a broker in flow control); they are kept for retry"
+            );
         }
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::HashSet,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -600,5 +601,29 @@ listen = "127.0.0.1:0"
     /// Takes every message from a queue (acked), until it stays empty for `idle`.
     pub async fn drain(&self, queue: &str, idle: Duration) -> Vec<Got> {
         govbus_tests::drain(&self.vhost, queue, idle).await
+    }
+
+    /// Takes `queue`'s messages until `want` distinct message ids have arrived and the router
+    /// keeps nothing for retry any more; fails after `secs`, naming what is missing.
+    pub async fn drain_until_delivered(&self, queue: &str, want: usize, secs: u64) -> Vec<Got> {
+        let pool = self.pg().await;
+        let mut got: Vec<Got> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            got.extend(self.drain(queue, Duration::from_millis(300)).await);
+            let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_deliveries")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            if unique.len() == want && pending == 0 {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue} got {} of {want} in {secs} s, {pending} deliveries still kept",
+                unique.len()
+            );
+        }
     }
 }
