@@ -104,6 +104,8 @@ pub fn stalled() {
 /// The connection was rebuilt.
 pub fn reconnect() {
     counter!("govbus_router_reconnects_total").increment(1);
+    // Shown from the start, so an alert on its increase has a series to watch.
+    counter!("govbus_router_confirm_stalls_total").increment(0);
     tracing::info!("connected to RabbitMQ; consuming govbus.router");
 }
 

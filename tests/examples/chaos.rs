@@ -1,10 +1,11 @@
 //! The fault campaign behind `scripts/chaos` (not part of CI: it restarts the shared RabbitMQ
-//! and PostgreSQL). For N rounds, with records flowing from two departments' adapters through
+//! and PostgreSQL). For N rounds, with records flowing from two departments' adapters (police
+//! from CSV files, commerce from a PostgreSQL table that also takes updates) through
 //! the router into three agencies' sinks and one independent consumer (a plain AMQP client
 //! decoding Avro itself, for tianhe), it SIGKILLs a random process (an adapter, the router, a
 //! sink), restarts RabbitMQ or PostgreSQL, SIGKILLs RabbitMQ's Erlang VM, or stops PostgreSQL
-//! with `-m immediate`, at a random moment; each round prints what was in flight when the fault
-//! hit. The verdict is per record: every record's latest version must be held by every agency
+//! with `-m immediate`, at a random moment while the round's records flow (once the ledger has
+//! taken a random part of them); each round prints what was in flight when the fault hit. The verdict is per record: every record's latest version must be held by every agency
 //! granted it — in the ledger, in the agency's table, and in what the independent consumer
 //! read — no agency may hold a record or a field it was not granted (judged from the bodies and
 //! the tables, not from the ledger's own account), and the ledger must verify.
@@ -88,6 +89,13 @@ fn grants() -> Vec<(&'static str, &'static str, &'static [&'static str], bool)> 
         ),
     ]
 }
+
+/// Records each round: new police households, police households updated, new enterprises,
+/// enterprises updated (in the commerce table).
+const POLICE_NEW: u64 = 600;
+const POLICE_UPDATED: u64 = 150;
+const COMMERCE_NEW: u64 = 300;
+const COMMERCE_UPDATED: u64 = 80;
 
 /// Agencies that land their records with `govbus-agency sink`; tianhe reads with the
 /// independent consumer.
@@ -258,7 +266,128 @@ async fn in_flight(w: &World, pool: &sqlx::PgPool) -> String {
         .fetch_one(pool)
         .await
         .unwrap_or(-1);
-    format!("{router} in govbus.router, {agencies} in agency queues, {ledger} ledger rows")
+    let files = std::fs::read_dir(w.path("adapters/police/inbox"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .count()
+        })
+        .unwrap_or(0);
+    format!(
+        "{files} police files unfinished, {router} in govbus.router, {agencies} in agency queues, {ledger} ledger rows"
+    )
+}
+
+async fn ledger_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
+}
+
+/// The commerce bureau's registration table, which its adapter polls by `(updated_at, id)`.
+const COMMERCE_TABLE: &str = "CREATE TABLE enterprise (
+    id bigserial PRIMARY KEY,
+    uscc text NOT NULL, name text, rep text, rep_id text, division text, address text,
+    established text, version bigint NOT NULL, op text NOT NULL DEFAULT 'U',
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+/// The commerce adapter's config: `World::commerce`'s mapping over the PostgreSQL table.
+fn commerce_from_postgres(w: &World, url: &str) -> std::path::PathBuf {
+    let cfg = w.commerce(0, 0);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let source = "[source]\nkind = \"csv\"\npath = \"inbox\"\npoll_interval_ms = 100\n";
+    assert!(text.contains(source), "World::commerce's [source] changed");
+    let text = text.replace(
+        source,
+        &format!(
+            "[source]\nkind = \"postgres\"\nurl = \"{url}\"\nquery = \"SELECT * FROM enterprise\"\n\
+             cursor_column = \"updated_at\"\ncursor_type = \"timestamptz\"\nid_column = \"id\"\n\
+             id_type = \"bigint\"\npoll_interval_ms = 100\nbatch_size = 200\n"
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// Writes to the commerce table, retrying while PostgreSQL restarts (a fault of the round
+/// before may still be on its way out).
+async fn commerce_write(url: &str, new: std::ops::Range<u64>, updated: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let attempt = async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(url).await?;
+            let n: Vec<i64> = new.clone().map(|n| n as i64).collect();
+            let codes: Vec<String> = new.clone().map(uscc).collect();
+            let reps: Vec<String> = new.clone().map(|n| citizen(100_000 + n)).collect();
+            // One row at a time, in order: each commit's updated_at is later than the last.
+            sqlx::query(
+                "INSERT INTO enterprise (uscc, name, rep, rep_id, division, address, established, version)
+                 SELECT c, '企业' || n || '有限公司', '法人' || n, r,
+                        CASE WHEN n % 2 = 0 THEN '440106' ELSE '440104' END, '某路' || n || '号',
+                        '2015-03-0' || (1 + n % 9), 1
+                   FROM unnest($1::bigint[], $2::text[], $3::text[]) AS x(n, c, r)",
+            )
+            .bind(&n)
+            .bind(&codes)
+            .bind(&reps)
+            .execute(&mut c)
+            .await?;
+            let codes: Vec<String> = updated.iter().map(|&n| uscc(n)).collect();
+            sqlx::query(
+                "UPDATE enterprise SET version = version + 1, name = name || '(变更)',
+                        updated_at = clock_timestamp()
+                  WHERE uscc = ANY($1)",
+            )
+            .bind(&codes)
+            .execute(&mut c)
+            .await?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot write the commerce table for 120 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// What an operator does for RabbitMQ 3.10's known fault on a single node
+/// (rabbitmq-server#10070, docs/operators.md): a quorum queue that came back from a crash as a
+/// follower without a leader, never electing itself, is made to hold an election. Returns the
+/// queues it found so.
+fn elect_leaderless(vhost: &str) -> Vec<String> {
+    let code = format!(
+        "lists:filtermap(fun(Q) -> \
+           {{Name, Node}} = amqqueue:get_pid(Q), \
+           case catch ra:members({{Name, Node}}, 2000) of \
+             {{ok, _, {{_, _}}}} -> false; \
+             _ -> ra:trigger_election({{Name, Node}}), \
+                  {{true, element(4, amqqueue:get_name(Q))}} \
+           end \
+         end, [Q || Q <- rabbit_amqqueue:list(<<\"{vhost}\">>), amqqueue:get_type(Q) =:= rabbit_quorum_queue])."
+    );
+    let out = Command::new("rabbitmqctl")
+        .args(["eval", &code])
+        .output()
+        .expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rabbitmqctl eval (elections): {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split("<<\"")
+        .skip(1)
+        .filter_map(|p| p.split('"').next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Waits until the local broker takes AMQP connections again.
@@ -308,7 +437,13 @@ async fn main() {
     let agencies_db = TestDatabase::create(&Services::from_env()).await.unwrap();
     // Adapters run all along; each round drops new files into their folders.
     let police_cfg = w.police(0, 0, 1);
-    let commerce_cfg = w.commerce(0, 0);
+    let sources_db = TestDatabase::create(&Services::from_env()).await.unwrap();
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&sources_db.url).await.unwrap();
+        sqlx::raw_sql(COMMERCE_TABLE).execute(&mut c).await.unwrap();
+    }
+    let commerce_cfg = commerce_from_postgres(&w, &sources_db.url);
     let mut fleet = Fleet {
         police: Some(Fleet::adapter(&police_cfg)),
         commerce: Some(Fleet::adapter(&commerce_cfg)),
@@ -344,25 +479,26 @@ async fn main() {
         fleet.sink_args.insert(agency, a);
     }
 
-    // What the sources published: police record n → its latest version; commerce count.
+    // What the sources published: record n → its latest version.
     let mut police: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut commerce = 0u64;
+    let mut commerce: BTreeMap<u64, u64> = BTreeMap::new();
     let mut versions = 0u64;
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
     let pg = postgres_version();
     for round in 1..=rounds {
+        let rows_before = ledger_rows(&pool).await;
         // New records, and newer versions of some earlier ones.
         let from = police.len() as u64;
-        let cfg = w.police(from, from + 150, 1);
+        let cfg = w.police(from, from + POLICE_NEW, 1);
         debug_assert_eq!(cfg, police_cfg);
-        for n in from..from + 150 {
+        for n in from..from + POLICE_NEW {
             police.insert(n, 1);
         }
-        versions += 150;
+        versions += POLICE_NEW;
         if from > 0 {
             let version = round + 1;
             let mut csv = String::from("id,name,sex,ethnicity,status,version,op\n");
-            for _ in 0..50 {
+            for _ in 0..POLICE_UPDATED {
                 let n = rng.below(from);
                 police.insert(n, version);
                 versions += 1;
@@ -373,12 +509,36 @@ async fn main() {
             }
             w.drop_csv("police", &format!("update-{round}.csv"), &csv);
         }
-        w.commerce(commerce, commerce + 60);
-        commerce += 60;
-        versions += 60;
+        let c_from = commerce.len() as u64;
+        let mut updated = BTreeSet::new();
+        if c_from > 0 {
+            for _ in 0..COMMERCE_UPDATED {
+                updated.insert(rng.below(c_from));
+            }
+        }
+        for &n in &updated {
+            *commerce.get_mut(&n).unwrap() += 1;
+        }
+        for n in c_from..c_from + COMMERCE_NEW {
+            commerce.insert(n, 1);
+        }
+        versions += COMMERCE_NEW + updated.len() as u64;
+        commerce_write(
+            &sources_db.url,
+            c_from..c_from + COMMERCE_NEW,
+            &updated.into_iter().collect::<Vec<_>>(),
+        )
+        .await;
 
-        // Soon after the files land, so the fault hits their records on the way.
-        tokio::time::sleep(Duration::from_millis(50 + rng.below(500))).await;
+        // While the round's records flow: once the ledger has taken a random part of them
+        // (about 2.5 rows a police record, 2.5 a commerce record).
+        let round_rows =
+            (5 * (POLICE_NEW + POLICE_UPDATED + COMMERCE_NEW + COMMERCE_UPDATED) / 2) as i64;
+        let wait_for = rows_before + 1 + rng.below(round_rows as u64 / 2) as i64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ledger_rows(&pool).await < wait_for && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let kind = match rng.below(9) {
             0 => "kill police adapter",
             1 => "kill commerce adapter",
@@ -390,7 +550,11 @@ async fn main() {
             _ => "stop PostgreSQL -m immediate",
         };
         let pause = Duration::from_millis(200 + rng.below(2000));
-        let hit = in_flight(&w, &pool).await;
+        let hit = format!(
+            "{} of the round's ~{round_rows} ledger rows written, {}",
+            ledger_rows(&pool).await - rows_before,
+            in_flight(&w, &pool).await
+        );
         match kind {
             "kill police adapter" => {
                 fleet.police.take().unwrap().kill();
@@ -476,22 +640,31 @@ async fn main() {
         println!(
             "round {round:>2}: {kind:<28} hit {hit}; police {:>5} records, commerce {:>5}, {:>4.0} s",
             police.len(),
-            commerce,
+            commerce.len(),
             started.elapsed().as_secs_f64()
         );
         tokio::time::sleep(Duration::from_millis(rng.below(2000))).await;
     }
 
-    // Settle: every file sent, the router's and every agency's queue empty, the ledger still.
+    // Settle: every file sent, the router's and every agency's queue empty, nothing kept for
+    // retry, the ledger still.
     println!("settling …");
+    // The operator's check after the campaign: quorum queues RabbitMQ left without a leader
+    // (meanwhile the router kept their deliveries and served every other agency).
+    let leaderless = elect_leaderless(&w.vhost.name);
+    if !leaderless.is_empty() {
+        println!(
+            "  RabbitMQ left {} without a leader (rabbitmq-server#10070); elections triggered",
+            leaderless.join(", ")
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last = (-1i64, Instant::now());
     loop {
-        let inboxes_empty = ["police", "commerce"].iter().all(|d| {
-            std::fs::read_dir(w.path(&format!("adapters/{d}/inbox")))
-                .map(|r| r.filter_map(|e| e.ok()).all(|e| e.path().is_dir()))
-                .unwrap_or(false)
-        });
+        // The commerce adapter polls its table every 100 ms: the quiet window covers it.
+        let inboxes_empty = std::fs::read_dir(w.path("adapters/police/inbox"))
+            .map(|r| r.filter_map(|e| e.ok()).all(|e| e.path().is_dir()))
+            .unwrap_or(false);
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
             .fetch_one(&pool)
             .await
@@ -499,7 +672,11 @@ async fn main() {
         if rows != last.0 {
             last = (rows, Instant::now());
         }
-        let mut queues_empty = inboxes_empty && w.count("govbus.router").await == 0;
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_deliveries")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1);
+        let mut queues_empty = inboxes_empty && kept == 0 && w.count("govbus.router").await == 0;
         for a in ["civil", "health", "hrss", "tianhe"] {
             queues_empty &= queues_empty && w.count(&format!("agency.{a}")).await == 0;
         }
@@ -529,11 +706,12 @@ async fn main() {
                     (ids.record_key_hash("household", &k), (k, *v as i64))
                 })
                 .collect(),
-            _ => (0..commerce)
-                .filter(|n| !tianhe_only || n % 2 == 0)
-                .map(|n| {
-                    let k = uscc(n);
-                    (ids.record_key_hash("enterprise", &k), (k, 1))
+            _ => commerce
+                .iter()
+                .filter(|(n, _)| !tianhe_only || *n % 2 == 0)
+                .map(|(n, v)| {
+                    let k = uscc(*n);
+                    (ids.record_key_hash("enterprise", &k), (k, *v as i64))
                 })
                 .collect(),
         }
@@ -723,7 +901,7 @@ async fn main() {
         .unwrap();
     let ledger_ok = verify.status.success();
 
-    let published = police.len() as u64 + commerce;
+    let published = police.len() as u64 + commerce.len() as u64;
     println!(
         "chaos done in {:.0} s: {rounds} rounds, seed {seed}",
         started.elapsed().as_secs_f64()
@@ -737,9 +915,10 @@ async fn main() {
             .join(", ")
     );
     println!(
-        "  published: {published} records ({} police, {commerce} commerce; {versions} versions in {} files)",
+        "  published: {published} records ({} police from {} files, {} commerce from PostgreSQL; {versions} versions)",
         police.len(),
-        3 * rounds - 1
+        2 * rounds - 1,
+        commerce.len()
     );
     println!(
         "  delivered: {delivered} (agency, record) pairs at their latest version in the ledger; lost {lost}; stale {stale}; ungranted {ungranted}; agency copies off {sink_off}; ledger {}",

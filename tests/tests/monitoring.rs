@@ -154,11 +154,23 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let router = w.metrics().await;
-    let rabbitmq = scrape(&format!(
-        "{}/metrics/per-object",
-        Services::from_env().prometheus_url
-    ))
-    .await;
+    // RabbitMQ collects queue statistics every `collect_statistics_interval` (5 s by
+    // default): this world's queues appear in the exporter some seconds after they exist.
+    let per_object = format!("{}/metrics/per-object", Services::from_env().prometheus_url);
+    let ours = format!("rabbitmq_queue_messages_ready{{vhost=\"{}\"", w.vhost.name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let rabbitmq = loop {
+        let text = scrape(&per_object).await;
+        if text.contains(&ours) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{per_object} showed no queue of vhost {} in 30 s",
+            w.vhost.name
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
 
     let served: BTreeSet<String> = exposed(&router)
         .into_iter()

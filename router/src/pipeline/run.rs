@@ -172,25 +172,40 @@ async fn session_on(
     prefetch: u16,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let setup = conn.create_channel().await?;
-    declare(&setup, &shared.routing()).await?;
-    let _ = setup.close(200, "declared".into()).await;
-    let consume = conn.create_channel().await?;
-    consume
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let publish = publishing.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let consumer = consume
-        .basic_consume(
-            wire::ROUTER_QUEUE.into(),
-            "govbus-router".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
+    let timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    // A queue without a leader never answers a consume (and RabbitMQ may hold a declaration of
+    // it): the set-up fails after a deadline, saying so, and is tried again.
+    let (consume, publish, consumer) = tokio::time::timeout(timeout, async {
+        let setup = conn.create_channel().await?;
+        declare(&setup, &shared.routing()).await?;
+        let _ = setup.close(200, "declared".into()).await;
+        let consume = conn.create_channel().await?;
+        consume
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let publish = publishing.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let consumer = consume
+            .basic_consume(
+                wire::ROUTER_QUEUE.into(),
+                "govbus-router".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        anyhow::Ok((consume, publish, consumer))
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "RabbitMQ did not answer the router's set-up (declaring the queues, consuming {}) in \
+             {timeout:?}: a quorum queue without a leader? (docs/operators.md, \"A queue that \
+             does not answer\")",
+            wire::ROUTER_QUEUE
         )
-        .await?;
+    })??;
     telemetry::reconnect();
     shared.health.set_connected(true);
     let counting = conn.create_channel().await?;
