@@ -17,6 +17,8 @@
 //!   and code tables; returns every violation.
 //! - [`compat`]: full transitive compatibility against `released/`, and releasing a version.
 //! - [`wire`]: the AMQP wire contract: names, headers, keyed message ids, signatures.
+//! - [`batch`]: batch signatures: salted leaves, the RFC 9162 Merkle tree, the signed
+//!   statement, and a verifier that remembers the statements it checked.
 //! - `amqp` (feature `amqp`): the runtime half both sides share: `[amqp]` config,
 //!   connector with backoff, confirmed publishing, topology, reading headers.
 //! - [`health`]: what `/readyz` answers.
@@ -29,6 +31,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod batch;
 pub mod canonical;
 pub mod checkpoint;
 pub mod codec;

@@ -287,6 +287,15 @@ impl Signer {
         B64.encode(sig.as_ref())
     }
 
+    /// The Ed25519 signature of any bytes (a batch statement, a checkpoint).
+    pub fn sign_raw(&self, bytes: &[u8]) -> [u8; 64] {
+        self.key
+            .sign(bytes)
+            .as_ref()
+            .try_into()
+            .expect("Ed25519 signatures are 64 bytes")
+    }
+
     /// The public key, for the catalogue and agencies.
     pub fn verifying_key(&self) -> VerifyingKey {
         let public: [u8; 32] = self
