@@ -55,10 +55,15 @@ pub fn already_delivered(n: usize) {
     counter!("govbus_router_already_delivered_total").increment(n as u64);
 }
 
-/// A delivery the broker did not confirm was kept in PostgreSQL for retry.
-pub fn kept(agency: &str, why: &str) {
-    counter!("govbus_router_deliveries_kept_total", "agency" => agency.to_string()).increment(1);
-    tracing::warn!(agency, why, "delivery not confirmed; kept for retry");
+/// Deliveries the broker did not confirm were kept in PostgreSQL for retry.
+pub fn kept(agency: &str, why: &str, n: u64) {
+    counter!("govbus_router_deliveries_kept_total", "agency" => agency.to_string()).increment(n);
+    tracing::warn!(
+        agency,
+        why,
+        deliveries = n,
+        "deliveries not confirmed; kept for retry"
+    );
 }
 
 /// Kept deliveries per agency now.

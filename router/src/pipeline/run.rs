@@ -581,10 +581,15 @@ async fn settle(
             telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
         }
         if !kept.is_empty() {
-            let mut blocked = shared.blocked.lock().expect("blocked lock");
+            // One log line per agency and reason, not one per delivery.
+            let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
             for (e, _, why) in &kept {
-                telemetry::kept(&e.agency, why);
-                blocked.insert(e.agency.clone());
+                *counts.entry((e.agency.as_str(), why.as_str())).or_default() += 1;
+            }
+            let mut blocked = shared.blocked.lock().expect("blocked lock");
+            for ((agency, why), n) in counts {
+                telemetry::kept(agency, why, n);
+                blocked.insert(agency.to_string());
             }
         }
         let last = last.expect("at least one batch");
