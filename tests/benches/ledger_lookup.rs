@@ -65,15 +65,18 @@ async fn fill(pool: &PgPool, rows: i64) {
         from = to;
     }
     let t = Instant::now();
-    sqlx::raw_sql(
-        "CREATE TABLE plain_lookup AS SELECT agency, message_id FROM ledger;
-         ALTER TABLE plain_lookup ADD PRIMARY KEY (agency, message_id);
-         VACUUM ANALYZE ledger; VACUUM ANALYZE plain_lookup;
-         VACUUM ANALYZE key_hash_aliases; VACUUM ANALYZE delivery_id_aliases;",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    // One statement at a time: VACUUM cannot run inside the transaction a multi-statement
+    // query makes.
+    for sql in [
+        "CREATE TABLE plain_lookup AS SELECT agency, message_id FROM ledger",
+        "ALTER TABLE plain_lookup ADD PRIMARY KEY (agency, message_id)",
+        "VACUUM ANALYZE ledger",
+        "VACUUM ANALYZE plain_lookup",
+        "VACUUM ANALYZE key_hash_aliases",
+        "VACUUM ANALYZE delivery_id_aliases",
+    ] {
+        sqlx::raw_sql(sql).execute(pool).await.unwrap();
+    }
     println!(
         "  baseline table and statistics in {:.1} s",
         t.elapsed().as_secs_f64()
