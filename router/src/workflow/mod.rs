@@ -825,22 +825,29 @@ impl Workflow {
         });
     }
 
-    /// Escalates every application whose department did not answer in time.
+    /// Escalates every application whose department did not answer in time. The state and
+    /// its event are written in one statement: a reader never sees an escalation without its
+    /// step (the suite once did, between the two), and a crash never leaves one.
     pub async fn escalate_overdue(&self) -> Result<Vec<i64>> {
         let today = today_in_shanghai();
-        let ids: Vec<(i64, NaiveDate)> = sqlx::query_as("UPDATE applications SET state = 'escalated', escalated_on = $1, escalation = 'no answer within 10 working days' WHERE state = 'submitted' AND answer_due < $1 RETURNING id, answer_due")
-            .bind(today)
-            .fetch_all(self.pool())
-            .await?;
+        let ids: Vec<(i64, NaiveDate)> = sqlx::query_as(
+            "WITH up AS (
+                 UPDATE applications SET state = 'escalated', escalated_on = $1,
+                        escalation = 'no answer within 10 working days'
+                  WHERE state = 'submitted' AND answer_due < $1
+              RETURNING id, answer_due),
+             ev AS (
+                 INSERT INTO application_events (application, role, actor, action, note)
+                 SELECT id, 'platform', 'govbus', 'escalated',
+                        'no answer by ' || to_char(answer_due, 'YYYY-MM-DD')
+                        || ' (10 working days): to the coordinator for mediation'
+                   FROM up ORDER BY id)
+             SELECT id, answer_due FROM up ORDER BY id",
+        )
+        .bind(today)
+        .fetch_all(self.pool())
+        .await?;
         for (id, due) in &ids {
-            self.event(
-                *id,
-                "platform",
-                "govbus",
-                "escalated",
-                &format!("no answer by {due} (10 working days): to the coordinator for mediation"),
-            )
-            .await?;
             tracing::warn!(application = id, %due, "application unanswered by its deadline; escalated to the coordinator");
         }
         Ok(ids.into_iter().map(|(id, _)| id).collect())
