@@ -794,6 +794,25 @@ async fn contacts_requests_outside_the_catalogue_and_other_districts() {
     )
     .await;
     assert_eq!(e["events"][1]["action"], "forwarded");
+    // A district that is no division code is refused, and leaves no application behind (the
+    // application, its steps and its forwarding are one transaction).
+    let pool = w.pg().await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM applications")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = count().await;
+    let (s, v) = api(&w, "POST", "/applications", Some(&civil), Some(json!({
+        "item": "enterprise", "fields": ["unified_social_credit_code"], "legal_basis": "x", "purpose": "y", "district": "天河"
+    }))).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("district")),
+        "{v}"
+    );
+    assert_eq!(count().await, before, "a refused application was stored");
 
     // The yearly report counts the contact reports and the late one.
     let out = Process::command("govbus")

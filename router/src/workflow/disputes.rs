@@ -12,12 +12,12 @@ use bus_schemas::validate::today_in_shanghai;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 
 use crate::ops::replay::Context;
 
 use super::{
-    events_query, insert_event_query, read_events, record_event,
+    events_query, insert_event_query, read_events,
     token::{Actor, Role},
     Event, Workflow, WorkflowError,
 };
@@ -92,24 +92,24 @@ pub struct FindingRequest {
     pub note: String,
 }
 
-async fn event(
-    pool: &PgPool,
+/// Records a step of a dispute; given the transaction of the change it records, a reader never
+/// sees a state without its step, and a crash never leaves one.
+async fn event<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     id: i64,
     role: &str,
     actor: &str,
     action: &str,
     note: &str,
 ) -> Result<()> {
-    record_event(
-        pool,
-        insert_event_query!("dispute_events", "dispute"),
-        id,
-        role,
-        actor,
-        action,
-        note,
-    )
-    .await?;
+    sqlx::query(insert_event_query!("dispute_events", "dispute"))
+        .bind(id)
+        .bind(role)
+        .bind(actor)
+        .bind(action)
+        .bind(note)
+        .execute(exec)
+        .await?;
     Ok(())
 }
 
@@ -162,6 +162,7 @@ impl Workflow {
             )))?;
         let today = today_in_shanghai();
         let due = cal.add_working_days(today, CHECK_WORKING_DAYS);
+        let mut tx = self.pool().begin().await?;
         let id: i64 = sqlx::query_scalar("INSERT INTO disputes (agency, message_id, item, key_hash, version, department, problem, opened_on, check_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.message_id)
@@ -172,10 +173,10 @@ impl Workflow {
             .bind(&req.problem)
             .bind(today)
             .bind(due)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await?;
         event(
-            self.pool(),
+            &mut *tx,
             id,
             "agency",
             &actor.subject,
@@ -183,6 +184,7 @@ impl Workflow {
             &format!("{}; check due {due}", req.problem),
         )
         .await?;
+        tx.commit().await?;
         tracing::info!(dispute = id, agency = %actor.subject, %due, "delivered record disputed");
         self.load_dispute(id).await
     }
@@ -234,16 +236,18 @@ impl Workflow {
         let fix_due = cal.add_working_days(today, CHECK_WORKING_DAYS);
         match req.cause.as_str() {
             "technical" => {
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query("UPDATE disputes SET cause = 'technical', finding = $2, fix_due = $3 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
                     .bind(fix_due)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?;
                 if changed.rows_affected() == 0 {
                     return Err(found_first(id));
                 }
-                event(self.pool(), id, "operator", &actor.subject, "found: technical", &req.note).await?;
+                event(&mut *tx, id, "operator", &actor.subject, "found: technical", &req.note).await?;
+                tx.commit().await?;
                 // The platform's correction: the record sent again from the latest version held.
                 let r = crate::ops::replay::replay_records(&Context::of_router(&self.shared, &self.connector, &self.cfg.catalogue), &d.agency, &d.item, None, Some(&d.key_hash))
                     .await
@@ -253,30 +257,34 @@ impl Workflow {
                 self.close(&d, "corrected", None, report).await
             }
             "data" => {
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query("UPDATE disputes SET state = 'with_department', cause = 'data', finding = $2, fix_due = $3 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
                     .bind(fix_due)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?;
                 if changed.rows_affected() == 0 {
                     return Err(found_first(id));
                 }
-                event(self.pool(), id, "operator", &actor.subject, "found: data error", &req.note).await?;
-                event(self.pool(), id, "platform", "govbus", "department notified", &format!("{} to publish a corrected version through its adapter by {fix_due}", d.department)).await?;
+                event(&mut *tx, id, "operator", &actor.subject, "found: data error", &req.note).await?;
+                event(&mut *tx, id, "platform", "govbus", "department notified", &format!("{} to publish a corrected version through its adapter by {fix_due}", d.department)).await?;
+                tx.commit().await?;
                 tracing::warn!(dispute = id, department = %d.department, %fix_due, "disputed record: the department is to publish a correction");
                 self.load_dispute(id).await
             }
             "unfounded" => {
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query("UPDATE disputes SET cause = 'unfounded', finding = $2 WHERE id = $1 AND state = 'open' AND cause IS NULL")
                     .bind(id)
                     .bind(&req.note)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?;
                 if changed.rows_affected() == 0 {
                     return Err(found_first(id));
                 }
-                event(self.pool(), id, "operator", &actor.subject, "found: not upheld", &req.note).await?;
+                event(&mut *tx, id, "operator", &actor.subject, "found: not upheld", &req.note).await?;
+                tx.commit().await?;
                 let report = self.report(&d, "unfounded", &req.note, None).await?;
                 self.close(&d, "not_upheld", None, report).await
             }
@@ -356,13 +364,14 @@ impl Workflow {
         corrected: Option<i64>,
         report: Value,
     ) -> Result<Dispute> {
+        let mut tx = self.pool().begin().await?;
         let changed = sqlx::query("UPDATE disputes SET state = 'closed', outcome = $2, corrected_version = $3, closed_on = $4, report = $5 WHERE id = $1 AND state <> 'closed'")
             .bind(d.id)
             .bind(outcome)
             .bind(corrected)
             .bind(today_in_shanghai())
             .bind(&report)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if changed.rows_affected() == 0 {
             return Err(WorkflowError::Conflict(format!(
@@ -371,7 +380,7 @@ impl Workflow {
             )));
         }
         event(
-            self.pool(),
+            &mut *tx,
             d.id,
             "platform",
             "govbus",
@@ -382,6 +391,7 @@ impl Workflow {
             ),
         )
         .await?;
+        tx.commit().await?;
         self.load_dispute(d.id).await
     }
 

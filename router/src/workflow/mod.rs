@@ -254,24 +254,24 @@ impl Workflow {
         Ok(c.actor)
     }
 
+    /// Records a step of an application, in the transaction of the change it records: a
+    /// reader never sees a state without its step, and a crash never leaves one.
     async fn event(
-        &self,
+        tx: &mut sqlx::PgConnection,
         app: i64,
         role: &str,
         actor: &str,
         action: &str,
         note: &str,
     ) -> Result<()> {
-        record_event(
-            self.pool(),
-            insert_event_query!("application_events", "application"),
-            app,
-            role,
-            actor,
-            action,
-            note,
-        )
-        .await?;
+        sqlx::query(insert_event_query!("application_events", "application"))
+            .bind(app)
+            .bind(role)
+            .bind(actor)
+            .bind(action)
+            .bind(note)
+            .execute(tx)
+            .await?;
         Ok(())
     }
 
@@ -361,6 +361,9 @@ impl Workflow {
             return Err(WorkflowError::Invalid(problems.join("; ")));
         }
         let due = cal.add_working_days(today, ANSWER_WORKING_DAYS);
+        // The application, its first step and its forwarding in one transaction: a bad
+        // district leaves no application behind.
+        let mut tx = self.pool().begin().await?;
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted') RETURNING id")
             .bind(&actor.subject)
             .bind(&req.item)
@@ -372,9 +375,10 @@ impl Workflow {
             .bind(req.valid_until)
             .bind(today)
             .bind(due)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await?;
-        self.event(
+        Self::event(
+            &mut tx,
             id,
             "agency",
             &actor.subject,
@@ -386,8 +390,9 @@ impl Workflow {
             ),
         )
         .await?;
+        self.forward(&mut tx, id, req.district.as_deref()).await?;
+        tx.commit().await?;
         tracing::info!(application = id, agency = %actor.subject, item = %req.item, %due, "application received");
-        self.forward(id, req.district.as_deref()).await?;
         self.load(id).await
     }
 
@@ -427,6 +432,7 @@ impl Workflow {
         }
         let today = today_in_shanghai();
         let due = cal.add_working_days(today, ANSWER_WORKING_DAYS);
+        let mut tx = self.pool().begin().await?;
         let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, submitted_on, answer_due, state, outside_catalogue) VALUES ($1, '', $2, '{}', 'full', $3, $4, $5, $6, 'submitted', $7) RETURNING id")
             .bind(&actor.subject)
             .bind(vec![o.department.clone()])
@@ -435,9 +441,10 @@ impl Workflow {
             .bind(today)
             .bind(due)
             .bind(&o.data)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await?;
-        self.event(
+        Self::event(
+            &mut tx,
             id,
             "agency",
             &actor.subject,
@@ -448,13 +455,19 @@ impl Workflow {
             ),
         )
         .await?;
-        self.forward(id, req.district.as_deref()).await?;
+        self.forward(&mut tx, id, req.district.as_deref()).await?;
+        tx.commit().await?;
         self.load(id).await
     }
 
     /// Records an application for another district's data as forwarded to that district's
     /// platform, with its own 5 working days.
-    async fn forward(&self, id: i64, district: Option<&str>) -> Result<()> {
+    async fn forward(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: i64,
+        district: Option<&str>,
+    ) -> Result<()> {
         let Some(d) = district else { return Ok(()) };
         if d.len() != 6 || !d.bytes().all(|b| b.is_ascii_digit()) {
             return Err(WorkflowError::Invalid(format!(
@@ -468,9 +481,10 @@ impl Workflow {
             .bind(id)
             .bind(d)
             .bind(due)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        self.event(
+        Self::event(
+            tx,
             id,
             "platform",
             "govbus",
@@ -515,18 +529,21 @@ impl Workflow {
                         "a refusal needs its reason in `note` (article 36)".into(),
                     ));
                 }
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query("UPDATE applications SET state = 'escalated', answered_on = $2, escalated_on = $2, escalation = 'refused by the department' WHERE id = $1 AND state = 'submitted'")
                     .bind(id)
                     .bind(today)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?;
                 if changed.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(self.moved_on(id).await);
                 }
-                self.event(id, "department", &actor.subject, "refused", &req.note)
+                Self::event(&mut tx, id, "department", &actor.subject, "refused", &req.note)
                     .await?;
-                self.event(id, "platform", "govbus", "escalated", "refused by the department: to the coordinator for mediation")
+                Self::event(&mut tx, id, "platform", "govbus", "escalated", "refused by the department: to the coordinator for mediation")
                     .await?;
+                tx.commit().await?;
                 self.load(id).await
             }
             other => Err(WorkflowError::Invalid(format!(
@@ -583,17 +600,20 @@ impl Workflow {
                     .await
             }
             "refuse" => {
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query("UPDATE applications SET state = 'closed', outcome = 'refused', closed_on = $2, closed_by = $3 WHERE id = $1 AND state = ANY($4)")
                     .bind(id)
                     .bind(today)
                     .bind(&req.stage)
                     .bind(from_states(&req.stage))
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?;
                 if changed.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(self.moved_on(id).await);
                 }
-                self.event(
+                Self::event(
+                    &mut tx,
                     id,
                     "coordinator",
                     &actor.subject,
@@ -601,19 +621,23 @@ impl Workflow {
                     &req.note,
                 )
                 .await?;
+                tx.commit().await?;
                 self.load(id).await
             }
             "disputed" if req.stage == "mediation" => {
+                let mut tx = self.pool().begin().await?;
                 let changed = sqlx::query(
                     "UPDATE applications SET state = 'disputed' WHERE id = $1 AND state = 'escalated'",
                 )
                 .bind(id)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
                 if changed.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(self.moved_on(id).await);
                 }
-                self.event(
+                Self::event(
+                    &mut tx,
                     id,
                     "coordinator",
                     &actor.subject,
@@ -621,6 +645,7 @@ impl Workflow {
                     &req.note,
                 )
                 .await?;
+                tx.commit().await?;
                 self.load(id).await
             }
             other => Err(WorkflowError::Invalid(format!(
@@ -681,17 +706,20 @@ impl Workflow {
         };
         if app.outside_catalogue.is_some() {
             // Nothing to route until the catalogue lists the data: the outcome is recorded.
+            let mut tx = self.pool().begin().await?;
             let changed = sqlx::query("UPDATE applications SET state = 'closed', outcome = 'granted', closed_on = $2, closed_by = $3, answered_on = CASE WHEN $3 = 'department' THEN $2 ELSE answered_on END WHERE id = $1 AND state = ANY($4)")
                 .bind(app.id)
                 .bind(today)
                 .bind(by)
                 .bind(from_states(by))
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
             if changed.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Err(self.moved_on(app.id).await);
             }
-            self.event(
+            Self::event(
+                &mut tx,
                 app.id,
                 role,
                 &actor.subject,
@@ -699,6 +727,7 @@ impl Workflow {
                 &format!("{note}; the data is shared once the catalogue lists it as an item"),
             )
             .await?;
+            tx.commit().await?;
             return self.load(app.id).await;
         }
         let routing = self.shared.routing();
@@ -759,13 +788,13 @@ impl Workflow {
             .bind(app.valid_until)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         let action = if by == "department" {
             outcome.to_string()
         } else {
             format!("{by}: {outcome}")
         };
-        self.event(
+        Self::event(
+            &mut tx,
             app.id,
             role,
             &actor.subject,
@@ -773,6 +802,7 @@ impl Workflow {
             &format!("{}; {note}", fields.join(", ")),
         )
         .await?;
+        tx.commit().await?;
         tracing::info!(application = app.id, agency = %app.agency, item = %app.item, outcome, "grant approved; putting it in force");
         if let Err(e) = crate::pipeline::reload::apply(
             &self.shared,
