@@ -6,13 +6,7 @@ use std::{os::unix::fs::PermissionsExt, time::Duration};
 use bus_schemas::wire;
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use govbus_tests::free_port;
 
 async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {

@@ -190,6 +190,30 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A loopback TCP port free now, for a program a test starts to listen on. Taken from below
+/// Linux's ephemeral range (32768–60999): a port the kernel handed out (`bind(":0")`) and let go
+/// can be taken again by any outgoing connection before the program binds it, which the suite
+/// once saw as "Address already in use". Ports here are only ever taken on purpose; each
+/// process walks its own stretch of them, from a random start.
+pub fn free_port() -> u16 {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}
+
 fn url_with_vhost(amqp_url: &str, vhost: &str) -> String {
     let (scheme, rest) = amqp_url.split_once("://").unwrap_or(("amqp", amqp_url));
     let authority = rest.split('/').next().unwrap_or(rest);

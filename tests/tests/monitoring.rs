@@ -84,11 +84,7 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
 
     // An adapter that keeps running (its /metrics), with one row it must quarantine.
     let adapter_cfg = w.police(0, 20, 1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = govbus_tests::free_port();
     let text = std::fs::read_to_string(&adapter_cfg).unwrap().replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),

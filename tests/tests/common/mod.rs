@@ -14,7 +14,7 @@ use bus_schemas::{
     validate::{citizen_id, credit_code},
 };
 pub use govbus_tests::Got;
-use govbus_tests::{workspace_root, Process, Services, TestDatabase, TestVhost};
+use govbus_tests::{free_port, workspace_root, Process, Services, TestDatabase, TestVhost};
 
 /// The example catalogue's department keys, replaced by this test's.
 const EXAMPLE_KEYS: [(&str, &str); 3] = [
@@ -50,14 +50,6 @@ pub fn uscc(n: u64) -> String {
     let first17 = format!("91440101{:09}", n);
     let c = credit_code::check_character(&first17).unwrap();
     format!("{first17}{c}")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl World {
