@@ -40,15 +40,11 @@ fn verify(w: &World, dir: &std::path::Path) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agencies_keep_signed_chain_heads_that_catch_a_rewritten_ledger() {
     let mut w = World::new().await;
-    let cfg = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    std::fs::write(
-        w.path("router.toml"),
-        cfg.replace(
-            "watch_ms = 200",
-            "watch_ms = 200\ncheckpoint_every_secs = 1",
-        ),
-    )
-    .unwrap();
+    w.edit(
+        "router.toml",
+        "watch_ms = 200",
+        "watch_ms = 200\ncheckpoint_every_secs = 1",
+    );
     w.start_router().await;
     let police = w.police(0, 30, 1);
     w.run_adapter(&police);

@@ -83,15 +83,11 @@ async fn wait_for(w: &World, queue: &str, want: u32, secs: u64) {
 #[ignore = "suspends a queue's Raft server in the shared broker: run by scripts/test after the rest"]
 async fn a_silent_quorum_queue_holds_up_nobody() {
     let mut w = World::new().await;
-    let cfg = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    std::fs::write(
-        w.path("router.toml"),
-        cfg.replace(
-            "retry_ms = 200",
-            "retry_ms = 200\nconfirm_timeout_ms = 2000",
-        ),
-    )
-    .unwrap();
+    w.edit(
+        "router.toml",
+        "retry_ms = 200",
+        "retry_ms = 200\nconfirm_timeout_ms = 2000",
+    );
     w.start_router().await;
     let silent = Suspended::new(&w.vhost.name, "agency.civil");
 

@@ -229,22 +229,13 @@ async fn catalogue_reloads_and_bad_files_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_catalogue() {
     let mut w = World::new().await;
-    let cfg = std::fs::read_to_string(w.path("router.toml")).unwrap();
-    std::fs::write(
-        w.path("router.toml"),
-        cfg.replace("watch_ms = 200", "watch_ms = 3600000"),
-    )
-    .unwrap();
+    w.edit("router.toml", "watch_ms = 200", "watch_ms = 3600000");
     w.start_router().await;
-    let cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
-    std::fs::write(
-        w.path("catalogue.toml"),
-        cat.replace(
-            "revision = 1\nagency = \"hrss\"\nitem = \"enterprise\"",
-            "revision = 2\nagency = \"hrss\"\nitem = \"enterprise\"",
-        ),
-    )
-    .unwrap();
+    w.edit(
+        "catalogue.toml",
+        "revision = 1\nagency = \"hrss\"\nitem = \"enterprise\"",
+        "revision = 2\nagency = \"hrss\"\nitem = \"enterprise\"",
+    );
     let pid = w.router.as_ref().unwrap().0.id();
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])

@@ -135,6 +135,15 @@ deadline_check_secs = 1
         self.dir.path().join(p)
     }
 
+    /// Replaces `from` with `to` in one of this world's files (`router.toml`,
+    /// `catalogue.toml`); fails if `from` is not there, so a changed default cannot turn the
+    /// edit into a silent no-op.
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.path(file)).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}` to replace");
+        std::fs::write(self.path(file), text.replace(from, to)).unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
