@@ -260,6 +260,13 @@ fn default_refusal_retention_days() -> u32 {
     90
 }
 
+impl Tunables {
+    /// `confirm_timeout_ms` as a duration: the deadline of every publish, confirm and set-up.
+    pub fn confirm_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.confirm_timeout_ms)
+    }
+}
+
 impl Default for Tunables {
     fn default() -> Self {
         Tunables {

@@ -121,7 +121,7 @@ async fn retry_agency(
     limit: i64,
 ) -> anyhow::Result<bool> {
     let kept = store::kept_for(&shared.pool, agency, limit).await?;
-    let timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    let timeout = shared.tunables.confirm_timeout();
     let deadline = tokio::time::Instant::now() + timeout;
     let stalled = || anyhow::anyhow!("no confirm from RabbitMQ for agency {agency} in {timeout:?}");
     let confirms =

@@ -172,7 +172,7 @@ async fn session_on(
     prefetch: u16,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    let timeout = shared.tunables.confirm_timeout();
     // A queue without a leader never answers a consume (and RabbitMQ may hold a declaration of
     // it): the set-up fails after a deadline, saying so, and is tried again.
     let (consume, publish, consumer) = tokio::time::timeout(timeout, async {
@@ -447,7 +447,7 @@ async fn prepare(
             _ => unreachable!("only deliveries are published"),
         }
     }
-    let confirm_timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+    let confirm_timeout = shared.tunables.confirm_timeout();
     let results = tokio::time::timeout(
         confirm_timeout,
         publish_all(
@@ -512,7 +512,7 @@ async fn settle(
         let mut latest = Vec::new();
         let mut last = None;
         let started = batches[0].started;
-        let confirm_timeout = Duration::from_millis(shared.tunables.confirm_timeout_ms);
+        let confirm_timeout = shared.tunables.confirm_timeout();
         // One deadline for the whole group: once it has passed, what has not been confirmed
         // is kept, and the session starts over after this group is written and acked.
         let deadline = tokio::time::Instant::now() + confirm_timeout;
