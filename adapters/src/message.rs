@@ -1,4 +1,4 @@
-//! The messages an adapter publishes, exactly as the wire contract says: a signed record to
+//! The messages an adapter publishes, exactly as the wire contract says: a batch-signed record to
 //! `govbus.ingest`, or a quarantined row to `govbus.quarantine`. No personal data goes into
 //! the routing key, properties or headers.
 use bus_schemas::{
@@ -38,11 +38,11 @@ fn now_secs() -> u64 {
 }
 
 impl Publisher {
-    /// The signed record message for a mapped row.
+    /// The record message for a mapped row, unsealed: the rows prepared together are sealed
+    /// as one batch by [`Publisher::seal`].
     pub fn record(&self, rt: &RecordType, m: &Mapped) -> Result<OutgoingMessage, CodecError> {
         let body = rt.encode(&m.value)?;
         let id = self.id_key.ingest_message_id(&self.item, &m.key, m.version);
-        let signature = self.signer.sign(&id, &self.item, m.version, m.op, &body);
         let mut h = FieldTable::default();
         h.insert(header::DEPARTMENT.into(), long(&self.department));
         h.insert(header::ITEM.into(), long(&self.item));
@@ -52,8 +52,6 @@ impl Publisher {
             header::SOURCE_TIME_MS.into(),
             AMQPValue::LongLongInt(m.source_time_ms),
         );
-        h.insert(header::KEY_ID.into(), long(&self.signer.key_id));
-        h.insert(header::SIGNATURE.into(), long(&signature));
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from(wire::AVRO_CONTENT_TYPE))
@@ -67,6 +65,15 @@ impl Publisher {
             body,
             properties: props,
         })
+    }
+
+    /// Seals record messages prepared together as one batch for the audience `ingest` (more
+    /// than 1,024 make consecutive batches).
+    pub fn seal<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a mut OutgoingMessage>,
+    ) -> Result<(), bus_schemas::batch::SignError> {
+        bus_schemas::amqp::seal::seal(&self.signer, bus_schemas::batch::AUDIENCE_INGEST, records)
     }
 
     /// A keyed reference to a record key, safe for logs.

@@ -221,6 +221,15 @@ impl<S: Source> Pipeline<S> {
             for r in rows {
                 prep.prepare(r, &mut out);
             }
+            // The records prepared together are one batch: one signature, one path each.
+            let records = out
+                .iter_mut()
+                .filter(|p| p.kind == Kind::Record)
+                .map(|p| &mut p.msg);
+            if let Err(e) = prep.publisher.seal(records) {
+                // Only a message built without its headers gets here: a bug, not bad data.
+                panic!("cannot seal prepared records: {e}");
+            }
             out
         })
     }

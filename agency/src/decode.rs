@@ -3,7 +3,11 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use bus_schemas::{
-    amqp::headers::{header_i64, header_str},
+    amqp::{
+        headers::{header_i64, header_str},
+        seal,
+    },
+    batch::Verifier,
     checkpoint::Checkpoint,
     codec::split_header,
     trust::{Listed, Trusted},
@@ -76,6 +80,10 @@ pub struct Decoder {
     http: reqwest::Client,
     router_url: String,
     keys: Trusted,
+    /// This agency's id: the audience its delivery batches must be signed for.
+    agency: String,
+    /// Delivery batch statements already verified.
+    verifier: Verifier,
     /// When `/keys` was last read (at most every 10 s, on a key id not trusted yet).
     keys_read: Option<std::time::Instant>,
     schemas: HashMap<Fingerprint, Arc<RecordType>>,
@@ -103,6 +111,8 @@ impl Decoder {
                 .build()?,
             router_url: access.router_url.clone(),
             keys: Trusted::new(access.platform_key, access.platform_key_id.clone()),
+            agency: access.agency.clone(),
+            verifier: Verifier::new(),
             keys_read: None,
             schemas: HashMap::new(),
         })
@@ -238,7 +248,6 @@ impl Decoder {
         };
         let item = s(wire::header::ITEM)?;
         let grant = s(wire::header::GRANT)?;
-        let signature = s(wire::header::SIGNATURE)?;
         let op = Op::parse(&s(wire::header::OP)?)
             .ok_or_else(|| bad("govbus-op is neither upsert nor delete".into()))?;
         let version = header_i64(h, wire::header::VERSION)
@@ -246,11 +255,26 @@ impl Decoder {
         let grant_revision = header_i64(h, wire::header::GRANT_REVISION).unwrap_or(0);
         let key_id = header_str(h, wire::header::KEY_ID);
         self.learn_keys(key_id).await?;
+        // The batch signature, for this agency as its audience: a batch signed for another
+        // recipient is refused like an altered one.
+        let mut why = None;
         self.keys
             .verify(key_id, chrono::Utc::now(), |k| {
-                wire::verify(k, &signature, &message_id, &item, version, op, &d.data)
+                match seal::verify(&self.verifier, k, &self.agency, props, &d.data) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        why = Some(e);
+                        false
+                    }
+                }
             })
-            .map_err(bad)?;
+            .map_err(|e| match why.take() {
+                Some(w) => bad(format!(
+                    "{e}: {w} (a delivery batch is signed for one agency, here `{}`)",
+                    self.agency
+                )),
+                None => bad(e),
+            })?;
         let (fp, datum) = split_header(&d.data).map_err(|e| bad(e.to_string()))?;
         let writer = self.schema(fp).await?;
         let value = writer.decode_datum(datum).map_err(|e| bad(e.to_string()))?;

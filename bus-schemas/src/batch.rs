@@ -194,6 +194,9 @@ pub enum SignError {
     /// 0 or more than [`MAX_SIZE`] messages.
     #[error("a batch holds 1 to {MAX_SIZE} messages, not {0}")]
     Size(usize),
+    /// A message lacks what its signed bytes need (a programming error).
+    #[error("a message cannot be sealed: {0}")]
+    Unsigned(String),
     /// The system's random source failed.
     #[error("no random bytes for the salts: {0}")]
     Random(String),
@@ -230,6 +233,9 @@ pub fn sign(signer: &Signer, audience: &str, messages: &[&[u8]]) -> Result<Vec<S
 /// Why a message's seal was refused (every one is a bad signature to the caller).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
+    /// A header the contract requires is absent (there is no unbatched form).
+    #[error("no {0} header")]
+    Missing(&'static str),
     /// A header is not what the contract says (not base64, a wrong length, a bad `i/n`).
     #[error("malformed {0}")]
     Malformed(&'static str),

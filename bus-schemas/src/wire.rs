@@ -69,6 +69,12 @@ pub mod header {
     pub const SOURCE_TIME_MS: &str = "govbus-source-time-ms";
     pub const KEY_ID: &str = "govbus-key-id";
     pub const SIGNATURE: &str = "govbus-signature";
+    /// Batch signatures (see [`crate::batch`]): the message's 16 bytes of salt (base64).
+    pub const SALT: &str = "govbus-salt";
+    /// `<leaf index>/<tree size>`.
+    pub const BATCH: &str = "govbus-batch";
+    /// The inclusion path, leaf to root (base64 of 32-byte hashes; empty for a batch of one).
+    pub const PROOF: &str = "govbus-proof";
     pub const GRANT: &str = "govbus-grant";
     pub const GRANT_REVISION: &str = "govbus-grant-revision";
     pub const REASON: &str = "govbus-reason";
@@ -232,7 +238,9 @@ pub fn record_key_ref(secret: &[u8], item: &str, record_key: &str) -> String {
     IdKey::new(secret).record_key_ref(item, record_key)
 }
 
-/// The bytes a signature covers: `message_id ‖ 0x0A ‖ item ‖ 0x0A ‖ version ‖ 0x0A ‖ op ‖ 0x0A ‖ body`.
+/// The bytes a one-by-one signature covers (ledger checkpoints, key endorsements):
+/// `message_id ‖ 0x0A ‖ item ‖ 0x0A ‖ version ‖ 0x0A ‖ op ‖ 0x0A ‖ body`. Records are batch-signed
+/// over [`crate::batch::signed_bytes`], which adds the grant.
 pub fn signed_bytes(message_id: &str, item: &str, version: i64, op: Op, body: &[u8]) -> Vec<u8> {
     let version = version.to_string();
     let mut out =
@@ -254,7 +262,7 @@ pub fn signed_bytes(message_id: &str, item: &str, version: i64, op: Op, body: &[
 ///
 /// Signing uses AWS-LC (already in the tree through lapin's TLS): Ed25519 is deterministic,
 /// so its signatures are byte for byte those of ed25519-dalek, at a third of the cost, which
-/// matters when every record is signed. Keys are ed25519-dalek types; [`verify`] uses AWS-LC.
+/// matters for every batch. Keys are ed25519-dalek types; [`verify`] uses AWS-LC.
 pub struct Signer {
     /// Key id, sent in `govbus-key-id`.
     pub key_id: String,
@@ -279,7 +287,8 @@ impl Signer {
         }
     }
 
-    /// Signs a message as the wire contract says; returns base64 of the signature.
+    /// Signs one message on its own (ledger checkpoints, key endorsements); returns base64 of
+    /// the signature. Records are batch-signed ([`crate::batch::sign`]).
     pub fn sign(&self, message_id: &str, item: &str, version: i64, op: Op, body: &[u8]) -> String {
         let sig = self
             .key
@@ -308,61 +317,8 @@ impl Signer {
     }
 }
 
-/// A signature to check in a batch: the key, the signed bytes, the signature.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    key: VerifyingKey,
-    signed: Vec<u8>,
-    signature: Signature,
-}
-
-impl Claim {
-    /// The claim of a base64 signature over a message; `None` when the signature is not
-    /// base64 of 64 bytes (then [`verify`] refuses it too).
-    pub fn new(
-        key: &VerifyingKey,
-        signature_b64: &str,
-        message_id: &str,
-        item: &str,
-        version: i64,
-        op: Op,
-        body: &[u8],
-    ) -> Option<Self> {
-        let raw: [u8; Signature::BYTE_SIZE] = B64.decode(signature_b64).ok()?.try_into().ok()?;
-        Some(Claim {
-            key: *key,
-            signed: signed_bytes(message_id, item, version, op, body),
-            signature: Signature::from_bytes(&raw),
-        })
-    }
-
-    /// Checks this one signature (AWS-LC: one by one as fast as ed25519-dalek here, and both
-    /// reject S ≥ L); many at once go through [`verify_all`].
-    pub fn verify(&self) -> bool {
-        UnparsedPublicKey::new(&ED25519, self.key.as_bytes())
-            .verify(&self.signed, &self.signature.to_bytes())
-            .is_ok()
-    }
-}
-
-/// Whether every claim verifies, checked at once (ed25519-dalek's batch verification: a
-/// router batch costs 15 µs per signature here, one by one 37). `false` says only that one at
-/// least does not: check them one by one with [`verify`] to know which. Batch verification
-/// uses the cofactored equation, so it may accept a signature that the one-by-one check
-/// refuses only if its signer made it so (small-order components); it never accepts one made
-/// without the private key.
-pub fn verify_all<'a>(claims: impl IntoIterator<Item = &'a Claim>) -> bool {
-    let claims: Vec<&Claim> = claims.into_iter().collect();
-    if claims.is_empty() {
-        return true;
-    }
-    let messages: Vec<&[u8]> = claims.iter().map(|c| c.signed.as_slice()).collect();
-    let signatures: Vec<Signature> = claims.iter().map(|c| c.signature).collect();
-    let keys: Vec<VerifyingKey> = claims.iter().map(|c| c.key).collect();
-    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-}
-
-/// Verifies a base64 signature over a message with a public key.
+/// Verifies a base64 signature made by [`Signer::sign`] (ledger checkpoints and key
+/// endorsements, signed one by one; records travel under batch signatures, [`crate::batch`]).
 pub fn verify(
     key: &VerifyingKey,
     signature_b64: &str,
@@ -372,65 +328,21 @@ pub fn verify(
     op: Op,
     body: &[u8],
 ) -> bool {
-    Claim::new(key, signature_b64, message_id, item, version, op, body).is_some_and(|c| c.verify())
+    let Some(raw) = B64
+        .decode(signature_b64)
+        .ok()
+        .and_then(|r| <[u8; Signature::BYTE_SIZE]>::try_from(r).ok())
+    else {
+        return false;
+    };
+    UnparsedPublicKey::new(&ED25519, key.as_bytes())
+        .verify(&signed_bytes(message_id, item, version, op, body), &raw)
+        .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A batch verifies only when every signature in it does; each is then found one by one.
-    #[test]
-    fn batch_verification() {
-        let a = Signer::from_seed("a", &[1; 32]);
-        let b = Signer::from_seed("b", &[2; 32]);
-        let mut claims = Vec::new();
-        for (n, s) in [&a, &b, &a].into_iter().enumerate() {
-            let body = format!("body {n}").into_bytes();
-            let sig = s.sign("id", "household", n as i64, Op::Upsert, &body);
-            assert!(verify(
-                &s.verifying_key(),
-                &sig,
-                "id",
-                "household",
-                n as i64,
-                Op::Upsert,
-                &body
-            ));
-            claims.push(
-                Claim::new(
-                    &s.verifying_key(),
-                    &sig,
-                    "id",
-                    "household",
-                    n as i64,
-                    Op::Upsert,
-                    &body,
-                )
-                .unwrap(),
-            );
-        }
-        assert!(verify_all(&claims));
-        assert!(verify_all(&[]));
-        // One altered body, one signature under the wrong key: the batch fails.
-        let mut altered = claims.clone();
-        altered[1].signed.push(b'!');
-        assert!(!verify_all(&altered));
-        let mut wrong_key = claims.clone();
-        wrong_key[2].key = b.verifying_key();
-        assert!(!verify_all(&wrong_key));
-        assert!(Claim::new(
-            &a.verifying_key(),
-            "not base64!",
-            "id",
-            "x",
-            1,
-            Op::Upsert,
-            b""
-        )
-        .is_none());
-        assert!(Claim::new(&a.verifying_key(), "AAAA", "id", "x", 1, Op::Upsert, b"").is_none());
-    }
 
     /// Message ids are deterministic, keyed, and differ by item, key, version and secret.
     #[test]

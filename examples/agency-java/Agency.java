@@ -1,7 +1,9 @@
 // govbus agency starter kit for Java: the RabbitMQ Java client and the Apache Avro Java library.
 //
 // Consumes your agency's queue with the account `govbus provision` gave you, verifies the
-// platform's Ed25519 signature on every delivery (JDK 15+ has Ed25519), decodes the Avro
+// platform's batch signature on every delivery (a salted leaf, its RFC 9162 inclusion path to the
+// batch root, and the platform's Ed25519 signature over a statement naming your agency as the
+// audience; JDK 15+ has Ed25519; DESIGN.md, "Batch signatures"), decodes the Avro
 // single-object body with the writer schema named by its fingerprint (fetched once from the
 // router's /schemas/{fingerprint}), prints the record as one JSON line, and acks. A delivery that
 // does not verify or decode is rejected without requeue: RabbitMQ dead-letters it to
@@ -27,6 +29,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.KeyFactory;
+import java.security.MessageDigest;
 import java.security.PublicKey;
 import java.security.Signature;
 import java.security.spec.X509EncodedKeySpec;
@@ -43,6 +46,8 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
@@ -97,7 +102,15 @@ public final class Agency {
   volatile Trusted anonymous;
   volatile long learnedAt = 0;
 
-  Agency(byte[] platformKey, String platformKeyId, String routerUrl) throws Exception {
+  /** This agency's id: the audience its delivery batches are signed for. */
+  final String agencyId;
+  /** Statements already verified (key id, public key, statement, signature): the rest of a batch
+   * costs its hashes only. A key past its valid_until is refused before this is consulted. */
+  final java.util.Set<String> verified = ConcurrentHashMap.newKeySet();
+
+  Agency(String agencyId, byte[] platformKey, String platformKeyId, String routerUrl)
+      throws Exception {
+    this.agencyId = agencyId;
     Trusted t = new Trusted(ed25519(platformKey), platformKey, null);
     if (platformKeyId != null && !platformKeyId.isEmpty()) {
       keys.put(platformKeyId, t);
@@ -113,6 +126,100 @@ public final class Agency {
     byte[] out = Arrays.copyOf(prefix, prefix.length + body.length);
     System.arraycopy(body, 0, out, prefix.length, body.length);
     return out;
+  }
+
+  static final int MAX_BATCH = 1024;
+  static final Pattern BATCH = Pattern.compile("(0|[1-9][0-9]{0,4})/(0|[1-9][0-9]{0,4})");
+
+  /** What a delivery's leaf covers: message_id LF item LF version LF op LF grant LF grant
+   * revision LF body. */
+  static byte[] deliveryBytes(String messageId, String item, String version, String op,
+      String grant, String grantRevision, byte[] body) {
+    return signedBytes(messageId, item, version, op + "\n" + grant + "\n" + grantRevision, body);
+  }
+
+  static byte[] sha256(byte[]... parts) throws Exception {
+    MessageDigest d = MessageDigest.getInstance("SHA-256");
+    for (byte[] p : parts) {
+      d.update(p);
+    }
+    return d.digest();
+  }
+
+  /** Base64 in the standard alphabet with padding, decoded strictly. */
+  static byte[] b64(String value, String name) throws Refused {
+    if (value.length() % 4 != 0) {
+      throw new Refused("malformed " + name);
+    }
+    try {
+      return Base64.getDecoder().decode(value);
+    } catch (IllegalArgumentException e) {
+      throw new Refused("malformed " + name);
+    }
+  }
+
+  /** The root a leaf at index of a tree of size leads to along path (RFC 9162 §2.1.3.2), or
+   * null when the path is too short or too long. */
+  static byte[] rootFromPath(long index, long size, byte[] leaf, List<byte[]> path)
+      throws Exception {
+    if (index >= size) {
+      return null;
+    }
+    long fn = index;
+    long sn = size - 1;
+    byte[] r = leaf;
+    byte[] one = {1};
+    for (byte[] p : path) {
+      if (sn == 0) {
+        return null;
+      }
+      if ((fn & 1) == 1 || fn == sn) {
+        r = sha256(one, p, r);
+        if ((fn & 1) == 0) {
+          while ((fn & 1) == 0 && fn != 0) {
+            fn >>= 1;
+            sn >>= 1;
+          }
+        }
+      } else {
+        r = sha256(one, r, p);
+      }
+      fn >>= 1;
+      sn >>= 1;
+    }
+    return sn == 0 ? r : null;
+  }
+
+  /** The statement a delivery's batch signature must cover, rebuilt from its salt, leaf index,
+   * tree size and path for this agency as the audience. */
+  String batchStatement(Map<String, Object> h, String keyId, byte[] signed) throws Exception {
+    byte[] salt = b64(header(h, "govbus-salt"), "govbus-salt");
+    if (salt.length != 16) {
+      throw new Refused("malformed govbus-salt");
+    }
+    Matcher m = BATCH.matcher(header(h, "govbus-batch"));
+    if (!m.matches()) {
+      throw new Refused("malformed govbus-batch");
+    }
+    long index = Long.parseLong(m.group(1));
+    long size = Long.parseLong(m.group(2));
+    if (size == 0 || size > MAX_BATCH) {
+      throw new Refused("a batch of " + size + " messages");
+    }
+    byte[] raw = b64(header(h, "govbus-proof"), "govbus-proof");
+    if (raw.length % 32 != 0) {
+      throw new Refused("malformed govbus-proof");
+    }
+    List<byte[]> path = new ArrayList<>();
+    for (int i = 0; i < raw.length; i += 32) {
+      path.add(Arrays.copyOfRange(raw, i, i + 32));
+    }
+    byte[] root = rootFromPath(index, size, sha256(new byte[] {0}, salt, signed), path);
+    if (root == null) {
+      throw new Refused("an inclusion path of the wrong length");
+    }
+    return "govbus-batch-v1\n" + keyId + "\n" + agencyId + "\n" + size + "\n"
+        + hex(root, 0, root.length);
   }
 
   static boolean verifies(PublicKey key, byte[] data, byte[] signature) throws Exception {
@@ -199,9 +306,19 @@ public final class Agency {
       if (t.validUntil() != null && OffsetDateTime.now().isAfter(t.validUntil())) {
         throw new Refused("signed with platform key " + keyId + ", which expired at " + t.validUntil());
       }
+      String seen = keyId + "\n" + Base64.getEncoder().encodeToString(t.raw()) + "\n"
+          + new String(data, StandardCharsets.UTF_8) + "\n"
+          + Base64.getEncoder().encodeToString(signature);
+      if (verified.contains(seen)) {
+        return;
+      }
       if (!verifies(t.key(), data, signature)) {
         throw new Refused("the platform signature does not verify (the message was altered)");
       }
+      if (verified.size() >= 16384) {
+        verified.clear();
+      }
+      verified.add(seen);
       return;
     }
     Trusted anon = anonymous;
@@ -370,10 +487,14 @@ public final class Agency {
     String item = header(h, "govbus-item");
     String version = header(h, "govbus-version");
     String op = header(h, "govbus-op");
-    byte[] signature = Base64.getDecoder().decode(header(h, "govbus-signature"));
-    Object keyId = h.get("govbus-key-id");
-    verifyPlatform(keyId == null ? null : keyId.toString(),
-        signedBytes(messageId, item, version, op, body), signature);
+    String grant = header(h, "govbus-grant");
+    String grantRevision = header(h, "govbus-grant-revision");
+    String keyId = header(h, "govbus-key-id");
+    byte[] signature = b64(header(h, "govbus-signature"), "govbus-signature");
+    byte[] signed = deliveryBytes(messageId, item, version, op, grant, grantRevision, body);
+    // The audience is this agency: a batch signed for another recipient does not verify.
+    String statement = batchStatement(h, keyId, signed);
+    verifyPlatform(keyId, statement.getBytes(StandardCharsets.UTF_8), signature);
     if (body.length < 10 || (body[0] & 0xff) != 0xc3 || body[1] != 0x01) {
       throw new Refused("not an Avro single-object body");
     }
@@ -385,7 +506,7 @@ public final class Agency {
       throw new Refused("trailing bytes after the record");
     }
     return "{\"message_id\":" + jsonString(messageId) + ",\"item\":" + jsonString(item)
-        + ",\"grant\":" + jsonString(header(h, "govbus-grant")) + ",\"version\":" + version
+        + ",\"grant\":" + jsonString(grant) + ",\"version\":" + version
         + ",\"op\":" + jsonString(op) + ",\"fingerprint\":" + jsonString(fingerprint)
         + ",\"record\":" + record + "}"; // GenericData renders a record as JSON
   }
@@ -417,6 +538,7 @@ public final class Agency {
     Map<String, String> env = readEnvFile(Path.of(envFile));
     String queue = env.get("GOVBUS_QUEUE");
     Agency agency = new Agency(
+        env.get("GOVBUS_AGENCY"),
         Base64.getDecoder().decode(env.get("GOVBUS_PLATFORM_PUBLIC_KEY")),
         env.get("GOVBUS_PLATFORM_KEY_ID"),
         env.getOrDefault("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200"));

@@ -2,7 +2,9 @@
 """govbus agency starter kit for Python: pika + fastavro + cryptography.
 
 Consumes your agency's queue with the account `govbus provision` gave you, verifies the
-platform's Ed25519 signature on every delivery, decodes the Avro single-object body with the
+platform's batch signature on every delivery (a salted leaf, its RFC 9162 inclusion path to
+the batch root, and the platform's Ed25519 signature over a statement naming your agency as
+the audience; DESIGN.md, "Batch signatures"), decodes the Avro single-object body with the
 writer schema named by its fingerprint (fetched once from the router's /schemas/{fingerprint}),
 prints the record as one JSON line, and acks. A delivery that does not verify or decode is
 rejected without requeue: RabbitMQ dead-letters it to agency.<id>.dlq. After a platform key
@@ -17,6 +19,8 @@ per verified record, and the delivery is acked only after it returns.
 """
 import argparse
 import base64
+import binascii
+import hashlib
 import io
 import json
 import os
@@ -80,6 +84,9 @@ class PlatformKeys:
         else:
             self.anonymous = (Ed25519PublicKey.from_public_bytes(raw), raw)
         self.learned_at = 0.0
+        # (key id, public key, statement, signature) already verified: the rest of a batch
+        # costs its hashes only. Bounded; a key past its valid_until is refused before this.
+        self.verified = set()
 
     def learn(self):
         if time.monotonic() - self.learned_at < 10:
@@ -138,11 +145,17 @@ class PlatformKeys:
                 print(f"cannot read {self.router_url}/keys: {e}", file=sys.stderr)
         entry = self.keys.get(key_id)
         if entry is not None:
-            key, _, valid_until = entry
+            key, raw, valid_until = entry
             if valid_until is not None and datetime.now(timezone.utc) > valid_until:
                 raise ValueError(f"signed with platform key {key_id}, which expired at {valid_until.isoformat()}")
+            seen = (key_id, raw, data, signature)
+            if seen in self.verified:
+                return
             try:
                 key.verify(signature, data)
+                if len(self.verified) >= 16384:
+                    self.verified.clear()
+                self.verified.add(seen)
                 return
             except InvalidSignature:
                 raise ValueError("the platform signature does not verify (the message was altered)") from None
@@ -168,11 +181,80 @@ def header(headers, name):
 
 
 def signed_bytes(message_id, item, version, op, body):
-    """What the platform signs: message_id LF item LF version LF op LF body."""
+    """What a key endorsement signs: message_id LF item LF version LF op LF body."""
     return f"{message_id}\n{item}\n{version}\n{op}\n".encode("utf-8") + body
 
 
-def decode(properties, body, platform_keys, schemas):
+def delivery_bytes(message_id, item, version, op, grant, grant_revision, body):
+    """What a delivery's leaf covers: message_id LF item LF version LF op LF grant LF grant
+    revision LF body."""
+    return f"{message_id}\n{item}\n{version}\n{op}\n{grant}\n{grant_revision}\n".encode("utf-8") + body
+
+
+MAX_BATCH = 1024
+BATCH_RE = re.compile(r"^(0|[1-9][0-9]{0,4})/(0|[1-9][0-9]{0,4})$")
+
+
+def b64(value, name):
+    """Base64 in the standard alphabet with padding, decoded strictly."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"malformed {name}") from None
+
+
+def sha256(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def root_from_path(index, size, leaf, path):
+    """The root a leaf at `index` of a tree of `size` leads to along `path` (RFC 9162
+    §2.1.3.2), or None when the path is too short or too long."""
+    if index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = sha256(b"\x01", p, r)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = sha256(b"\x01", r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def batch_statement(headers, key_id, audience, signed):
+    """The statement a delivery's batch signature must cover, rebuilt from its salt, leaf
+    index, tree size and path; raises ValueError when the seal is malformed."""
+    salt = b64(header(headers, "govbus-salt"), "govbus-salt")
+    if len(salt) != 16:
+        raise ValueError("malformed govbus-salt")
+    m = BATCH_RE.match(header(headers, "govbus-batch"))
+    if not m:
+        raise ValueError("malformed govbus-batch")
+    index, size = int(m.group(1)), int(m.group(2))
+    if size == 0 or size > MAX_BATCH:
+        raise ValueError(f"a batch of {size} messages")
+    raw = b64(header(headers, "govbus-proof"), "govbus-proof")
+    if len(raw) % 32:
+        raise ValueError("malformed govbus-proof")
+    path = [raw[i:i + 32] for i in range(0, len(raw), 32)]
+    root = root_from_path(index, size, sha256(b"\x00", salt, signed), path)
+    if root is None:
+        raise ValueError("an inclusion path of the wrong length")
+    return f"govbus-batch-v1\n{key_id}\n{audience}\n{size}\n{root.hex()}".encode("utf-8")
+
+
+def decode(properties, body, platform_keys, schemas, agency):
     """Verifies and decodes one delivery; raises ValueError when it must be dead-lettered."""
     headers = properties.headers or {}
     message_id = properties.message_id
@@ -181,11 +263,14 @@ def decode(properties, body, platform_keys, schemas):
     item = header(headers, "govbus-item")
     version = int(header(headers, "govbus-version"))
     op = header(headers, "govbus-op")
-    signature = base64.b64decode(header(headers, "govbus-signature"))
-    key_id = headers.get("govbus-key-id")
-    if isinstance(key_id, bytes):
-        key_id = key_id.decode("utf-8")
-    platform_keys.verify(key_id, signature, signed_bytes(message_id, item, version, op, body))
+    grant = header(headers, "govbus-grant")
+    grant_revision = int(header(headers, "govbus-grant-revision"))
+    key_id = header(headers, "govbus-key-id")
+    signature = b64(header(headers, "govbus-signature"), "govbus-signature")
+    signed = delivery_bytes(message_id, item, version, op, grant, grant_revision, body)
+    # The audience is this agency: a batch signed for another recipient does not verify.
+    statement = batch_statement(headers, key_id, agency, signed)
+    platform_keys.verify(key_id, signature, statement)
     if body[:2] != MAGIC or len(body) < 10:
         raise ValueError("not an Avro single-object body")
     fingerprint = body[2:10].hex()
@@ -194,7 +279,7 @@ def decode(properties, body, platform_keys, schemas):
     return {
         "message_id": message_id,
         "item": item,
-        "grant": header(headers, "govbus-grant"),
+        "grant": grant,
         "version": version,
         "op": op,
         "fingerprint": fingerprint,
@@ -212,13 +297,14 @@ def main():
     ap.add_argument("--env-file", required=True, help="the file `govbus provision` wrote for your agency")
     ap.add_argument("--amqp-url", help="overrides GOVBUS__AMQP__URL of the env file")
     ap.add_argument("--router-url", help="overrides GOVBUS_ROUTER_URL of the env file")
-    ap.add_argument("--count", type=int, help="stop after this many deliveries")
+    ap.add_argument("--count", type=int, help="stop after this many deliveries (refused ones count)")
     ap.add_argument("--idle-seconds", type=float, help="stop when nothing arrives for this long")
     args = ap.parse_args()
     env = read_env_file(args.env_file)
     amqp_url = args.amqp_url or env["GOVBUS__AMQP__URL"]
     router_url = args.router_url or env.get("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200")
     queue = env["GOVBUS_QUEUE"]
+    agency = env["GOVBUS_AGENCY"]
     platform_keys = PlatformKeys(env["GOVBUS_PLATFORM_PUBLIC_KEY"], env.get("GOVBUS_PLATFORM_KEY_ID"), router_url)
     schemas = Schemas(router_url)
 
@@ -236,7 +322,7 @@ def main():
                 channel.basic_ack(method.delivery_tag)
                 continue
             try:
-                delivery = decode(properties, body, platform_keys, schemas)
+                delivery = decode(properties, body, platform_keys, schemas, agency)
             except (ValueError, KeyError) as e:
                 print(f"rejected {properties.message_id}: {e} (dead-lettered to {queue}.dlq)", file=sys.stderr)
                 channel.basic_reject(method.delivery_tag, requeue=False)

@@ -38,7 +38,8 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 async fn keys(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     Json(json!({
         "keys": s.platform.published_keys,
-        "signed_bytes": "message_id LF item LF version LF op LF body",
+        "signed_bytes": "message_id LF item LF version LF op LF grant LF grant revision LF body",
+        "batch": "leaf = SHA-256(00 ‖ govbus-salt ‖ signed bytes); RFC 9162 Merkle tree; Ed25519 over `govbus-batch-v1 LF key id LF audience (your agency id) LF tree size LF hex root`; headers govbus-salt, govbus-batch (index/size), govbus-proof (path), govbus-signature",
         "endorsement": "the previous key signs message_id `govbus-key-endorsement`, item = the new key id, version 0, op upsert, body = the new 32-byte public key",
     }))
 }

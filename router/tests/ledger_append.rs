@@ -18,6 +18,14 @@ fn entry(message_id: &str, version: i64) -> Entry {
         department: "police".into(),
         dept_key_id: "police-2026".into(),
         dept_signature: "sig".into(),
+        // Rows of both kinds verify: with a department batch proof, and without (written
+        // before batch signatures).
+        dept_proof: (version % 2 == 0).then(|| ledger::DeptProof {
+            signature: "sig".into(),
+            statement: "govbus-batch-v1\npolice-2026\ningest\n2\n00".into(),
+            leaf: 1,
+            path: vec![7; 32],
+        }),
         source_time_ms: None,
         replay: None,
     }

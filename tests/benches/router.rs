@@ -180,9 +180,7 @@ async fn main() {
     let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
     let (mut cpu_base, mut cpu_ours) = (Vec::new(), Vec::new());
     for round in 0..rounds as u64 {
-        let msgs: Vec<OutgoingMessage> = (0..RECORDS)
-            .map(|i| record(&signer, &ids, round * RECORDS + i, now_ms()))
-            .collect();
+        let msgs: Vec<OutgoingMessage> = records(&signer, &ids, round * RECORDS, RECORDS, now_ms());
         let others = || {
             (
                 govbus_tests::proc_cpu_secs_named("beam.smp"),

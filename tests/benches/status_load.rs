@@ -117,9 +117,7 @@ async fn main() {
     let mut n = 0u64;
     for round in 0..rounds {
         let mut batch = || {
-            let m: Vec<OutgoingMessage> = (0..RECORDS)
-                .map(|i| record(&signer, &ids, n * RECORDS + i, now_ms()))
-                .collect();
+            let m: Vec<OutgoingMessage> = records(&signer, &ids, n * RECORDS, RECORDS, now_ms());
             n += 1;
             m
         };

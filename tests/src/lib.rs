@@ -457,6 +457,23 @@ impl Got {
             other => panic!("header {name}: {other:?}"),
         }
     }
+
+    /// Checks the message's batch signature for `audience` with `key`, as a receiver does.
+    pub fn verify_batch(
+        &self,
+        verifier: &bus_schemas::batch::Verifier,
+        key: &ed25519_dalek::VerifyingKey,
+        audience: &str,
+    ) -> Result<bus_schemas::batch::Proof, bus_schemas::batch::VerifyError> {
+        let mut h = FieldTable::default();
+        for (k, v) in &self.headers {
+            h.insert(k.as_str().into(), v.clone());
+        }
+        let props = lapin::BasicProperties::default()
+            .with_message_id(self.message_id.as_str().into())
+            .with_headers(h);
+        bus_schemas::amqp::seal::verify(verifier, key, audience, &props, &self.body)
+    }
 }
 
 /// Consumes (and acks) everything in a queue, stopping after `idle` without a message.

@@ -5,7 +5,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::{citizen, World};
+use common::{citizen, Got, World};
 use govbus_tests::{python, workspace_root};
 
 /// The file `govbus provision` would write for `agency`, pointed at this world.
@@ -29,7 +29,9 @@ fn env_file(w: &World, agency: &str) -> PathBuf {
 
 /// Five police records under the provisioned platform key; then a platform key rotation
 /// (`platform-2027`, endorsed by `platform-test`) and five more. The env files keep the old key.
-async fn deliveries_across_a_platform_key_rotation(w: &mut World) {
+/// Civil's queue then holds every batch-signature case first ([`World::publish_batch_cases`]),
+/// then the router's ten deliveries again. Returns the cases.
+async fn deliveries_across_a_platform_key_rotation(w: &mut World) -> common::BatchCases {
     w.start_router().await;
     let cfg = w.police(0, 5, 1);
     w.run_adapter(&cfg);
@@ -38,6 +40,74 @@ async fn deliveries_across_a_platform_key_rotation(w: &mut World) {
     let cfg = w.police(5, 10, 1);
     w.run_adapter(&cfg);
     w.settle(Duration::from_millis(300)).await;
+    let real = w.drain("agency.civil", Duration::from_millis(300)).await;
+    assert_eq!(real.len(), 10);
+    let cases = w.publish_batch_cases("civil", &real[0]).await;
+    let again: Vec<_> = real
+        .iter()
+        .map(|g| bus_schemas::amqp::OutgoingMessage {
+            exchange: "govbus.deliver".into(),
+            routing_key: "civil".into(),
+            body: g.body.clone(),
+            properties: lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(g.message_id.as_str().into())
+                .with_headers({
+                    let mut h = lapin::types::FieldTable::default();
+                    for (k, v) in &g.headers {
+                        h.insert(k.as_str().into(), v.clone());
+                    }
+                    h
+                }),
+        })
+        .collect();
+    w.publish(&again).await;
+    cases
+}
+
+/// Splits a kit's civil lines into the router's deliveries and the good batches, checking
+/// that no forgery was printed and every good batch was.
+fn router_lines(
+    lines: Vec<serde_json::Value>,
+    cases: &common::BatchCases,
+) -> Vec<serde_json::Value> {
+    let id = |l: &serde_json::Value| l["message_id"].as_str().unwrap().to_string();
+    assert!(
+        lines.iter().all(|l| !id(l).starts_with("forged")),
+        "a forgery was accepted"
+    );
+    let (batches, router): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|l| id(l).starts_with("batch"));
+    assert_eq!(
+        batches.len(),
+        cases.good,
+        "batches of 1, 2, 3, 5 and 1,024 verify"
+    );
+    router
+}
+
+/// After the platform key `platform-test` expired: a delivery under `platform-2027` (it
+/// teaches the kit the listing), then one sealed with `platform-test`, which must be refused.
+async fn expired_key_case(w: &mut World, template: &Got) {
+    w.expire_previous_platform_key().await;
+    let fresh = w.sealed_copies(
+        template,
+        "civil",
+        &w.platform_signer("platform-2027"),
+        "civil",
+        "fresh",
+        1,
+    );
+    let expired = w.sealed_copies(
+        template,
+        "civil",
+        &w.platform_signer("platform-test"),
+        "civil",
+        "expired",
+        1,
+    );
+    w.publish(&fresh).await;
+    w.publish(&expired).await;
 }
 
 /// Ten police records, five signed with the provisioned platform key and five after a rotation
@@ -81,21 +151,47 @@ fn lines(out: std::process::Output) -> Vec<serde_json::Value> {
 async fn python_kit_reads_full_and_pseudonymised_deliveries() {
     let python = python().unwrap();
     let mut w = World::new().await;
-    deliveries_across_a_platform_key_rotation(&mut w).await;
+    let cases = deliveries_across_a_platform_key_rotation(&mut w).await;
     let kit = workspace_root().join("examples/agency-python/agency.py");
+    let envs: std::collections::HashMap<&str, PathBuf> = ["civil", "health"]
+        .into_iter()
+        .map(|a| (a, env_file(&w, a)))
+        .collect();
     let run = |agency: &str, count: &str| {
         let out = Command::new(&python)
             .arg(&kit)
             .arg("--env-file")
-            .arg(env_file(&w, agency))
+            .arg(&envs[agency])
             .args(["--count", count, "--idle-seconds", "20"])
             .output()
             .unwrap();
         lines(out)
     };
-    let civil = run("civil", "10");
+    let total = (cases.bad + cases.good + 10).to_string();
+    let civil = router_lines(run("civil", &total), &cases);
     let health = run("health", "10");
     check_kit_output(&civil, &health);
+    assert_eq!(
+        w.count("agency.civil.dlq").await,
+        cases.bad as u32,
+        "every forgery dead-lettered"
+    );
+    let template = w.drain("agency.health", Duration::from_millis(100)).await;
+    assert!(template.is_empty(), "the kit acked health's");
+    let civil_template = civil_template(&w).await;
+    expired_key_case(&mut w, &civil_template).await;
+    let after = run("civil", "2");
+    assert_eq!(
+        after.len(),
+        1,
+        "only the delivery under the key in force: {after:?}"
+    );
+    assert_eq!(after[0]["message_id"], "fresh-0");
+    assert_eq!(
+        w.count("agency.civil.dlq").await,
+        cases.bad as u32 + 1,
+        "the expired key's delivery dead-lettered"
+    );
     // `govbus schemas export --agency` writes exactly the writer schemas the agency receives.
     let dir = w.path("health-schemas");
     let status = govbus_tests::Process::command("govbus")
@@ -114,20 +210,23 @@ async fn python_kit_reads_full_and_pseudonymised_deliveries() {
         .all(|l| l["fingerprint"] == household["fingerprint"]));
     assert!(dir.join(household["file"].as_str().unwrap()).exists());
     assert_eq!(w.count("agency.civil").await, 0, "the kit acked");
-    assert_eq!(w.count("agency.civil.dlq").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_kit_reads_full_and_pseudonymised_deliveries() {
     let mut w = World::new().await;
-    deliveries_across_a_platform_key_rotation(&mut w).await;
+    let cases = deliveries_across_a_platform_key_rotation(&mut w).await;
     let kit = workspace_root().join("examples/agency-java/run.sh");
     let build = w.path("java-build");
+    let envs: std::collections::HashMap<&str, PathBuf> = ["civil", "health"]
+        .into_iter()
+        .map(|a| (a, env_file(&w, a)))
+        .collect();
     let run = |agency: &str, count: &str| {
         let out = Command::new(&kit)
             .env("AGENCY_JAVA_BUILD", &build)
             .arg("--env-file")
-            .arg(env_file(&w, agency))
+            .arg(&envs[agency])
             .args(["--count", count, "--idle-seconds", "30"])
             .output()
             .expect(
@@ -135,9 +234,37 @@ async fn java_kit_reads_full_and_pseudonymised_deliveries() {
             );
         lines(out)
     };
-    let civil = run("civil", "10");
+    let total = (cases.bad + cases.good + 10).to_string();
+    let civil = router_lines(run("civil", &total), &cases);
     let health = run("health", "10");
     check_kit_output(&civil, &health);
     assert_eq!(w.count("agency.health").await, 0, "the kit acked");
     assert_eq!(w.count("agency.health.dlq").await, 0);
+    assert_eq!(
+        w.count("agency.civil.dlq").await,
+        cases.bad as u32,
+        "every forgery dead-lettered"
+    );
+    let civil_template = civil_template(&w).await;
+    expired_key_case(&mut w, &civil_template).await;
+    let after = run("civil", "2");
+    assert_eq!(
+        after.len(),
+        1,
+        "only the delivery under the key in force: {after:?}"
+    );
+    assert_eq!(after[0]["message_id"], "fresh-0");
+    assert_eq!(
+        w.count("agency.civil.dlq").await,
+        cases.bad as u32 + 1,
+        "the expired key's delivery dead-lettered"
+    );
+}
+
+/// A delivery to civil to copy: one more police record, routed.
+async fn civil_template(w: &World) -> Got {
+    let cfg = w.police(10, 11, 1);
+    w.run_adapter(&cfg);
+    let got = w.drain_until_delivered("agency.civil", 1, 30).await;
+    got.into_iter().next().unwrap()
 }

@@ -9,11 +9,7 @@ use std::{
 };
 
 use common::{citizen, World};
-use lapin::{
-    options::BasicPublishOptions,
-    types::{AMQPValue, FieldTable, LongString},
-    BasicProperties,
-};
+use lapin::{options::BasicPublishOptions, types::FieldTable, BasicProperties};
 
 async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
@@ -252,44 +248,60 @@ async fn webhook_sink_retries_then_dead_letters() {
     );
 }
 
-/// `govbus-agency tail` prints each verified record once as a JSON line, and dead-letters a message
-/// whose platform signature does not verify.
+/// `govbus-agency tail` prints each verified record once as a JSON line: batches of 1, 2, 3, 5
+/// and 1,024 verify; each forgery of a batch signature (a flipped body byte or salt, a changed
+/// grant, a wrong leaf index, a path from another batch, a path one hash short or long, a size
+/// of 0 or 1,025, a batch signed for another agency, a key past its `valid_until`) is
+/// dead-lettered, and nothing of it is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_prints_verified_records_and_dead_letters_forgeries() {
+async fn tail_verifies_batches_and_dead_letters_every_forgery() {
     let mut w = World::new().await;
     w.start_router().await;
     let cfg = w.police(0, 5, 1);
     w.run_adapter(&cfg);
     w.settle(Duration::from_millis(300)).await;
-    // A forged delivery: a real body from the health queue, re-sent with a bad signature.
-    let real = w.drain("agency.health", Duration::from_millis(300)).await;
+    let real = w.drain("agency.civil", Duration::from_millis(300)).await;
     assert_eq!(real.len(), 5);
+    let cases = w.publish_batch_cases("civil", &real[0]).await;
+    // The router's own five, sent again after the cases.
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let mut headers = FieldTable::default();
-    for (k, v) in &real[0].headers {
-        headers.insert(k.as_str().into(), v.clone());
+    for g in &real {
+        let mut headers = FieldTable::default();
+        for (k, v) in &g.headers {
+            headers.insert(k.as_str().into(), v.clone());
+        }
+        ch.basic_publish(
+            "govbus.deliver".into(),
+            "civil".into(),
+            BasicPublishOptions::default(),
+            &g.body,
+            BasicProperties::default()
+                .with_message_id(g.message_id.as_str().into())
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
-    headers.insert(
-        "govbus-signature".into(),
-        AMQPValue::LongString(LongString::from("AAAA".repeat(22) + "AA==")),
-    );
-    ch.basic_publish(
-        "govbus.deliver".into(),
-        "civil".into(),
-        BasicPublishOptions::default(),
-        &real[0].body,
-        BasicProperties::default()
-            .with_message_id(real[0].message_id.as_str().into())
-            .with_delivery_mode(2)
-            .with_headers(headers),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
     let _ = conn.close(200, "ok".into()).await;
-    let lines = w.tail("civil", 6).await;
+    let all = w
+        .tail("civil", (cases.bad + cases.good + real.len()) as u64)
+        .await;
+    assert_eq!(
+        all.len(),
+        cases.good + real.len(),
+        "every good batch and the router's own deliveries, no forgery"
+    );
+    assert!(all
+        .iter()
+        .all(|l| !l["message_id"].as_str().unwrap().starts_with("forged")));
+    let lines: Vec<_> = all
+        .into_iter()
+        .filter(|l| !l["message_id"].as_str().unwrap().starts_with("batch"))
+        .collect();
     assert_eq!(lines.len(), 5, "the five records, not the forgery");
     let mut names: Vec<&str> = lines
         .iter()
@@ -303,9 +315,46 @@ async fn tail_prints_verified_records_and_dead_letters_forgeries() {
             && l["key"] == l["record"]["citizen_id_number"]
     ));
     // The broker dead-letters a rejected message from a quorum queue asynchronously.
-    wait_for(10, "the forgery is dead-lettered", || async {
-        w.count("agency.civil.dlq").await == 1
+    let bad = cases.bad as u32;
+    wait_for(10, "every forgery is dead-lettered", || async {
+        w.count("agency.civil.dlq").await == bad
     })
     .await;
     assert_eq!(w.count("agency.civil").await, 0);
+
+    // A key past its valid_until: after a rotation, platform-test expires. A delivery under
+    // the new key teaches tail the listing; one sealed with platform-test is then refused.
+    w.rotate_platform_key().await;
+    w.expire_previous_platform_key().await;
+    let fresh = w.sealed_copies(
+        &real[0],
+        "civil",
+        &w.platform_signer("platform-2027"),
+        "civil",
+        "fresh",
+        1,
+    );
+    let expired = w.sealed_copies(
+        &real[0],
+        "civil",
+        &w.platform_signer("platform-test"),
+        "civil",
+        "expired",
+        1,
+    );
+    w.publish(&fresh).await;
+    w.publish(&expired).await;
+    let lines = w.tail("civil", 2).await;
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the delivery under the key in force: {lines:?}"
+    );
+    assert_eq!(lines[0]["message_id"], "fresh-0");
+    wait_for(
+        10,
+        "the expired key's delivery is dead-lettered",
+        || async { w.count("agency.civil.dlq").await == bad + 1 },
+    )
+    .await;
 }

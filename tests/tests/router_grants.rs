@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use bus_schemas::{
     split_header,
-    wire::{self, header, Op, Signer},
+    wire::{self, header, Signer},
     RecordType, Registry,
 };
 use common::{citizen, uscc, Got, World};
@@ -45,18 +45,13 @@ async fn open(w: &World, g: &Got, full: &RecordType) -> Json {
         g.header_str(header::KEY_ID),
         keys["keys"][0]["key_id"].as_str().unwrap()
     );
-    let op = Op::parse(&g.header_str(header::OP)).unwrap();
+    // A delivery batch is signed for its agency (the routing key) and no other.
+    let verifier = bus_schemas::batch::Verifier::new();
+    g.verify_batch(&verifier, &pk, &g.routing_key)
+        .unwrap_or_else(|e| panic!("platform batch signature for {}: {e}", g.routing_key));
     assert!(
-        wire::verify(
-            &pk,
-            &g.header_str(header::SIGNATURE),
-            &g.message_id,
-            &g.header_str(header::ITEM),
-            g.header_i64(header::VERSION),
-            op,
-            &g.body
-        ),
-        "platform signature"
+        g.verify_batch(&verifier, &pk, "someone_else").is_err(),
+        "a delivery batch verifies for its own agency only"
     );
     let value = writer.decode_datum_as(full, datum).unwrap();
     let mut json = full.value_to_json(&value).unwrap();
@@ -83,7 +78,6 @@ async fn publish_raw(
 ) {
     let body = rt.encode_json(&doc).unwrap();
     let id = format!("raw-{routing_key}-{}", body.len());
-    let sig = signer.sign(&id, item, 1, Op::Upsert, &body);
     let (dept, _) = routing_key.split_once('.').unwrap();
     let mut h = FieldTable::default();
     let s = |v: &str| AMQPValue::LongString(LongString::from(v));
@@ -91,8 +85,16 @@ async fn publish_raw(
     h.insert(header::ITEM.into(), s(item));
     h.insert(header::VERSION.into(), AMQPValue::LongLongInt(1));
     h.insert(header::OP.into(), s("upsert"));
-    h.insert(header::KEY_ID.into(), s(&signer.key_id));
-    h.insert(header::SIGNATURE.into(), s(&sig));
+    let mut m = bus_schemas::amqp::OutgoingMessage {
+        exchange: String::new(),
+        routing_key: String::new(),
+        body,
+        properties: BasicProperties::default()
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_headers(h),
+    };
+    bus_schemas::amqp::seal::seal(signer, bus_schemas::batch::AUDIENCE_INGEST, [&mut m]).unwrap();
+    let (body, h) = (m.body, m.properties.headers().clone().unwrap());
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();

@@ -4,7 +4,10 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use bus_schemas::{keys, wire::Op, Registry};
+use bus_schemas::{
+    amqp::{seal, OutgoingMessage},
+    batch, keys, Registry,
+};
 use common::{citizen, World};
 use govbus_tests::Process;
 use lapin::{
@@ -30,19 +33,26 @@ async fn hostile_messages_are_refused_with_their_reason() {
     let good = rt
         .encode_json(&serde_json::json!({"citizen_id_number": citizen(1), "name": "居民1"}))
         .unwrap();
-    // Headers of a message signed by the police key over `body`, claiming `dept`.
+    // Headers of a message batch-signed (a batch of one) by the police key over `body`,
+    // claiming `dept`.
     let signed = |item: &str, body: &[u8], dept: &str| {
         let id = format!("hostile-{}", body.len());
-        let sig = police.sign(&id, item, 1, Op::Upsert, body);
         let mut h = FieldTable::default();
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         h.insert("govbus-department".into(), s(dept));
         h.insert("govbus-item".into(), s(item));
         h.insert("govbus-version".into(), AMQPValue::LongLongInt(1));
         h.insert("govbus-op".into(), s("upsert"));
-        h.insert("govbus-key-id".into(), s("police-2026"));
-        h.insert("govbus-signature".into(), s(&sig));
-        h
+        let mut m = OutgoingMessage {
+            exchange: String::new(),
+            routing_key: String::new(),
+            body: body.to_vec(),
+            properties: BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_headers(h),
+        };
+        seal::seal(&police, batch::AUDIENCE_INGEST, [&mut m]).unwrap();
+        m.properties.headers().clone().unwrap()
     };
     let mut wrong_magic = good.clone();
     wrong_magic[0] = b'{';

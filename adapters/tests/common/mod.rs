@@ -12,6 +12,7 @@ use adapters::config::AdapterConfig;
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use bus_schemas::{
     amqp::topology,
+    batch,
     validate::{citizen_id, credit_code},
     wire::{self, header, Op},
     Registry,
@@ -192,6 +193,8 @@ pub fn check_records(
         .unwrap();
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).unwrap();
     let reg = Registry::standard();
+    let verifier = batch::Verifier::new();
+    let mut signatures = HashSet::new();
     let mut by_key: HashMap<String, HashSet<String>> = HashMap::new();
     for g in got {
         assert_eq!(g.content_type, wire::AVRO_CONTENT_TYPE);
@@ -204,18 +207,22 @@ pub fn check_records(
         let op = Op::parse(&g.header_str(header::OP)).unwrap();
         assert!(g.header_i64(header::SOURCE_TIME_MS) > 0);
         assert_eq!(g.message_id.len(), 64, "hex HMAC-SHA256 message id");
+        let seal = batch::Seal {
+            key_id: g.header_str(header::KEY_ID),
+            salt: g.header_str(header::SALT),
+            signature: g.header_str(header::SIGNATURE),
+            batch: g.header_str(header::BATCH),
+            proof: g.header_str(header::PROOF),
+        };
+        let signed = batch::signed_bytes(&g.message_id, item, version, op, None, &g.body);
+        verifier
+            .verify(&vk, batch::AUDIENCE_INGEST, &seal, &signed)
+            .unwrap_or_else(|e| panic!("the batch signature must verify for `ingest`: {e}"));
         assert!(
-            wire::verify(
-                &vk,
-                &g.header_str(header::SIGNATURE),
-                &g.message_id,
-                item,
-                version,
-                op,
-                &g.body
-            ),
-            "signature must verify"
+            verifier.verify(&vk, "police", &seal, &signed).is_err(),
+            "a department batch is signed for `ingest` only"
         );
+        signatures.insert(seal.signature);
         let (_, json) = reg.decode_to_json(&g.body).unwrap();
         let key = json
             .pointer(key_field)
@@ -230,6 +237,15 @@ pub fn check_records(
         }
         assert!(!g.message_id.contains(&key));
         by_key.entry(key).or_default().insert(g.message_id.clone());
+    }
+    // Rows prepared together share one signature (a batch holds at most 1,024).
+    if got.len() >= 300 {
+        assert!(
+            signatures.len() * 2 <= got.len() && signatures.len() >= got.len().div_ceil(1024),
+            "{} signatures for {} records: rows are not batch-signed",
+            signatures.len(),
+            got.len()
+        );
     }
     by_key
 }

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod headers;
 pub mod process;
 pub mod publish;
+pub mod seal;
 pub mod topology;
 
 pub use config::AmqpConfig;

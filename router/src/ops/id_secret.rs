@@ -23,7 +23,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bus_schemas::wire::IdKey;
+use bus_schemas::{amqp::OutgoingMessage, wire::IdKey};
 use futures::TryStreamExt;
 use sqlx::{postgres::PgConnection, Connection, PgPool, Row};
 
@@ -256,38 +256,47 @@ async fn rehash(
     let kept = sqlx::query("SELECT id, entry, headers, body FROM pending_deliveries ORDER BY id")
         .fetch_all(&mut *tx)
         .await?;
+    // Each agency's kept deliveries are sealed again as batches under their new ids.
+    let mut by_agency: BTreeMap<String, Vec<(i64, crate::store::ledger::Entry, OutgoingMessage)>> =
+        Default::default();
     for r in kept {
+        let id: i64 = r.get(0);
         let mut entry: crate::store::ledger::Entry = serde_json::from_value(r.get(1))?;
-        let mut headers: serde_json::Value = r.get(2);
-        let body: Vec<u8> = r.get(3);
-        let op = bus_schemas::wire::Op::parse(&entry.op).ok_or_else(|| {
-            anyhow::anyhow!("kept delivery {} has op `{}`", r.get::<i64, _>(0), entry.op)
-        })?;
+        let headers: serde_json::Value = r.get(2);
         entry.message_id = new.delivery_message_id(
             &entry.agency,
             &entry.grant_id,
             entry.grant_revision,
             &entry.ingest_id,
         );
-        headers[bus_schemas::wire::header::SIGNATURE] = serde_json::Value::String(signer.sign(
-            &entry.message_id,
-            &entry.item,
-            entry.version,
-            op,
-            &body,
-        ));
-        headers[bus_schemas::wire::header::KEY_ID] =
-            serde_json::Value::String(signer.key_id.clone());
-        sqlx::query(
-            "UPDATE pending_deliveries SET message_id = $2, entry = $3, headers = $4 WHERE id = $1",
-        )
-        .bind(r.get::<i64, _>(0))
-        .bind(&entry.message_id)
-        .bind(serde_json::to_value(&entry)?)
-        .bind(&headers)
-        .execute(&mut *tx)
-        .await?;
-        out.kept += 1;
+        let message = OutgoingMessage {
+            exchange: String::new(),
+            routing_key: entry.agency.clone(),
+            body: r.get(3),
+            properties: lapin::BasicProperties::default()
+                .with_message_id(entry.message_id.as_str().into())
+                .with_headers(crate::store::headers_from_json(&headers)),
+        };
+        by_agency
+            .entry(entry.agency.clone())
+            .or_default()
+            .push((id, entry, message));
+    }
+    for (agency, mut rows) in by_agency {
+        bus_schemas::amqp::seal::seal(&signer, &agency, rows.iter_mut().map(|(_, _, m)| m))
+            .map_err(|e| anyhow::anyhow!("cannot seal the kept deliveries to {agency}: {e}"))?;
+        for (id, entry, message) in rows {
+            sqlx::query(
+                "UPDATE pending_deliveries SET message_id = $2, entry = $3, headers = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&entry.message_id)
+            .bind(serde_json::to_value(&entry)?)
+            .bind(crate::store::headers_json(message.properties.headers().as_ref()))
+            .execute(&mut *tx)
+            .await?;
+            out.kept += 1;
+        }
     }
     sqlx::query("INSERT INTO id_secret_versions (version, check_value) VALUES ($1, $2)")
         .bind(version)

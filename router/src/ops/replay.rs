@@ -12,7 +12,6 @@ use bus_schemas::{
         Connector,
     },
     validate::today_in_shanghai,
-    wire::{self, Op},
 };
 use futures::TryStreamExt;
 use lapin::{
@@ -169,7 +168,7 @@ pub async fn replay_records(
             let props = BasicProperties::default()
                 .with_message_id(ingest_id.as_str().into())
                 .with_headers(crate::store::headers_from_json(&headers));
-            match platform.route(routing, received, today, &routing_key, &props, &body, false) {
+            match platform.route(routing, received, today, &routing_key, &props, &body) {
                 Outcome::Deliver { deliveries, .. } => {
                     let mut any = false;
                     for mut p in deliveries.into_iter().filter(|p| p.entry.agency == agency) {
@@ -180,19 +179,7 @@ pub async fn replay_records(
                             p.entry.grant_revision,
                             &format!("{}|{}", out.id, p.entry.ingest_id),
                         );
-                        let op = Op::parse(&p.entry.op).unwrap_or(Op::Upsert);
-                        let signature = platform.signer.sign(
-                            &id,
-                            &p.entry.item,
-                            p.entry.version,
-                            op,
-                            &p.message.body,
-                        );
                         let mut h = p.message.properties.headers().clone().unwrap_or_default();
-                        h.insert(
-                            wire::header::SIGNATURE.into(),
-                            AMQPValue::LongString(LongString::from(signature)),
-                        );
                         h.insert(
                             "govbus-replay".into(),
                             AMQPValue::LongString(LongString::from(out.id.as_str())),
@@ -226,6 +213,8 @@ pub async fn replay_records(
             }
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
+            // The replay's deliveries are sealed under their replay ids, a batch at a time.
+            crate::routing::route::seal_deliveries(&platform.signer, batch.iter_mut())?;
             let confirms = publish_all(&ch, batch.iter().map(|p| &p.message))
                 .await
                 .into_iter()

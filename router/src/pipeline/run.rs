@@ -274,23 +274,8 @@ async fn intake(
         let decided = tokio::task::spawn_blocking(move || {
             let (received, today) = (chrono::Utc::now(), today_in_shanghai());
             let decide_all = |part: Vec<Delivery>| {
-                // The department signatures of the part at once (2–3× cheaper than one by
-                // one); if one fails, each is checked on its own to find it.
-                let claims: Vec<Option<wire::Claim>> = part
-                    .iter()
-                    .map(|d| {
-                        crate::routing::route::claim(
-                            &routing,
-                            d.routing_key.as_str(),
-                            &d.properties,
-                            &d.data,
-                        )
-                    })
-                    .collect();
-                let all_good = wire::verify_all(claims.iter().flatten());
                 part.into_iter()
-                    .zip(claims)
-                    .map(|(d, claim)| {
+                    .map(|d| {
                         let outcome = decide.platform.route(
                             &routing,
                             received,
@@ -298,24 +283,32 @@ async fn intake(
                             d.routing_key.as_str(),
                             &d.properties,
                             &d.data,
-                            all_good && claim.is_some(),
                         );
                         (d, outcome)
                     })
                     .collect::<Vec<_>>()
             };
-            if deliveries.len() < 64 {
-                return decide_all(deliveries);
-            }
-            let second = deliveries.split_off(deliveries.len() / 2);
-            std::thread::scope(|s| {
-                let other = s.spawn(|| decide_all(second));
-                let mut out = decide_all(deliveries);
-                out.extend(other.join().expect("deciding a batch half panicked"));
-                out
-            })
+            let mut decided = if deliveries.len() < 64 {
+                decide_all(deliveries)
+            } else {
+                let second = deliveries.split_off(deliveries.len() / 2);
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| decide_all(second));
+                    let mut out = decide_all(deliveries);
+                    out.extend(other.join().expect("deciding a batch half panicked"));
+                    out
+                })
+            };
+            // Each agency's deliveries of this batch are one delivery batch: one signature.
+            let planned = decided.iter_mut().flat_map(|(_, o)| match o {
+                Outcome::Deliver { deliveries, .. } => deliveries.iter_mut(),
+                _ => [].iter_mut(),
+            });
+            crate::routing::route::seal_deliveries(&decide.platform.signer, planned)
+                .map_err(|e| anyhow::anyhow!("cannot sign the deliveries of a batch: {e}"))?;
+            anyhow::Ok(decided)
         })
-        .await?;
+        .await??;
         let batch = prepare(&shared, decided, &publish, started, &mut recent).await?;
         if tx.send(batch).await.is_err() {
             return Ok(()); // the second stage failed; its error ends the session

@@ -44,6 +44,10 @@ pub struct Routing {
     pub catalogue: Catalogue,
     /// Item id → compiled item.
     pub items: HashMap<String, CompiledItem>,
+    /// Department batch statements already verified. A reload starts a new cache, so a key
+    /// the new catalogue revokes or drops has nothing cached; a key found out of force
+    /// while routing has its entries forgotten at once.
+    pub verifier: bus_schemas::batch::Verifier,
 }
 
 /// Projections built so far, by record type and granted fields: a reload that keeps a grant's
@@ -113,7 +117,11 @@ impl Routing {
                 },
             );
         }
-        Ok(Routing { catalogue, items })
+        Ok(Routing {
+            catalogue,
+            items,
+            verifier: bus_schemas::batch::Verifier::new(),
+        })
     }
 }
 

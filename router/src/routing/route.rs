@@ -1,12 +1,15 @@
 //! What the router does with one ingest message, without I/O: check it (headers, department,
-//! signature, schema), then for each grant in force project, pseudonymise, encode and sign
-//! one delivery. The caller publishes, writes the ledger and acks.
+//! batch signature, schema), then for each grant in force project, pseudonymise and encode
+//! one delivery. The caller seals each agency's deliveries of a batch as one batch
+//! ([`seal_deliveries`]), publishes, writes the ledger and acks.
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use bus_schemas::{
     amqp::{
         headers::{header_i64, header_str},
-        OutgoingMessage,
+        seal, OutgoingMessage,
     },
     apache_avro::types::Value,
+    batch::{SignError, AUDIENCE_INGEST},
     split_header,
     wire::{self, header, Op},
 };
@@ -21,7 +24,7 @@ use crate::{
     routing::grants::{strip_union, CompiledGrant, Routing},
     routing::platform::Platform,
     routing::pseudonym::{Pseudonymizer, PSEUDONYM_ID_TYPE},
-    store::ledger::Entry,
+    store::ledger::{DeptProof, Entry},
 };
 
 /// Why a message reaches nobody. Refused messages are acked, counted and kept with the reason.
@@ -177,38 +180,11 @@ pub fn replace_ids(
     }
 }
 
-/// The department signature a message claims, with the catalogue key it names, for checking
-/// a whole batch at once before [`Platform::route`]; `None` when the message lacks what that
-/// takes (`route` then refuses it with the reason).
-pub fn claim(
-    routing: &Routing,
-    routing_key: &str,
-    props: &BasicProperties,
-    body: &[u8],
-) -> Option<wire::Claim> {
-    let h = props.headers().as_ref()?;
-    let (rk_dept, rk_item) = routing_key.split_once('.')?;
-    let key = routing
-        .catalogue
-        .keys
-        .get(rk_dept)?
-        .get(header_str(h, header::KEY_ID)?)?;
-    wire::Claim::new(
-        &key.key,
-        header_str(h, header::SIGNATURE)?,
-        props.message_id().as_ref()?.as_str(),
-        rk_item,
-        header_i64(h, header::VERSION)?,
-        header_str(h, header::OP).and_then(Op::parse)?,
-        body,
-    )
-}
-
 impl Platform {
     /// Decides what to do with one message, received at `received` (the moment the
-    /// department's key must be in force; `today` is its date in Asia/Shanghai).
-    /// `signature_checked`: its [`claim`] was verified in a batch (else it is verified here).
-    #[allow(clippy::too_many_arguments)]
+    /// department's key must be in force; `today` is its date in Asia/Shanghai). The
+    /// department's batch signature is checked for the audience `ingest` through the
+    /// routing's cache of verified statements (one signature per department batch).
     pub fn route(
         &self,
         routing: &Routing,
@@ -217,7 +193,6 @@ impl Platform {
         routing_key: &str,
         props: &BasicProperties,
         body: &[u8],
-        signature_checked: bool,
     ) -> Outcome {
         let empty = FieldTable::default();
         let h = props.headers().as_ref().unwrap_or(&empty);
@@ -227,15 +202,14 @@ impl Platform {
                 format!("routing key `{routing_key}` is not <department>.<item>"),
             );
         };
-        let (Some(dept), Some(item_id), Some(version), Some(op), Some(key_id), Some(signature)) = (
+        let (Some(dept), Some(item_id), Some(version), Some(op), Some(key_id)) = (
             header_str(h, header::DEPARTMENT),
             header_str(h, header::ITEM),
             header_i64(h, header::VERSION),
             header_str(h, header::OP).and_then(Op::parse),
             header_str(h, header::KEY_ID),
-            header_str(h, header::SIGNATURE),
         ) else {
-            return refused(Reason::Malformed, "a govbus header is missing or of the wrong type (department, item, version, op, key id, signature)");
+            return refused(Reason::Malformed, "a govbus header is missing or of the wrong type (department, item, version, op, key id)");
         };
         let Some(ingest_id) = props.message_id().as_ref().map(|m| m.as_str()) else {
             return refused(Reason::Malformed, "no message_id");
@@ -272,21 +246,30 @@ impl Platform {
             );
         };
         if let Some(why) = key.not_in_force(received) {
+            routing.verifier.forget_key(key_id);
             return refused(
                 Reason::KeyNotInForce,
                 format!("key `{key_id}` of department `{rk_dept}` {why}"),
             );
         }
-        if !signature_checked
-            && !wire::verify(&key.key, signature, ingest_id, rk_item, version, op, body)
-        {
-            return refused(
-                Reason::BadSignature,
-                format!(
-                    "the signature does not verify with key `{key_id}` of department `{rk_dept}`"
-                ),
-            );
-        }
+        let proof = match seal::verify(&routing.verifier, &key.key, AUDIENCE_INGEST, props, body) {
+            Ok(p) => p,
+            Err(e) => {
+                return refused(
+                    Reason::BadSignature,
+                    format!(
+                        "the batch signature does not verify with key `{key_id}` of department \
+                         `{rk_dept}` for the audience `{AUDIENCE_INGEST}`: {e}"
+                    ),
+                )
+            }
+        };
+        let dept_proof = DeptProof {
+            signature: B64.encode(&proof.signature),
+            statement: proof.statement,
+            leaf: proof.index,
+            path: proof.path.concat(),
+        };
         let rt = &item.record_type;
         let datum = match split_header(body) {
             Ok((fp, datum)) if fp == rt.fingerprint => datum,
@@ -332,7 +315,7 @@ impl Platform {
                     item: rk_item,
                     department: rk_dept,
                     key_id,
-                    signature,
+                    proof: &dept_proof,
                     ingest_id,
                     key_hash: &key_hash,
                     version,
@@ -391,9 +374,6 @@ impl Platform {
         let message_id =
             self.ids
                 .delivery_message_id(agency, &g.grant.id, g.grant.revision, d.ingest_id);
-        let signature = self
-            .signer
-            .sign(&message_id, d.item, d.version, d.op, &body);
         let mut h = FieldTable::default();
         h.insert(header::DEPARTMENT.into(), long(d.department));
         h.insert(header::ITEM.into(), long(d.item));
@@ -402,8 +382,6 @@ impl Platform {
         if let Some(t) = d.source_time_ms {
             h.insert(header::SOURCE_TIME_MS.into(), AMQPValue::LongLongInt(t));
         }
-        h.insert(header::KEY_ID.into(), long(&self.signer.key_id));
-        h.insert(header::SIGNATURE.into(), long(&signature));
         h.insert(header::GRANT.into(), long(&g.grant.id));
         h.insert(
             header::GRANT_REVISION.into(),
@@ -430,7 +408,8 @@ impl Platform {
                 fields: g.grant.fields.clone(),
                 department: d.department.to_string(),
                 dept_key_id: d.key_id.to_string(),
-                dept_signature: d.signature.to_string(),
+                dept_signature: d.proof.signature.clone(),
+                dept_proof: Some(d.proof.clone()),
                 source_time_ms: d.source_time_ms,
                 replay: None,
             },
@@ -445,12 +424,32 @@ impl Platform {
     }
 }
 
+/// Seals the deliveries of one decided batch: each agency's as one batch for that agency
+/// (DESIGN.md: a delivery batch never mixes recipients), in the order they are published.
+pub fn seal_deliveries<'a>(
+    signer: &wire::Signer,
+    planned: impl IntoIterator<Item = &'a mut Planned>,
+) -> Result<(), SignError> {
+    let mut by_agency: std::collections::BTreeMap<String, Vec<&mut OutgoingMessage>> =
+        Default::default();
+    for p in planned {
+        by_agency
+            .entry(p.entry.agency.clone())
+            .or_default()
+            .push(&mut p.message);
+    }
+    for (agency, messages) in by_agency {
+        seal::seal(signer, &agency, messages)?;
+    }
+    Ok(())
+}
+
 /// What a delivery carries over from the ingest message.
 struct Delivered<'a> {
     item: &'a str,
     department: &'a str,
     key_id: &'a str,
-    signature: &'a str,
+    proof: &'a DeptProof,
     ingest_id: &'a str,
     key_hash: &'a str,
     version: i64,

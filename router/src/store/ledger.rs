@@ -32,8 +32,13 @@ pub struct Entry {
     pub department: String,
     /// The department's key id.
     pub dept_key_id: String,
-    /// The department's signature (base64), kept as proof of origin.
+    /// The department's batch signature (base64), kept as proof of origin (rows written
+    /// before batch signatures hold the message's own signature, and no [`DeptProof`]).
     pub dept_signature: String,
+    /// The rest of the department's proof: with the ingest body and salt (kept where the
+    /// body is), it proves the record alone.
+    #[serde(default)]
+    pub dept_proof: Option<DeptProof>,
     /// When the source changed the record (ms), for latency; not part of the ledger row.
     #[serde(default)]
     pub source_time_ms: Option<i64>,
@@ -41,6 +46,20 @@ pub struct Entry {
     /// record arrived.
     #[serde(default)]
     pub replay: Option<String>,
+}
+
+/// What the ledger keeps of a department's batch signature over an ingest message (DESIGN.md:
+/// the statement, its signature, the leaf index and the path; never the salt or the body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeptProof {
+    /// Base64 of the signature over the statement (also in [`Entry::dept_signature`]).
+    pub signature: String,
+    /// The statement: `govbus-batch-v1`, key id, audience, tree size, hex root.
+    pub statement: String,
+    /// The message's leaf index.
+    pub leaf: u32,
+    /// The inclusion path, leaf to root (32 bytes a hash).
+    pub path: Vec<u8>,
 }
 
 /// Hash of a row: SHA-256 over the previous hash and every column, each length-prefixed.
@@ -73,6 +92,13 @@ fn row_hash(prev: &[u8], seq: i64, e: &Entry, delivered_at_us: i64) -> Vec<u8> {
     if let Some(r) = &e.replay {
         put(b"replay");
         put(r.as_bytes());
+    }
+    // Rows written before batch signatures have no proof and keep their hash.
+    if let Some(p) = &e.dept_proof {
+        put(b"batch");
+        put(p.statement.as_bytes());
+        put(&p.leaf.to_be_bytes());
+        put(&p.path);
     }
     h.finalize().to_vec()
 }
@@ -175,10 +201,10 @@ pub async fn append_checked(
         return Ok(0);
     }
     sqlx::query(
-        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay)
-         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[])
-              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r)",
+        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_statement, dept_leaf, dept_path)
+         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, st, lf, pa
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::text[], $20::int[], $21::bytea[])
+              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, st, lf, pa)",
     )
     .bind(&cols.agency)
     .bind(&cols.seq)
@@ -198,6 +224,9 @@ pub async fn append_checked(
     .bind(&cols.prev)
     .bind(&cols.hash)
     .bind(&cols.replay)
+    .bind(&cols.statement)
+    .bind(&cols.leaf)
+    .bind(&cols.path)
     .execute(&mut **tx)
     .await?;
     let mut ha = Vec::with_capacity(head.len());
@@ -269,6 +298,9 @@ struct Columns<'e> {
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
     replay: Vec<Option<&'e str>>,
+    statement: Vec<Option<&'e str>>,
+    leaf: Vec<Option<i32>>,
+    path: Vec<Option<&'e [u8]>>,
 }
 
 impl<'e> Columns<'e> {
@@ -292,6 +324,10 @@ impl<'e> Columns<'e> {
         self.prev.push(prev);
         self.hash.push(hash);
         self.replay.push(e.replay.as_deref());
+        let p = e.dept_proof.as_ref();
+        self.statement.push(p.map(|p| p.statement.as_str()));
+        self.leaf.push(p.map(|p| p.leaf as i32));
+        self.path.push(p.map(|p| p.path.as_slice()));
     }
 }
 
@@ -330,7 +366,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
     for agency in agencies {
         out.agencies += 1;
         let mut rows = sqlx::query(
-            "SELECT seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay
+            "SELECT seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_statement, dept_leaf, dept_path
              FROM ledger WHERE agency = $1 ORDER BY seq",
         )
         .bind(&agency)
@@ -354,6 +390,12 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
                 department: r.get(10),
                 dept_key_id: r.get(11),
                 dept_signature: r.get(12),
+                dept_proof: r.get::<Option<String>, _>(17).map(|statement| DeptProof {
+                    signature: r.get(12),
+                    statement,
+                    leaf: r.get::<Option<i32>, _>(18).unwrap_or(-1) as u32,
+                    path: r.get::<Option<Vec<u8>>, _>(19).unwrap_or_default(),
+                }),
                 source_time_ms: None,
                 replay: r.get(16),
             };
@@ -407,6 +449,12 @@ mod tests {
             department: "police".into(),
             dept_key_id: "police-2026".into(),
             dept_signature: "sig".into(),
+            dept_proof: Some(DeptProof {
+                signature: "sig".into(),
+                statement: "govbus-batch-v1\npolice-2026\ningest\n3\n00".into(),
+                leaf: 2,
+                path: vec![1; 64],
+            }),
             source_time_ms: Some(1),
             replay: None,
         }
@@ -429,5 +477,15 @@ mod tests {
         let mut s = e.clone();
         s.source_time_ms = None;
         assert_eq!(base, row_hash(&GENESIS, 1, &s, 7));
+        // The department's proof: statement, leaf index and path.
+        for change in [
+            |p: &mut DeptProof| p.statement.push('0'),
+            |p: &mut DeptProof| p.leaf = 1,
+            |p: &mut DeptProof| p.path.truncate(32),
+        ] {
+            let mut c = e.clone();
+            change(c.dept_proof.as_mut().unwrap());
+            assert_ne!(base, row_hash(&GENESIS, 1, &c, 7));
+        }
     }
 }

@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 
 use bus_schemas::{
-    amqp::{publish::classify, OutgoingMessage},
-    wire::{self, header, IdKey, Op, Signer},
+    amqp::{publish::classify, seal, OutgoingMessage},
+    batch,
+    wire::{self, header, IdKey, Signer},
     Registry,
 };
 use lapin::{
@@ -34,7 +35,8 @@ pub fn four_grants(w: &World) {
     std::fs::write(w.path("catalogue.toml"), cat).unwrap();
 }
 
-/// A signed household record message as the adapter builds it.
+/// A household record message as the adapter builds it, sealed alone (a batch of one: what
+/// an adapter sends when rows trickle in). [`records`] seals many as the adapter batches them.
 pub fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> OutgoingMessage {
     let rt = Registry::standard()
         .get("gov.gz.police.HouseholdRegistration")
@@ -44,7 +46,6 @@ pub fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> Outg
         .encode_json(&serde_json::json!({"citizen_id_number": key, "name": format!("居民{n}"), "sex": "1", "ethnicity": "01", "status": "正常", "registered_town": "石牌街道"}))
         .unwrap();
     let id = ids.ingest_message_id("household", &key, 1);
-    let sig = signer.sign(&id, "household", 1, Op::Upsert, &body);
     let s = |v: &str| AMQPValue::LongString(LongString::from(v));
     let mut h = FieldTable::default();
     h.insert(header::DEPARTMENT.into(), s("police"));
@@ -55,9 +56,7 @@ pub fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> Outg
         header::SOURCE_TIME_MS.into(),
         AMQPValue::LongLongInt(source_time_ms),
     );
-    h.insert(header::KEY_ID.into(), s(&signer.key_id));
-    h.insert(header::SIGNATURE.into(), s(&sig));
-    OutgoingMessage {
+    let mut m = OutgoingMessage {
         exchange: wire::INGEST_EXCHANGE.into(),
         routing_key: "police.household".into(),
         body,
@@ -66,7 +65,27 @@ pub fn record(signer: &Signer, ids: &IdKey, n: u64, source_time_ms: i64) -> Outg
             .with_content_type(ShortString::from(wire::AVRO_CONTENT_TYPE))
             .with_message_id(ShortString::from(id.as_str()))
             .with_headers(h),
+    };
+    seal::seal(signer, batch::AUDIENCE_INGEST, [&mut m]).expect("a record seals");
+    m
+}
+
+/// Household records `first..first + n` as the adapter publishes them when rows arrive
+/// faster than it publishes: sealed in batches of 256 (the rows it prepares together).
+pub fn records(
+    signer: &Signer,
+    ids: &IdKey,
+    first: u64,
+    n: u64,
+    source_time_ms: i64,
+) -> Vec<OutgoingMessage> {
+    let mut out: Vec<OutgoingMessage> = (first..first + n)
+        .map(|i| record(signer, ids, i, source_time_ms))
+        .collect();
+    for chunk in out.chunks_mut(256) {
+        seal::seal(signer, batch::AUDIENCE_INGEST, chunk.iter_mut()).expect("records seal");
     }
+    out
 }
 
 pub async fn publish_all(ch: &Channel, msgs: impl Iterator<Item = OutgoingMessage>) {

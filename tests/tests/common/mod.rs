@@ -9,12 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use bus_schemas::{
+    amqp::{publish::publish_all, seal, OutgoingMessage},
     keys,
     validate::{citizen_id, credit_code},
 };
 pub use govbus_tests::Got;
 use govbus_tests::{free_port, workspace_root, Process, Services, TestDatabase, TestVhost};
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString},
+    BasicProperties,
+};
 
 /// The example catalogue's department keys, replaced by this test's.
 const EXAMPLE_KEYS: [(&str, &str); 3] = [
@@ -626,5 +632,170 @@ listen = "127.0.0.1:0"
                 unique.len()
             );
         }
+    }
+}
+
+/// What [`World::publish_batch_cases`] sent.
+pub struct BatchCases {
+    /// Deliveries whose batch signature verifies (batches of 1, 2, 3, 5 and 1,024); their
+    /// message ids start with `batch`.
+    pub good: usize,
+    /// Deliveries each changed in one way a verifier must refuse, sent before the good ones.
+    pub bad: usize,
+}
+
+impl World {
+    /// A copy of a real delivery under another message id, without its seal, ready to seal.
+    fn unsealed(template: &Got, agency: &str, message_id: &str) -> OutgoingMessage {
+        use bus_schemas::wire::header;
+        let seal = [
+            header::KEY_ID,
+            header::SALT,
+            header::SIGNATURE,
+            header::BATCH,
+            header::PROOF,
+        ];
+        let mut h = FieldTable::default();
+        for (k, v) in &template.headers {
+            if !seal.contains(&k.as_str()) {
+                h.insert(k.as_str().into(), v.clone());
+            }
+        }
+        OutgoingMessage {
+            exchange: bus_schemas::wire::DELIVER_EXCHANGE.into(),
+            routing_key: agency.into(),
+            body: template.body.clone(),
+            properties: BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(message_id.into())
+                .with_headers(h),
+        }
+    }
+
+    /// The platform signer whose key file is `platform/<key_id>.key`.
+    pub fn platform_signer(&self, key_id: &str) -> bus_schemas::wire::Signer {
+        keys::load_signer(&self.path(&format!("platform/{key_id}.key")), key_id).unwrap()
+    }
+
+    /// Copies of `template` (a real delivery to `agency`) sealed by `signer` for `audience`
+    /// as one batch, under the message ids `<prefix>-<i>`.
+    pub fn sealed_copies(
+        &self,
+        template: &Got,
+        agency: &str,
+        signer: &bus_schemas::wire::Signer,
+        audience: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Vec<OutgoingMessage> {
+        let mut out: Vec<OutgoingMessage> = (0..n)
+            .map(|i| Self::unsealed(template, agency, &format!("{prefix}-{i}")))
+            .collect();
+        seal::seal(signer, audience, out.iter_mut()).unwrap();
+        out
+    }
+
+    /// Publishes messages to the broker with confirms.
+    pub async fn publish(&self, messages: &[OutgoingMessage]) {
+        let conn = self.vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for c in publish_all(&ch, messages.iter()).await {
+            c.unwrap().await.unwrap();
+        }
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    /// Sends `agency` deliveries sealed with the platform key `platform-test`, made from a
+    /// real delivery it received (`template`): first one of each forgery a verifier must
+    /// refuse as a bad signature (a flipped body byte, a flipped salt, a changed grant header,
+    /// a wrong leaf index, a path from another batch, a path one hash short and one long, a
+    /// size of 0 and of 1,025, a batch signed for another agency), then batches of 1, 2, 3, 5
+    /// and 1,024 that verify.
+    pub async fn publish_batch_cases(&self, agency: &str, template: &Got) -> BatchCases {
+        use bus_schemas::wire::header;
+        let signer = self.platform_signer("platform-test");
+        let a = self.sealed_copies(template, agency, &signer, agency, "forged-a", 5);
+        let b = self.sealed_copies(template, agency, &signer, agency, "forged-b", 5);
+        let other = if agency == "health" {
+            "civil"
+        } else {
+            "health"
+        };
+        let elsewhere = self.sealed_copies(template, agency, &signer, other, "forged-c", 1);
+        let get = |m: &OutgoingMessage, n: &str| {
+            bus_schemas::amqp::headers::header_str(m.properties.headers().as_ref().unwrap(), n)
+                .unwrap()
+                .to_string()
+        };
+        let with = |m: &OutgoingMessage, n: &str, v: String| {
+            let mut h = m.properties.headers().clone().unwrap();
+            h.insert(n.into(), AMQPValue::LongString(LongString::from(v)));
+            let mut m = m.clone();
+            m.properties = m.properties.clone().with_headers(h);
+            m
+        };
+        let m = &a[3];
+        let mut flipped_body = m.clone();
+        *flipped_body.body.last_mut().unwrap() ^= 1;
+        let mut salt = B64.decode(get(m, header::SALT)).unwrap();
+        salt[0] ^= 1;
+        let path = B64.decode(get(m, header::PROOF)).unwrap();
+        let bad = vec![
+            flipped_body,
+            with(m, header::SALT, B64.encode(&salt)),
+            with(m, header::GRANT, format!("{other}-household")),
+            with(m, header::BATCH, "2/5".into()),
+            with(m, header::PROOF, get(&b[3], header::PROOF)),
+            with(m, header::PROOF, B64.encode(&path[..path.len() - 32])),
+            with(
+                m,
+                header::PROOF,
+                B64.encode([&path[..], &[0u8; 32]].concat()),
+            ),
+            with(m, header::BATCH, "0/0".into()),
+            with(m, header::BATCH, "3/1025".into()),
+            elsewhere[0].clone(),
+        ];
+        // The untouched message verifies: each forgery fails for its own change.
+        let verifier = bus_schemas::batch::Verifier::new();
+        let key = signer.verifying_key();
+        seal::verify(&verifier, &key, agency, &m.properties, &m.body).unwrap();
+        for f in &bad {
+            assert!(seal::verify(&verifier, &key, agency, &f.properties, &f.body).is_err());
+        }
+        self.publish(&bad).await;
+        let mut good = 0;
+        for n in [1, 2, 3, 5, 1024] {
+            let batch =
+                self.sealed_copies(template, agency, &signer, agency, &format!("batch{n}"), n);
+            self.publish(&batch).await;
+            good += n;
+        }
+        BatchCases {
+            good,
+            bad: bad.len(),
+        }
+    }
+
+    /// Puts the previous platform key (`platform-test`, after [`World::rotate_platform_key`])
+    /// past its `valid_until`, and restarts the router, which lists it so in `/keys`.
+    pub async fn expire_previous_platform_key(&mut self) {
+        let cfg = std::fs::read_to_string(self.path("router.toml")).unwrap();
+        let at = cfg
+            .find("[[platform.previous_keys]]")
+            .expect("a previous platform key");
+        let from = at + cfg[at..].find("valid_until = \"").unwrap() + "valid_until = \"".len();
+        let to = from + cfg[from..].find('"').unwrap();
+        let past = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+        std::fs::write(
+            self.path("router.toml"),
+            format!("{}{past}{}", &cfg[..from], &cfg[to..]),
+        )
+        .unwrap();
+        if let Some(r) = self.router.take() {
+            r.terminate();
+        }
+        self.start_router().await;
     }
 }
