@@ -191,7 +191,7 @@ mod tests {
             );
         }
         // An ingest message (no grant) verifies for `ingest`.
-        let mut ingest = vec![message(1, None)];
+        let mut ingest = [message(1, None)];
         seal(&signer, batch::AUDIENCE_INGEST, ingest.iter_mut()).unwrap();
         verify(&v, &key, "ingest", &ingest[0].properties, &ingest[0].body).unwrap();
         assert!(verify(&v, &key, "civil", &ingest[0].properties, &ingest[0].body).is_err());
