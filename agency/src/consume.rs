@@ -157,6 +157,30 @@ async fn session<H: Handler>(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
+    let r = consume_on(
+        access, &ch, decoder, handler, batching, limit, handled, stop,
+    )
+    .await;
+    if r.is_ok() {
+        // The broker answers close-ok only after the acks sent before it: closing the channel
+        // first means no ack is lost when the process exits next (over TLS, a connection
+        // closed right after the last acks lost some, and those records came again).
+        let _ = tokio::time::timeout(Duration::from_secs(5), ch.close(200, "done".into())).await;
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn consume_on<H: Handler>(
+    access: &Access,
+    ch: &lapin::Channel,
+    decoder: &mut Decoder,
+    handler: &mut H,
+    batching: Batching,
+    limit: Option<u64>,
+    handled: &mut u64,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     ch.basic_qos(access.amqp.prefetch, BasicQosOptions::default())
         .await?;
     let mut consumer = ch

@@ -1,5 +1,6 @@
 //! `scripts/bench router`: routed records/s of `govbus-router` (release) with 4 grants per
-//! record (two full, one pseudonym, one region-free district grant), every delivery confirmed
+//! record (two full, one pseudonym, one region-free district grant), then 1 and 16 (the CPU
+//! per delivery as fanout grows; `BENCH_FANOUTS`, default `4,1,16`), every delivery confirmed
 //! and written to the ledger before the ack, next to a plain lapin loop on the same broker in
 //! the same run: consume a quorum queue → publish ×4 to quorum queues → confirms → ack.
 //! Alternating rounds, median. Then delivery latency (source change → the agency's consumer)
@@ -43,7 +44,8 @@ const BATCH: usize = 250;
 /// batch), register the batch's publishes to the 4 quorum queues at once (`publish_all`), and
 /// ack the batch with `multiple` once its confirms are in, while the next batch is taken.
 /// Returns msgs/s.
-async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
+async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
+    let records = msgs.len() as u64;
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let declare = |q: String| {
@@ -65,7 +67,7 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
         }
     };
     declare("bench.in".into()).await;
-    for i in 0..4 {
+    for i in 0..fanout {
         declare(format!("bench.out{i}")).await;
     }
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -116,14 +118,14 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
                 .ack(BasicAckOptions { multiple: true })
                 .await
                 .unwrap());
-            if n == RECORDS {
+            if n == records {
                 break;
             }
         }
     });
     let start = Instant::now();
     let mut taken = 0;
-    while taken < RECORDS {
+    while taken < records {
         let mut batch = vec![consumer.next().await.unwrap().unwrap()];
         while batch.len() < BATCH {
             match consumer.next().now_or_never() {
@@ -134,7 +136,7 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
         let out_msgs: Vec<OutgoingMessage> = batch
             .iter()
             .flat_map(|d| {
-                (0..4).map(|i| OutgoingMessage {
+                (0..fanout).map(|i| OutgoingMessage {
                     exchange: String::new(),
                     routing_key: format!("bench.out{i}"),
                     body: d.data.clone(),
@@ -152,8 +154,8 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
         tx.send((batch.pop().unwrap(), n, confirms)).await.unwrap();
     }
     settle.await.unwrap();
-    let rate = RECORDS as f64 / start.elapsed().as_secs_f64();
-    for i in 0..4 {
+    let rate = records as f64 / start.elapsed().as_secs_f64();
+    for i in 0..fanout {
         ch.queue_purge(
             format!("bench.out{i}").as_str().into(),
             QueuePurgeOptions::default(),
@@ -165,22 +167,42 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage]) -> f64 {
     rate
 }
 
-#[tokio::main]
-async fn main() {
+/// What the rounds at one fanout measured (medians).
+struct Measured {
+    fanout: usize,
+    baseline: f64,
+    router: f64,
+    cpu_ratio: f64,
+    /// CPU per delivery of the router process, and of router, RabbitMQ and PostgreSQL.
+    router_us_per_delivery: f64,
+    total_us_per_delivery: f64,
+    peak: f64,
+}
+
+/// Rounds at `fanout` grants per record: the plain loop, then the router on the same records.
+async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
     let Bench {
         rounds,
-        mut w,
+        w,
         signer,
         ids,
         pool,
-        conn: _conn,
         ch,
-    } = Bench::new().await;
-    println!("router bench: {RECORDS} household records, 4 grants each, window {WINDOW}, {rounds} rounds");
+        ..
+    } = bench;
+    let records_n = RECORDS.min(RECORDS * 4 / fanout as u64);
+    let f = fanout as f64;
+    println!("fanout {fanout}: {records_n} household records, {fanout} grants each, window {WINDOW}, {rounds} rounds");
     let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
-    let (mut cpu_base, mut cpu_ours) = (Vec::new(), Vec::new());
-    for round in 0..rounds as u64 {
-        let msgs: Vec<OutgoingMessage> = records(&signer, &ids, round * RECORDS, RECORDS, now_ms());
+    let (mut cpu_base, mut cpu_ours, mut router_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..*rounds as u64 {
+        let msgs: Vec<OutgoingMessage> = records(
+            signer,
+            ids,
+            (fanout as u64 * 1_000 + round) * RECORDS,
+            records_n,
+            now_ms(),
+        );
         let others = || {
             (
                 govbus_tests::proc_cpu_secs_named("beam.smp"),
@@ -190,45 +212,98 @@ async fn main() {
         let broker_mib = govbus_tests::proc_rss_mib_named("beam.smp");
         let (mq0, pg0) = others();
         let me0 = govbus_tests::proc_cpu_secs(std::process::id());
-        let b = baseline(&w, &msgs).await;
+        let b = baseline(w, &msgs, fanout).await;
         let me1 = govbus_tests::proc_cpu_secs(std::process::id());
         let (mq1, pg1) = others();
         // The router: its queue filled while it is stopped, then timed from ready to the last ledger row.
-        publish_all(&ch, msgs.into_iter()).await;
-        let before = ledger_rows(&pool).await;
+        publish_all(ch, msgs.into_iter()).await;
+        let before = ledger_rows(pool).await;
         w.start_router().await;
         let start = Instant::now();
         let pid = w.router.as_ref().unwrap().0.id();
         let mut p = 0.0f64;
         let mut cpu = 0.0f64;
-        while ledger_rows(&pool).await < before + 4 * RECORDS as i64 {
+        while ledger_rows(pool).await < before + fanout as i64 * records_n as i64 {
             p = p.max(govbus_tests::proc_peak_rss_mib(pid));
             cpu = cpu.max(govbus_tests::proc_cpu_secs(pid));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let r = RECORDS as f64 / start.elapsed().as_secs_f64();
+        let r = records_n as f64 / start.elapsed().as_secs_f64();
         let (mq2, pg2) = others();
         p = p.max(govbus_tests::proc_peak_rss_mib(pid));
         peak = peak.max(p);
         assert!(w.router.take().unwrap().terminate().success());
-        purge_agencies(&w).await;
-        let us = |secs: f64| secs * 1e6 / RECORDS as f64;
+        purge_fanout(w, fanout).await;
+        let us = |secs: f64| secs * 1e6 / records_n as f64;
         let (loop_us, base_mq, base_pg) = (us(me1 - me0), us(mq1 - mq0), us(pg1 - pg0));
         let (router_us, mq_us, pg_us) = (us(cpu), us(mq2 - mq1), us(pg2 - pg1));
         let (base_total, ours_total) = (loop_us + base_mq + base_pg, router_us + mq_us + pg_us);
-        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB; CPU per record: baseline {base_total:.0} µs (loop {loop_us:.0}, RabbitMQ {base_mq:.0}, PostgreSQL {base_pg:.0}), router {ours_total:.0} µs (router {router_us:.0}, RabbitMQ {mq_us:.0}, PostgreSQL {pg_us:.0}), CPU ratio {:.2}; RabbitMQ RSS at start {broker_mib:.0} MiB",
-            b * 4.0,
-            r * 4.0,
+        println!("round {round}: baseline {b:.0} msgs/s ({:.0} deliveries/s), router {r:.0} records/s ({:.0} deliveries/s), ratio {:.2}, router peak RSS {p:.1} MiB; CPU per record: baseline {base_total:.0} µs (loop {loop_us:.0}, RabbitMQ {base_mq:.0}, PostgreSQL {base_pg:.0}), router {ours_total:.0} µs (router {router_us:.0}, RabbitMQ {mq_us:.0}, PostgreSQL {pg_us:.0}), CPU ratio {:.2}; per delivery: router {:.0} µs, all parties {:.0} µs; RabbitMQ RSS at start {broker_mib:.0} MiB",
+            b * f,
+            r * f,
             r / b,
             base_total / ours_total,
+            router_us / f,
+            ours_total / f,
         );
         base.push(b);
         ours.push(r);
         cpu_base.push(base_total);
         cpu_ours.push(ours_total);
+        router_cpu.push(router_us);
     }
-    let (b, r) = (median(base), median(ours));
-    let cpu_ratio = median(cpu_base) / median(cpu_ours);
+    let ours_total = median(cpu_ours);
+    Measured {
+        fanout,
+        baseline: median(base),
+        router: median(ours),
+        cpu_ratio: median(cpu_base) / ours_total,
+        router_us_per_delivery: median(router_cpu) / f,
+        total_us_per_delivery: ours_total / f,
+        peak,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // Fanout 4 is the target's; 1 and 16 show how the cost per delivery moves with it.
+    let fanouts: Vec<usize> = std::env::var("BENCH_FANOUTS")
+        .unwrap_or_else(|_| "4,1,16".into())
+        .split(',')
+        .map(|f| {
+            f.trim()
+                .parse()
+                .expect("BENCH_FANOUTS: 1, 4 or 16, comma-separated")
+        })
+        .collect();
+    assert!(
+        fanouts.contains(&4),
+        "BENCH_FANOUTS must include 4 (the ratio's fanout)"
+    );
+    let mut measured = Vec::new();
+    let mut four = None;
+    for f in fanouts {
+        let mut bench = Bench::with_fanout(f).await;
+        measured.push(rounds_at(&mut bench, f).await);
+        if f == 4 {
+            four = Some(bench);
+        }
+    }
+    for m in &measured {
+        println!("fanout={} baseline_msgs_per_s={:.0} router_records_per_s={:.0} ratio={:.2} cpu_ratio={:.2} router_cpu_us_per_delivery={:.1} all_cpu_us_per_delivery={:.1} peak_rss_mib={:.1}",
+            m.fanout, m.baseline, m.router, m.router / m.baseline, m.cpu_ratio, m.router_us_per_delivery, m.total_us_per_delivery, m.peak);
+    }
+    let m4 = measured.iter().find(|m| m.fanout == 4).unwrap();
+    let (b, r, cpu_ratio) = (m4.baseline, m4.router, m4.cpu_ratio);
+    let mut peak = measured.iter().map(|m| m.peak).fold(0.0, f64::max);
+    let Bench {
+        mut w,
+        signer,
+        ids,
+        conn: _conn,
+        ch,
+        ..
+    } = four.unwrap();
 
     // Latency at half the router's rate: publish paced, an agency consumer timestamps arrivals.
     w.start_router().await;
@@ -288,7 +363,7 @@ async fn main() {
     let pid = w.router.as_ref().unwrap().0.id();
     peak = peak.max(govbus_tests::proc_peak_rss_mib(pid));
     println!("latency at {rate:.0} records/s ({n} records, source change → agency consumer): p50 {p50:.0} ms, p99 {p99:.0} ms");
-    println!("baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
+    println!("fanout 4: baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
     println!("cpu_ratio={cpu_ratio:.2}");
     println!("ratio={:.2}", r / b);
 }

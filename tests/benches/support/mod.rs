@@ -1,5 +1,6 @@
 //! What the router benchmarks share: the four-grant world, signed household records as the
 //! adapter builds them, pipelined publishing, and counting ledger rows.
+#![allow(dead_code)] // shared by several bench binaries; each uses part of it
 use std::collections::VecDeque;
 
 use bus_schemas::{
@@ -26,11 +27,48 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// Adds grants so every household record goes to four agencies.
 pub fn four_grants(w: &World) {
+    fanout_grants(w, 4);
+}
+
+/// The agencies every household record goes to at fanout `f` (1, 4 or 16): civil alone;
+/// civil, health (pseudonym), hrss and tianhe; those and twelve more (`bench01`…`bench12`).
+pub fn fanout_agencies(f: usize) -> Vec<String> {
+    let mut out = vec!["civil".to_string()];
+    if f >= 4 {
+        out.extend(["health", "hrss", "tianhe"].map(String::from));
+    }
+    if f >= 16 {
+        out.extend((1..=12).map(|i| format!("bench{i:02}")));
+    }
+    assert_eq!(out.len(), f, "fanout 1, 4 or 16");
+    out
+}
+
+/// Edits the world's catalogue so every household record has `f` grants (1, 4 or 16).
+pub fn fanout_grants(w: &World, f: usize) {
     let mut cat = std::fs::read_to_string(w.path("catalogue.toml")).unwrap();
-    for agency in ["hrss", "tianhe"] {
-        cat.push_str(&format!(
+    let grant = |agency: &str| {
+        format!(
             "\n[[grant]]\nid = \"{agency}-household\"\nrevision = 1\nagency = \"{agency}\"\nitem = \"household\"\nfields = [\"citizen_id_number\", \"name\", \"sex\", \"status\"]\nidentity = \"full\"\nlegal_basis = \"bench\"\npurpose = \"bench\"\nvalid_from = 2026-01-01\n"
+        )
+    };
+    if f == 1 {
+        // Health's household grant goes: civil's is the only one.
+        let start = cat
+            .find("[[grant]]\nid = \"health-household\"")
+            .expect("the example catalogue grants health household");
+        let end = start + cat[start..].find("\n\n").unwrap() + 2;
+        cat.replace_range(start..end, "");
+    } else {
+        for agency in ["hrss", "tianhe"] {
+            cat.push_str(&grant(agency));
+        }
+    }
+    for agency in fanout_agencies(f).iter().skip(4) {
+        cat.push_str(&format!(
+            "\n[[agency]]\nid = \"{agency}\"\nname = \"bench {agency}\"\nleader = {{ name = \"bench\" }}\nsharing_officer = {{ name = \"bench\" }}\ntechnical_officer = {{ name = \"bench\" }}\n"
         ));
+        cat.push_str(&grant(agency));
     }
     std::fs::write(w.path("catalogue.toml"), cat).unwrap();
 }
@@ -114,9 +152,14 @@ pub async fn ledger_rows(pool: &sqlx::PgPool) -> i64 {
 }
 
 pub async fn purge_agencies(w: &World) {
+    purge_fanout(w, 4).await
+}
+
+/// Empties the queues of the agencies of fanout `f` (at least the four of the example).
+pub async fn purge_fanout(w: &World, f: usize) {
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for a in ["civil", "health", "hrss", "tianhe"] {
+    for a in fanout_agencies(f.max(4)) {
         ch.queue_purge(
             format!("agency.{a}").as_str().into(),
             QueuePurgeOptions::default(),
@@ -144,12 +187,17 @@ pub struct Bench {
 
 impl Bench {
     pub async fn new() -> Self {
+        Self::with_fanout(4).await
+    }
+
+    /// A bench world whose household records have `fanout` grants (1, 4 or 16).
+    pub async fn with_fanout(fanout: usize) -> Self {
         let rounds = std::env::var("BENCH_ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(3);
         let mut w = World::new().await;
-        four_grants(&w);
+        fanout_grants(&w, fanout);
         let signer =
             bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
                 .unwrap();
