@@ -216,18 +216,45 @@ pub fn sign(signer: &Signer, audience: &str, messages: &[&[u8]]) -> Result<Vec<S
         .zip(salts.chunks_exact(SALT_LEN))
         .map(|(m, salt)| leaf_hash(salt, m))
         .collect();
-    let root = root(&leaves);
+    let (root, paths) = tree(&leaves);
     let signature =
         B64.encode(signer.sign_raw(statement(&signer.key_id, audience, n, &root).as_bytes()));
-    Ok((0..n)
-        .map(|i| Seal {
+    Ok(paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| Seal {
             key_id: signer.key_id.clone(),
             salt: B64.encode(&salts[i * SALT_LEN..(i + 1) * SALT_LEN]),
             signature: signature.clone(),
             batch: format!("{i}/{n}"),
-            proof: B64.encode(inclusion_path(&leaves, i).concat()),
+            proof: B64.encode(path.concat()),
         })
         .collect())
+}
+
+/// The root and every leaf's inclusion path at once: each node is hashed once (n − 1 hashes
+/// in all), where one [`inclusion_path`] per leaf would hash its subtrees again (n² / 2).
+pub fn tree(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    fn build(leaves: &[Hash], paths: &mut [Vec<Hash>]) -> Hash {
+        match leaves.len() {
+            0 => Sha256::digest([]).into(),
+            1 => leaves[0],
+            n => {
+                let k = split(n);
+                let (left_paths, right_paths) = paths.split_at_mut(k);
+                let l = build(&leaves[..k], left_paths);
+                let r = build(&leaves[k..], right_paths);
+                // Deeper siblings were pushed first: paths run leaf to root.
+                left_paths.iter_mut().for_each(|p| p.push(r));
+                right_paths.iter_mut().for_each(|p| p.push(l));
+                node_hash(&l, &r)
+            }
+        }
+    }
+    let depth = (usize::BITS - leaves.len().leading_zeros()) as usize;
+    let mut paths = vec![Vec::with_capacity(depth); leaves.len()];
+    let root = build(leaves, &mut paths);
+    (root, paths)
 }
 
 /// Why a message's seal was refused (every one is a bad signature to the caller).
@@ -403,6 +430,21 @@ mod tests {
         .iter()
         .map(|d| leaf_hash(&[], &hex::decode(d).unwrap()))
         .collect()
+    }
+
+    /// `tree` gives the reference root and, for every leaf, the reference path.
+    #[test]
+    fn tree_matches_root_and_inclusion_path() {
+        let all: Vec<Hash> = (0..300u32)
+            .map(|i| leaf_hash(&[], &i.to_be_bytes()))
+            .collect();
+        for n in (1..=70).chain([255, 256, 257, 300]) {
+            let (r, paths) = tree(&all[..n]);
+            assert_eq!(r, root(&all[..n]), "root of {n}");
+            for (m, p) in paths.iter().enumerate() {
+                assert_eq!(*p, inclusion_path(&all[..n], m), "path {m}/{n}");
+            }
+        }
     }
 
     #[test]
