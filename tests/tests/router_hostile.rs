@@ -5,7 +5,7 @@ mod common;
 use std::{collections::BTreeMap, time::Duration};
 
 use bus_schemas::{
-    amqp::{seal, OutgoingMessage},
+    amqp::{publish::publish_all, seal, OutgoingMessage},
     batch, keys, Registry,
 };
 use common::{citizen, World};
@@ -300,4 +300,159 @@ async fn old_refusal(pool: &sqlx::PgPool, days: i32) {
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Department batches straight to `govbus.ingest`: batches of 1, 2, 3, 5 and 1,024 sealed by
+/// the police key for `ingest` all reach civil; each forgery of a batch signature (a flipped
+/// body byte or salt, a wrong leaf index, a path from another batch, a path one hash short or
+/// long, a size of 0 or 1,025, a batch signed for another audience, no path) is refused as
+/// `bad_signature`, counted, and delivered to nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_batches_verify_and_every_forgery_is_refused() {
+    use base64::{engine::general_purpose::STANDARD as B64, Engine};
+    use bus_schemas::wire::header;
+    let mut w = World::new().await;
+    w.start_router().await;
+    let police = keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026").unwrap();
+    let rt = Registry::standard()
+        .get("gov.gz.police.HouseholdRegistration")
+        .unwrap();
+    let record = |n: u64, id: &str| {
+        let body = rt
+            .encode_json(
+                &serde_json::json!({"citizen_id_number": citizen(n), "name": format!("居民{n}")}),
+            )
+            .unwrap();
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        let mut h = FieldTable::default();
+        h.insert(header::DEPARTMENT.into(), s("police"));
+        h.insert(header::ITEM.into(), s("household"));
+        h.insert(header::VERSION.into(), AMQPValue::LongLongInt(1));
+        h.insert(header::OP.into(), s("upsert"));
+        OutgoingMessage {
+            exchange: "govbus.ingest".into(),
+            routing_key: "police.household".into(),
+            body,
+            properties: BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.into())
+                .with_headers(h),
+        }
+    };
+    let sealed = |first: u64, n: u64, prefix: &str, audience: &str| {
+        let mut v: Vec<OutgoingMessage> = (first..first + n)
+            .map(|i| record(i, &format!("{prefix}-{i}")))
+            .collect();
+        seal::seal(&police, audience, v.iter_mut()).unwrap();
+        v
+    };
+    let a = sealed(50_000, 5, "a", batch::AUDIENCE_INGEST);
+    let b = sealed(60_000, 5, "b", batch::AUDIENCE_INGEST);
+    let elsewhere = sealed(70_000, 1, "c", "civil");
+    let get = |m: &OutgoingMessage, n: &str| {
+        bus_schemas::amqp::headers::header_str(m.properties.headers().as_ref().unwrap(), n)
+            .unwrap()
+            .to_string()
+    };
+    let with = |m: &OutgoingMessage, n: &str, v: String| {
+        let mut h = m.properties.headers().clone().unwrap();
+        h.insert(n.into(), AMQPValue::LongString(LongString::from(v)));
+        let mut m = m.clone();
+        m.properties = m.properties.clone().with_headers(h);
+        m
+    };
+    let m = &a[3];
+    let mut flipped_body = m.clone();
+    *flipped_body.body.last_mut().unwrap() ^= 1;
+    let mut salt = B64.decode(get(m, header::SALT)).unwrap();
+    salt[0] ^= 1;
+    let path = B64.decode(get(m, header::PROOF)).unwrap();
+    let mut no_path = FieldTable::default();
+    for (k, v) in m.properties.headers().as_ref().unwrap().inner() {
+        if k.as_str() != header::PROOF {
+            no_path.insert(k.clone(), v.clone());
+        }
+    }
+    let mut without_path = m.clone();
+    without_path.properties = m.properties.clone().with_headers(no_path);
+    let forgeries = vec![
+        flipped_body,
+        with(m, header::SALT, B64.encode(&salt)),
+        with(m, header::BATCH, "2/5".into()),
+        with(m, header::PROOF, get(&b[3], header::PROOF)),
+        with(m, header::PROOF, B64.encode(&path[..path.len() - 32])),
+        with(
+            m,
+            header::PROOF,
+            B64.encode([&path[..], &[0u8; 32]].concat()),
+        ),
+        with(m, header::BATCH, "0/0".into()),
+        with(m, header::BATCH, "3/1025".into()),
+        elsewhere[0].clone(),
+        without_path,
+    ];
+    let mut good = Vec::new();
+    let mut first = 0;
+    for n in [1u64, 2, 3, 5, 1024] {
+        good.extend(sealed(
+            first,
+            n,
+            &format!("batch{n}"),
+            batch::AUDIENCE_INGEST,
+        ));
+        first += n;
+    }
+    let conn = w.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for c in publish_all(&ch, forgeries.iter().chain(&good)).await {
+        c.unwrap().await.unwrap();
+    }
+    let _ = conn.close(200, "ok".into()).await;
+    let civil = w
+        .drain_until_delivered("agency.civil", good.len(), 120)
+        .await;
+    assert!(
+        civil.iter().all(|g| g.header_i64(header::VERSION) == 1),
+        "records only"
+    );
+    let pool = w.pg().await;
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT ingest_id) FROM ledger WHERE agency = 'civil'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(delivered, good.len() as i64, "every good batch, no forgery");
+    let forged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger WHERE ingest_id LIKE 'a-%' OR ingest_id LIKE 'c-%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(forged, 0, "nothing of a forgery is delivered");
+    let refused: Vec<(String, String)> =
+        sqlx::query_as("SELECT reason, detail FROM refusals ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        refused.len(),
+        forgeries.len(),
+        "one refusal per forgery: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|(r, _)| r == "bad_signature"),
+        "{refused:?}"
+    );
+    w.await_metric(
+        &format!(
+            "govbus_router_refusals_total{{reason=\"bad_signature\"}} {}",
+            forgeries.len()
+        ),
+        10,
+        "every forgery counted",
+    )
+    .await;
 }
