@@ -1,5 +1,5 @@
 //! The ledger on a real PostgreSQL: appending skips deliveries already in it, and the router's
-//! fast path (no second look-up) is caught by the unique index and falls back.
+//! fast path (no second look-up) is caught by the message-id constraint and falls back.
 use govbus_tests::{Services, TestDatabase};
 use router::store::ledger::{self, Entry};
 
@@ -47,7 +47,7 @@ async fn a_delivery_already_in_the_ledger_is_refused_on_the_fast_path_and_skippe
     );
     tx.commit().await.unwrap();
 
-    // m2 again beside the new m3: the fast path hits the unique index, and says so.
+    // m2 again beside the new m3: the fast path hits the constraint, and says so.
     let mut tx = pool.begin().await.unwrap();
     let err = ledger::append_checked(&mut tx, &[&b, &c], false)
         .await
@@ -77,5 +77,94 @@ async fn a_delivery_already_in_the_ledger_is_refused_on_the_fast_path_and_skippe
     // Any other database error is not taken for a duplicate.
     let other = sqlx::query("SELECT 1/0").execute(&pool).await.unwrap_err();
     assert!(!ledger::is_duplicate(&other));
+    pool.close().await;
+}
+
+/// A record delivered to four agencies keeps its department's statement and signature once
+/// and its leaf and path once (migration 0015); every row's hash still covers them, so
+/// editing the kept batch or removing a leaf breaks each chain that names it.
+#[tokio::test]
+async fn a_department_batch_is_kept_once_and_still_covered_by_every_row_that_names_it() {
+    let db = TestDatabase::create(&Services::from_env()).await.unwrap();
+    let pool = router::store::connect(&db.url, 2).await.unwrap();
+    let agencies = ["civil", "health", "hrss", "tax"];
+    let deliveries: Vec<Entry> = (0..2)
+        .flat_map(|leaf| {
+            agencies.iter().map(move |a| {
+                let mut e = entry(&format!("{a}-{leaf}"), 2);
+                e.agency = a.to_string();
+                e.ingest_id = format!("ingest-{leaf}");
+                let p = e.dept_proof.as_mut().unwrap();
+                p.leaf = leaf;
+                p.path = vec![leaf as u8 + 1; 32];
+                e
+            })
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    let refs: Vec<&Entry> = deliveries.iter().collect();
+    assert_eq!(ledger::append(&mut tx, &refs).await.unwrap(), 8);
+    tx.commit().await.unwrap();
+    // A replay of the same record writes no second copy of its proof.
+    let mut again = deliveries[0].clone();
+    again.message_id = "civil-replayed".into();
+    again.replay = Some("r1".into());
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(ledger::append(&mut tx, &[&again]).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM dept_batches").await, 1);
+    assert_eq!(count("SELECT count(*) FROM dept_leaves").await, 2);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM ledger WHERE dept_signature IS NULL AND dept_batch IS NOT NULL"
+        )
+        .await,
+        9
+    );
+    let verified = ledger::verify(&pool).await.unwrap();
+    assert_eq!((verified.agencies, verified.rows), (4, 9));
+    assert!(verified.broken.is_empty(), "{:?}", verified.broken);
+
+    // The kept signature edited: every chain breaks at its first row.
+    sqlx::query("UPDATE dept_batches SET signature = 'forged'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let broken = ledger::verify(&pool).await.unwrap().broken;
+    assert_eq!(broken.len(), 4, "{broken:?}");
+    assert!(
+        broken
+            .iter()
+            .all(|b| b.seq == 1 && b.problem.contains("edited")),
+        "{broken:?}"
+    );
+    sqlx::query("UPDATE dept_batches SET signature = 'sig'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(ledger::verify(&pool).await.unwrap().broken.is_empty());
+
+    // Leaf 1's path removed: the chains break at the rows naming it, and say why.
+    sqlx::query("DELETE FROM dept_leaves WHERE leaf = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let broken = ledger::verify(&pool).await.unwrap().broken;
+    assert_eq!(broken.len(), 4, "{broken:?}");
+    assert!(
+        broken
+            .iter()
+            .all(|b| b.seq == 2 && b.problem.contains("missing")),
+        "{broken:?}"
+    );
     pool.close().await;
 }

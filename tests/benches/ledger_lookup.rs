@@ -43,13 +43,14 @@ async fn fill(pool: &PgPool, rows: i64) {
         sqlx::query(
             "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id,
                                  key_hash, version, op, fields, department, dept_key_id,
-                                 dept_signature, delivered_at_us, prev_hash, hash)
+                                 delivered_at_us, prev_hash, hash, dept_batch, dept_leaf)
              SELECT 'agency' || (g % $3), g / $3 + 1, 'grant-' || (g % 7), 1, 'household',
                     encode(sha256(('m' || g)::bytea), 'hex'), encode(sha256(('i' || g)::bytea), 'hex'),
                     encode(sha256(('k' || g)::bytea), 'hex'), 1 + g % 5, 'upsert',
                     '{citizen_id_number,name,sex,status}', 'police', 'police-2026',
-                    repeat('s', 88), 1700000000000000 + g * 1000,
-                    sha256(('p' || g)::bytea), sha256(('h' || g)::bytea)
+                    1700000000000000 + g * 1000,
+                    sha256(('p' || g)::bytea), sha256(('h' || g)::bytea),
+                    sha256(('b' || g / 1024)::bytea), (g % 1024)::int
                FROM generate_series($1::bigint, $2::bigint - 1) g",
         )
         .bind(from)

@@ -106,7 +106,7 @@ fn row_hash(prev: &[u8], seq: i64, e: &Entry, delivered_at_us: i64) -> Vec<u8> {
 /// Whether `e` is the ledger's unique index refusing a delivery already in it (see
 /// [`append_checked`]).
 pub fn is_duplicate(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some("ledger_agency_message_id_key"))
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some("ledger_message_id_once"))
 }
 
 /// Hash the first row of every chain links to.
@@ -200,11 +200,12 @@ pub async fn append_checked(
     if added == 0 {
         return Ok(0);
     }
+    write_dept_proofs(tx, entries).await?;
     sqlx::query(
-        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_statement, dept_leaf, dept_path)
-         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, st, lf, pa
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::text[], $20::int[], $21::bytea[])
-              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, st, lf, pa)",
+        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_batch, dept_leaf)
+         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, b, lf
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::bytea[], $20::int[])
+              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, b, lf)",
     )
     .bind(&cols.agency)
     .bind(&cols.seq)
@@ -224,9 +225,8 @@ pub async fn append_checked(
     .bind(&cols.prev)
     .bind(&cols.hash)
     .bind(&cols.replay)
-    .bind(&cols.statement)
+    .bind(&cols.batch)
     .bind(&cols.leaf)
-    .bind(&cols.path)
     .execute(&mut **tx)
     .await?;
     let mut ha = Vec::with_capacity(head.len());
@@ -293,14 +293,13 @@ struct Columns<'e> {
     fields: Vec<String>,
     department: Vec<&'e str>,
     key_id: Vec<&'e str>,
-    signature: Vec<&'e str>,
+    signature: Vec<Option<&'e str>>,
     at: Vec<i64>,
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
     replay: Vec<Option<&'e str>>,
-    statement: Vec<Option<&'e str>>,
+    batch: Vec<Option<[u8; 32]>>,
     leaf: Vec<Option<i32>>,
-    path: Vec<Option<&'e [u8]>>,
 }
 
 impl<'e> Columns<'e> {
@@ -319,16 +318,74 @@ impl<'e> Columns<'e> {
         self.fields.push(e.fields.join("\u{1f}"));
         self.department.push(&e.department);
         self.key_id.push(&e.dept_key_id);
-        self.signature.push(&e.dept_signature);
+        let p = e.dept_proof.as_ref();
+        // A batch signature is kept once, in `dept_batches`.
+        self.signature
+            .push(p.is_none().then_some(e.dept_signature.as_str()));
         self.at.push(at);
         self.prev.push(prev);
         self.hash.push(hash);
         self.replay.push(e.replay.as_deref());
-        let p = e.dept_proof.as_ref();
-        self.statement.push(p.map(|p| p.statement.as_str()));
+        self.batch.push(p.map(|p| batch_id(&p.statement)));
         self.leaf.push(p.map(|p| p.leaf as i32));
-        self.path.push(p.map(|p| p.path.as_slice()));
     }
+}
+
+/// A department batch's key in `dept_batches`: the SHA-256 of its statement (which names the
+/// key, the audience, the size and the root).
+pub fn batch_id(statement: &str) -> [u8; 32] {
+    Sha256::digest(statement.as_bytes()).into()
+}
+
+/// Keeps each department batch's statement and signature once, and each message's leaf index
+/// and path once, however many agencies it is delivered to (migration 0015). Rows already
+/// there (another delivery of the same record, a replay) are left as they are. Inserted in key
+/// order, so two routers writing the same batch wait for each other instead of deadlocking.
+async fn write_dept_proofs(
+    tx: &mut Transaction<'_, Postgres>,
+    entries: &[&Entry],
+) -> sqlx::Result<()> {
+    let mut batches: std::collections::BTreeMap<[u8; 32], &DeptProof> = Default::default();
+    let mut leaves: std::collections::BTreeMap<([u8; 32], u32), &[u8]> = Default::default();
+    for p in entries.iter().filter_map(|e| e.dept_proof.as_ref()) {
+        let id = batch_id(&p.statement);
+        batches.entry(id).or_insert(p);
+        leaves.entry((id, p.leaf)).or_insert(&p.path);
+    }
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let (mut ids, mut statements, mut signatures) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, p) in &batches {
+        ids.push(id.as_slice());
+        statements.push(p.statement.as_str());
+        signatures.push(p.signature.as_str());
+    }
+    sqlx::query(
+        "INSERT INTO dept_batches (id, statement, signature)
+         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&statements)
+    .bind(&signatures)
+    .execute(&mut **tx)
+    .await?;
+    let (mut ids, mut indexes, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+    for ((id, leaf), path) in &leaves {
+        ids.push(id.as_slice());
+        indexes.push(*leaf as i32);
+        paths.push(*path);
+    }
+    sqlx::query(
+        "INSERT INTO dept_leaves (batch, leaf, path)
+         SELECT * FROM unnest($1::bytea[], $2::int[], $3::bytea[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&indexes)
+    .bind(&paths)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The first broken row of a chain.
@@ -366,8 +423,11 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
     for agency in agencies {
         out.agencies += 1;
         let mut rows = sqlx::query(
-            "SELECT seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_statement, dept_leaf, dept_path
-             FROM ledger WHERE agency = $1 ORDER BY seq",
+            "SELECT l.seq, l.grant_id, l.grant_revision, l.item, l.message_id, l.ingest_id, l.key_hash, l.version, l.op, l.fields, l.department, l.dept_key_id, coalesce(l.dept_signature, b.signature), l.delivered_at_us, l.prev_hash, l.hash, l.replay, b.statement, l.dept_leaf, v.path, l.dept_batch
+             FROM ledger l
+             LEFT JOIN dept_batches b ON b.id = l.dept_batch
+             LEFT JOIN dept_leaves v ON v.batch = l.dept_batch AND v.leaf = l.dept_leaf
+             WHERE l.agency = $1 ORDER BY l.seq",
         )
         .bind(&agency)
         .fetch(pool);
@@ -389,9 +449,9 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
                 fields: r.get(9),
                 department: r.get(10),
                 dept_key_id: r.get(11),
-                dept_signature: r.get(12),
+                dept_signature: r.get::<Option<String>, _>(12).unwrap_or_default(),
                 dept_proof: r.get::<Option<String>, _>(17).map(|statement| DeptProof {
-                    signature: r.get(12),
+                    signature: r.get::<Option<String>, _>(12).unwrap_or_default(),
                     statement,
                     leaf: r.get::<Option<i32>, _>(18).unwrap_or(-1) as u32,
                     path: r.get::<Option<Vec<u8>>, _>(19).unwrap_or_default(),
@@ -402,11 +462,20 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
             let at: i64 = r.get(13);
             let stored_prev: Vec<u8> = r.get(14);
             let stored: Vec<u8> = r.get(15);
+            let names_batch = r.get::<Option<Vec<u8>>, _>(20).is_some();
             let problem = if seq != expected_seq {
                 Some(format!(
                     "sequence jumps from {} to {seq}: rows are missing",
                     expected_seq - 1
                 ))
+            } else if names_batch
+                && (e.dept_proof.is_none() || r.get::<Option<Vec<u8>>, _>(19).is_none())
+            {
+                Some(
+                    "the department batch or leaf it names is missing from dept_batches or \
+                     dept_leaves: proof of origin was removed"
+                        .to_string(),
+                )
             } else if stored_prev != prev {
                 Some("its prev_hash does not match the previous row's hash".to_string())
             } else if stored != row_hash(&prev, seq, &e, at) {
