@@ -1,6 +1,8 @@
 //! `scripts/bench router`: routed records/s of `govbus-router` (release) with 4 grants per
 //! record (two full, one pseudonym, one region-free district grant), then 1 and 16 (the CPU
-//! per delivery as fanout grows; `BENCH_FANOUTS`, default `4,1,16`), every delivery confirmed
+//! per delivery as fanout grows) and the large catalogue (200 agencies, 25 items, 4 grants a
+//! record: a batch's deliveries spread over 100 agencies; `BENCH_FANOUTS`, default
+//! `4,1,16,large`), every delivery confirmed
 //! and written to the ledger before the ack, next to a plain lapin loop on the same broker in
 //! the same run: consume a quorum queue → publish ×4 to quorum queues → confirms → ack.
 //! Alternating rounds, median. Then delivery latency (source change → the agency's consumer)
@@ -39,12 +41,73 @@ use support::*;
 /// The router's default batch (`router.batch`): the plain loop takes at most as many at once.
 const BATCH: usize = 250;
 
+/// What a round routes: household records with `f` grants each, or the large catalogue.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Fanout(usize),
+    Large,
+}
+
+impl Shape {
+    fn label(self) -> String {
+        match self {
+            Shape::Fanout(f) => format!("fanout {f}"),
+            Shape::Large => "large catalogue".into(),
+        }
+    }
+
+    /// Deliveries per record.
+    fn fanout(self) -> usize {
+        match self {
+            Shape::Fanout(f) => f,
+            Shape::Large => 4,
+        }
+    }
+
+    /// Queues the plain loop publishes to (one per receiving agency).
+    fn queues(self) -> usize {
+        match self {
+            Shape::Fanout(f) => f,
+            Shape::Large => 4 * LARGE_ITEMS,
+        }
+    }
+
+    fn items(self) -> Vec<String> {
+        match self {
+            Shape::Fanout(_) => vec!["household".into()],
+            Shape::Large => large_items(),
+        }
+    }
+
+    /// The plain loop's queues for a record of item `item` (its index in [`Shape::items`]).
+    fn targets(self, item: usize) -> std::ops::Range<usize> {
+        let f = self.fanout();
+        f * item..f * item + f
+    }
+}
+
+/// The index of a record's item among `items`, from its `govbus-item` header (as the router
+/// reads it).
+fn item_index(props: &lapin::BasicProperties, items: &[String]) -> usize {
+    let item = props
+        .headers()
+        .as_ref()
+        .and_then(|h| match h.inner().get(header::ITEM) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        })
+        .expect("records name their item");
+    items.iter().position(|i| *i == item).expect("a known item")
+}
+
 /// The plain loop, written the way the best lapin user would (the router's own way, so the
 /// ratio does not flatter it): consume `bench.in`, take what has arrived (up to the router's
-/// batch), register the batch's publishes to the 4 quorum queues at once (`publish_all`), and
-/// ack the batch with `multiple` once its confirms are in, while the next batch is taken.
+/// batch), register the batch's publishes to each record's quorum queues (one per receiving
+/// agency: 4 at fanout 4, 4 of 100 in the large catalogue) at once (`publish_all`), and ack
+/// the batch with `multiple` once its confirms are in, while the next batch is taken.
 /// Returns msgs/s.
-async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
+async fn baseline(w: &World, msgs: &[OutgoingMessage], shape: Shape) -> f64 {
+    let items = shape.items();
     let records = msgs.len() as u64;
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -67,7 +130,7 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
         }
     };
     declare("bench.in".into()).await;
-    for i in 0..fanout {
+    for i in 0..shape.queues() {
         declare(format!("bench.out{i}")).await;
     }
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -136,12 +199,14 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
         let out_msgs: Vec<OutgoingMessage> = batch
             .iter()
             .flat_map(|d| {
-                (0..fanout).map(|i| OutgoingMessage {
-                    exchange: String::new(),
-                    routing_key: format!("bench.out{i}"),
-                    body: d.data.clone(),
-                    properties: d.properties.clone(),
-                })
+                shape
+                    .targets(item_index(&d.properties, &items))
+                    .map(|i| OutgoingMessage {
+                        exchange: String::new(),
+                        routing_key: format!("bench.out{i}"),
+                        body: d.data.clone(),
+                        properties: d.properties.clone(),
+                    })
             })
             .collect();
         let confirms = bus_schemas::amqp::publish::publish_all(&out, &out_msgs)
@@ -155,7 +220,7 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
     }
     settle.await.unwrap();
     let rate = records as f64 / start.elapsed().as_secs_f64();
-    for i in 0..fanout {
+    for i in 0..shape.queues() {
         ch.queue_purge(
             format!("bench.out{i}").as_str().into(),
             QueuePurgeOptions::default(),
@@ -169,7 +234,7 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], fanout: usize) -> f64 {
 
 /// What the rounds at one fanout measured (medians).
 struct Measured {
-    fanout: usize,
+    shape: Shape,
     baseline: f64,
     router: f64,
     cpu_ratio: f64,
@@ -179,8 +244,9 @@ struct Measured {
     peak: f64,
 }
 
-/// Rounds at `fanout` grants per record: the plain loop, then the router on the same records.
-async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
+/// Rounds of one shape: the plain loop, then the router on the same records.
+async fn rounds_at(bench: &mut Bench, shape: Shape) -> Measured {
+    let fanout = shape.fanout();
     let Bench {
         rounds,
         w,
@@ -192,14 +258,23 @@ async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
     } = bench;
     let records_n = RECORDS.min(RECORDS * 4 / fanout as u64);
     let f = fanout as f64;
-    println!("fanout {fanout}: {records_n} household records, {fanout} grants each, window {WINDOW}, {rounds} rounds");
+    println!(
+        "{}: {records_n} household records over {} item(s), {fanout} grants each, window {WINDOW}, {rounds} rounds",
+        shape.label(),
+        shape.items().len()
+    );
     let (mut base, mut ours, mut peak) = (Vec::new(), Vec::new(), 0.0f64);
     let (mut cpu_base, mut cpu_ours, mut router_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..*rounds as u64 {
-        let msgs: Vec<OutgoingMessage> = records(
+        let first = match shape {
+            Shape::Fanout(f) => f as u64 * 1_000 + round,
+            Shape::Large => 100_000 + round,
+        };
+        let msgs: Vec<OutgoingMessage> = records_of(
             signer,
             ids,
-            (fanout as u64 * 1_000 + round) * RECORDS,
+            &shape.items(),
+            first * RECORDS,
             records_n,
             now_ms(),
         );
@@ -212,7 +287,7 @@ async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
         let broker_mib = govbus_tests::proc_rss_mib_named("beam.smp");
         let (mq0, pg0) = others();
         let me0 = govbus_tests::proc_cpu_secs(std::process::id());
-        let b = baseline(w, &msgs, fanout).await;
+        let b = baseline(w, &msgs, shape).await;
         let me1 = govbus_tests::proc_cpu_secs(std::process::id());
         let (mq1, pg1) = others();
         // The router: its queue filled while it is stopped, then timed from ready to the last ledger row.
@@ -233,7 +308,10 @@ async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
         p = p.max(govbus_tests::proc_peak_rss_mib(pid));
         peak = peak.max(p);
         assert!(w.router.take().unwrap().terminate().success());
-        purge_fanout(w, fanout).await;
+        match shape {
+            Shape::Fanout(f) => purge_fanout(w, f).await,
+            Shape::Large => purge_large(w).await,
+        }
         let us = |secs: f64| secs * 1e6 / records_n as f64;
         let (loop_us, base_mq, base_pg) = (us(me1 - me0), us(mq1 - mq0), us(pg1 - pg0));
         let (router_us, mq_us, pg_us) = (us(cpu), us(mq2 - mq1), us(pg2 - pg1));
@@ -254,7 +332,7 @@ async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
     }
     let ours_total = median(cpu_ours);
     Measured {
-        fanout,
+        shape,
         baseline: median(base),
         router: median(ours),
         cpu_ratio: median(cpu_base) / ours_total,
@@ -266,34 +344,47 @@ async fn rounds_at(bench: &mut Bench, fanout: usize) -> Measured {
 
 #[tokio::main]
 async fn main() {
-    // Fanout 4 is the target's; 1 and 16 show how the cost per delivery moves with it.
-    let fanouts: Vec<usize> = std::env::var("BENCH_FANOUTS")
-        .unwrap_or_else(|_| "4,1,16".into())
+    // Fanout 4 is the target's; 1 and 16 show how the cost per delivery moves with it, and
+    // the large catalogue what small batches per agency cost.
+    let shapes: Vec<Shape> = std::env::var("BENCH_FANOUTS")
+        .unwrap_or_else(|_| "4,1,16,large".into())
         .split(',')
-        .map(|f| {
-            f.trim()
-                .parse()
-                .expect("BENCH_FANOUTS: 1, 4 or 16, comma-separated")
+        .map(|f| match f.trim() {
+            "large" => Shape::Large,
+            f => Shape::Fanout(
+                f.parse()
+                    .expect("BENCH_FANOUTS: 1, 4, 16 or large, comma-separated"),
+            ),
         })
         .collect();
     assert!(
-        fanouts.contains(&4),
+        shapes.contains(&Shape::Fanout(4)),
         "BENCH_FANOUTS must include 4 (the ratio's fanout)"
     );
     let mut measured = Vec::new();
     let mut four = None;
-    for f in fanouts {
-        let mut bench = Bench::with_fanout(f).await;
-        measured.push(rounds_at(&mut bench, f).await);
-        if f == 4 {
+    for shape in shapes {
+        let mut bench = match shape {
+            Shape::Fanout(f) => Bench::with_fanout(f).await,
+            Shape::Large => Bench::large().await,
+        };
+        measured.push(rounds_at(&mut bench, shape).await);
+        if shape == Shape::Fanout(4) {
             four = Some(bench);
         }
     }
     for m in &measured {
-        println!("fanout={} baseline_msgs_per_s={:.0} router_records_per_s={:.0} ratio={:.2} cpu_ratio={:.2} router_cpu_us_per_delivery={:.1} all_cpu_us_per_delivery={:.1} peak_rss_mib={:.1}",
-            m.fanout, m.baseline, m.router, m.router / m.baseline, m.cpu_ratio, m.router_us_per_delivery, m.total_us_per_delivery, m.peak);
+        let name = match m.shape {
+            Shape::Fanout(f) => format!("fanout={f}"),
+            Shape::Large => "catalogue=large fanout=4 agencies=200 items=25".into(),
+        };
+        println!("{name} baseline_msgs_per_s={:.0} router_records_per_s={:.0} ratio={:.2} cpu_ratio={:.2} router_cpu_us_per_delivery={:.1} all_cpu_us_per_delivery={:.1} peak_rss_mib={:.1}",
+            m.baseline, m.router, m.router / m.baseline, m.cpu_ratio, m.router_us_per_delivery, m.total_us_per_delivery, m.peak);
     }
-    let m4 = measured.iter().find(|m| m.fanout == 4).unwrap();
+    let m4 = measured
+        .iter()
+        .find(|m| m.shape == Shape::Fanout(4))
+        .unwrap();
     let (b, r, cpu_ratio) = (m4.baseline, m4.router, m4.cpu_ratio);
     // The RSS target is at fanout 4 (its peak, then the latency run's).
     let mut peak = m4.peak;
