@@ -200,9 +200,18 @@ pub async fn append_checked(
     if added == 0 {
         return Ok(0);
     }
-    write_dept_proofs(tx, entries).await?;
+    // One statement (one round trip): the proofs not yet kept, and the rows. Rows already
+    // kept (another delivery of the same record, a replay) are left as they are.
+    let proofs = Proofs::of(entries);
     sqlx::query(
-        "INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_batch, dept_leaf)
+        "WITH b AS (
+             INSERT INTO dept_batches (id, statement, signature)
+             SELECT * FROM unnest($21::bytea[], $22::text[], $23::text[]) ON CONFLICT DO NOTHING
+         ), v AS (
+             INSERT INTO dept_leaves (batch, leaf, path)
+             SELECT * FROM unnest($24::bytea[], $25::int[], $26::bytea[]) ON CONFLICT DO NOTHING
+         )
+         INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_batch, dept_leaf)
          SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, b, lf
          FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::bytea[], $20::int[])
               AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, b, lf)",
@@ -227,6 +236,12 @@ pub async fn append_checked(
     .bind(&cols.replay)
     .bind(&cols.batch)
     .bind(&cols.leaf)
+    .bind(&proofs.batch)
+    .bind(&proofs.statement)
+    .bind(&proofs.signature)
+    .bind(&proofs.leaf_batch)
+    .bind(&proofs.leaf)
+    .bind(&proofs.path)
     .execute(&mut **tx)
     .await?;
     let mut ha = Vec::with_capacity(head.len());
@@ -337,55 +352,41 @@ pub fn batch_id(statement: &str) -> [u8; 32] {
     Sha256::digest(statement.as_bytes()).into()
 }
 
-/// Keeps each department batch's statement and signature once, and each message's leaf index
-/// and path once, however many agencies it is delivered to (migration 0015). Rows already
-/// there (another delivery of the same record, a replay) are left as they are. Inserted in key
-/// order, so two routers writing the same batch wait for each other instead of deadlocking.
-async fn write_dept_proofs(
-    tx: &mut Transaction<'_, Postgres>,
-    entries: &[&Entry],
-) -> sqlx::Result<()> {
-    let mut batches: std::collections::BTreeMap<[u8; 32], &DeptProof> = Default::default();
-    let mut leaves: std::collections::BTreeMap<([u8; 32], u32), &[u8]> = Default::default();
-    for p in entries.iter().filter_map(|e| e.dept_proof.as_ref()) {
-        let id = batch_id(&p.statement);
-        batches.entry(id).or_insert(p);
-        leaves.entry((id, p.leaf)).or_insert(&p.path);
+/// Each department batch's statement and signature once, and each message's leaf index and
+/// path once, however many agencies it is delivered to (migration 0015), in key order (two
+/// routers writing the same batch then wait for each other instead of deadlocking).
+#[derive(Default)]
+struct Proofs<'e> {
+    batch: Vec<[u8; 32]>,
+    statement: Vec<&'e str>,
+    signature: Vec<&'e str>,
+    leaf_batch: Vec<[u8; 32]>,
+    leaf: Vec<i32>,
+    path: Vec<&'e [u8]>,
+}
+
+impl<'e> Proofs<'e> {
+    fn of(entries: &[&'e Entry]) -> Self {
+        let mut batches: std::collections::BTreeMap<[u8; 32], &DeptProof> = Default::default();
+        let mut leaves: std::collections::BTreeMap<([u8; 32], u32), &[u8]> = Default::default();
+        for p in entries.iter().filter_map(|e| e.dept_proof.as_ref()) {
+            let id = batch_id(&p.statement);
+            batches.entry(id).or_insert(p);
+            leaves.entry((id, p.leaf)).or_insert(&p.path);
+        }
+        let mut out = Proofs::default();
+        for (id, p) in batches {
+            out.batch.push(id);
+            out.statement.push(&p.statement);
+            out.signature.push(&p.signature);
+        }
+        for ((id, leaf), path) in leaves {
+            out.leaf_batch.push(id);
+            out.leaf.push(leaf as i32);
+            out.path.push(path);
+        }
+        out
     }
-    if batches.is_empty() {
-        return Ok(());
-    }
-    let (mut ids, mut statements, mut signatures) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, p) in &batches {
-        ids.push(id.as_slice());
-        statements.push(p.statement.as_str());
-        signatures.push(p.signature.as_str());
-    }
-    sqlx::query(
-        "INSERT INTO dept_batches (id, statement, signature)
-         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&statements)
-    .bind(&signatures)
-    .execute(&mut **tx)
-    .await?;
-    let (mut ids, mut indexes, mut paths) = (Vec::new(), Vec::new(), Vec::new());
-    for ((id, leaf), path) in &leaves {
-        ids.push(id.as_slice());
-        indexes.push(*leaf as i32);
-        paths.push(*path);
-    }
-    sqlx::query(
-        "INSERT INTO dept_leaves (batch, leaf, path)
-         SELECT * FROM unnest($1::bytea[], $2::int[], $3::bytea[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&indexes)
-    .bind(&paths)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The first broken row of a chain.
