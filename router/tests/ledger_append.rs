@@ -134,37 +134,29 @@ async fn a_department_batch_is_kept_once_and_still_covered_by_every_row_that_nam
     assert_eq!((verified.agencies, verified.rows), (4, 9));
     assert!(verified.broken.is_empty(), "{:?}", verified.broken);
 
-    // The kept signature edited: every chain breaks at its first row.
-    sqlx::query("UPDATE dept_batches SET signature = 'forged'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let broken = ledger::verify(&pool).await.unwrap().broken;
-    assert_eq!(broken.len(), 4, "{broken:?}");
-    assert!(
-        broken
-            .iter()
-            .all(|b| b.seq == 1 && b.problem.contains("edited")),
-        "{broken:?}"
-    );
+    // Runs `sql`, then expects every one of the four chains to break at `seq`, saying `why`.
+    let breaks_at = |sql: &'static str, seq: i64, why: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            let broken = ledger::verify(&pool).await.unwrap().broken;
+            assert_eq!(broken.len(), 4, "after {sql}: {broken:?}");
+            assert!(
+                broken
+                    .iter()
+                    .all(|b| b.seq == seq && b.problem.contains(why)),
+                "after {sql}: {broken:?}"
+            );
+        }
+    };
+    // The kept signature edited: every chain breaks at its first row; put back, none does.
+    breaks_at("UPDATE dept_batches SET signature = 'forged'", 1, "edited").await;
     sqlx::query("UPDATE dept_batches SET signature = 'sig'")
         .execute(&pool)
         .await
         .unwrap();
     assert!(ledger::verify(&pool).await.unwrap().broken.is_empty());
-
     // Leaf 1's path removed: the chains break at the rows naming it, and say why.
-    sqlx::query("DELETE FROM dept_leaves WHERE leaf = 1")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let broken = ledger::verify(&pool).await.unwrap().broken;
-    assert_eq!(broken.len(), 4, "{broken:?}");
-    assert!(
-        broken
-            .iter()
-            .all(|b| b.seq == 2 && b.problem.contains("missing")),
-        "{broken:?}"
-    );
+    breaks_at("DELETE FROM dept_leaves WHERE leaf = 1", 2, "missing").await;
     pool.close().await;
 }

@@ -74,6 +74,10 @@ const RECENT_MAX: usize = 100_000;
 /// Batches published and awaiting their confirms and ledger write, behind the one being read.
 const IN_FLIGHT_BATCHES: usize = 4;
 
+/// Deliveries a record makes, on average, that a batch of `router.batch` records is sized
+/// for (see `intake`).
+const DELIVERIES_PER_RECORD: usize = 4;
+
 /// One ingest message on its way.
 struct InFlight {
     routing_key: String,
@@ -243,6 +247,13 @@ async fn intake(
 ) -> anyhow::Result<()> {
     let wait = Duration::from_millis(shared.tunables.batch_wait_ms);
     let max = shared.tunables.batch.max(1);
+    // A batch's deliveries are held (bodies, headers) until their confirms and ledger rows
+    // are in, [`IN_FLIGHT_BATCHES`] of them behind the one being read. Records granted to many
+    // agencies would multiply that: the next batch takes fewer records when the last one's
+    // made more than `DELIVERIES_PER_RECORD` deliveries a record, so a batch holds about
+    // `batch` × 4 deliveries whatever the fanout (fanout 16: 62 records, not 250).
+    let max_deliveries = max.saturating_mul(DELIVERIES_PER_RECORD);
+    let mut take = max;
     let mut recent = Recent::new();
     loop {
         let first = tokio::select! {
@@ -254,7 +265,7 @@ async fn intake(
         };
         let mut deliveries = vec![first?];
         let deadline = tokio::time::Instant::now() + wait;
-        while deliveries.len() < max {
+        while deliveries.len() < take {
             // What has arrived already is taken without arming a timer.
             let next = match consumer.next().now_or_never() {
                 Some(d) => Ok(d),
@@ -309,11 +320,32 @@ async fn intake(
             anyhow::Ok(decided)
         })
         .await??;
+        take = next_take(&decided, max, max_deliveries);
         let batch = prepare(&shared, decided, &publish, started, &mut recent).await?;
         if tx.send(batch).await.is_err() {
             return Ok(()); // the second stage failed; its error ends the session
         }
     }
+}
+
+/// How many records the next batch takes: `max`, or fewer when `decided` made more than
+/// `max_deliveries` deliveries' worth at its rate of deliveries per record.
+fn next_take(decided: &[(Delivery, Outcome)], max: usize, max_deliveries: usize) -> usize {
+    let made: usize = decided
+        .iter()
+        .map(|(_, o)| match o {
+            Outcome::Deliver { deliveries, .. } => deliveries.len(),
+            _ => 0,
+        })
+        .sum();
+    take_for(decided.len(), made, max, max_deliveries)
+}
+
+fn take_for(records: usize, deliveries: usize, max: usize, max_deliveries: usize) -> usize {
+    if deliveries == 0 {
+        return max;
+    }
+    (max_deliveries * records / deliveries).clamp(1, max)
 }
 
 /// Turns decisions into messages in flight: drops what the agencies already hold, publishes
@@ -656,5 +688,23 @@ async fn commit(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_for;
+
+    /// A batch is sized for about `batch` × 4 deliveries: full at fanout 4 or less, a quarter
+    /// at fanout 16, never below one record; a batch that delivered nothing (refusals, records
+    /// already held) does not shrink the next.
+    #[test]
+    fn the_next_batch_takes_fewer_records_when_they_fan_out_wide() {
+        assert_eq!(take_for(250, 1000, 250, 1000), 250);
+        assert_eq!(take_for(250, 250, 250, 1000), 250);
+        assert_eq!(take_for(250, 4000, 250, 1000), 62);
+        assert_eq!(take_for(62, 992, 250, 1000), 62);
+        assert_eq!(take_for(3, 0, 250, 1000), 250);
+        assert_eq!(take_for(1, 5000, 250, 1000), 1);
     }
 }
