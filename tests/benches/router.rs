@@ -342,6 +342,28 @@ async fn rounds_at(bench: &mut Bench, shape: Shape) -> Measured {
     }
 }
 
+/// The large catalogue declares 400 quorum queues (a queue and a dead-letter queue per
+/// agency). A RabbitMQ 3.10 node allowed 1,024 open files (what `su rabbitmq` gives one started
+/// by hand) stops accepting connections once they exist: each new connection's protocol header
+/// sits unread. Fails first, saying how to start the broker, instead of hanging there.
+async fn broker_takes_large_catalogue() {
+    let nodes = govbus_tests::Services::from_env()
+        .management_get("nodes")
+        .await;
+    for n in nodes.as_array().expect("a list of nodes") {
+        let fds = n["fd_total"].as_u64().unwrap_or(0);
+        assert!(
+            fds >= 4096,
+            "RabbitMQ node {} may open only {fds} files: with the large catalogue's 400 quorum \
+             queues it stops accepting connections (docs/benchmarks.md). Restart it with a \
+             higher limit: `rabbitmqctl stop; su rabbitmq -s /bin/sh -c 'ulimit -n $(ulimit -Hn) \
+             && rabbitmq-server -detached'` (its systemd unit sets LimitNOFILE), or leave `large` \
+             out of BENCH_FANOUTS",
+            n["name"]
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // Fanout 4 is the target's; 1 and 16 show how the cost per delivery moves with it, and
@@ -361,6 +383,9 @@ async fn main() {
         shapes.contains(&Shape::Fanout(4)),
         "BENCH_FANOUTS must include 4 (the ratio's fanout)"
     );
+    if shapes.contains(&Shape::Large) {
+        broker_takes_large_catalogue().await;
+    }
     let mut measured = Vec::new();
     let mut four = None;
     for shape in shapes {
