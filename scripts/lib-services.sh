@@ -61,7 +61,14 @@ ensure_rabbitmq() {
   if ! port_open "$host" "$port"; then
     if is_local "$host" && command -v rabbitmq-server >/dev/null 2>&1; then
       say "RabbitMQ is not running on $host:$port; starting the local one (rabbitmq-server -detached)"
-      rabbitmq-server -detached >/dev/null 2>&1 || true
+      if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
+        # As its own user with as many open files as allowed: `su` alone gives 1,024, with which
+        # RabbitMQ stops accepting connections once there are a few hundred quorum queues
+        # (docs/operators.md, "RabbitMQ's open-file limit").
+        su rabbitmq -s /bin/sh -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; rabbitmq-server -detached' >/dev/null 2>&1 || true
+      else
+        rabbitmq-server -detached >/dev/null 2>&1 || true
+      fi
       wait_port "$host" "$port" 90 || die "RabbitMQ did not start within 90 s; see /var/log/rabbitmq"
     else
       compose_up || die "no RabbitMQ at $host:$port. Install it (Debian: apt-get install rabbitmq-server) or Docker, or set GOVBUS__AMQP__URL"
