@@ -202,7 +202,7 @@ pub async fn append_checked(
     }
     // One statement (one round trip): the proofs not yet kept, and the rows. Rows already
     // kept (another delivery of the same record, a replay) are left as they are.
-    let proofs = Proofs::of(entries);
+    let proofs = Proofs::of(&cols);
     sqlx::query(
         "WITH b AS (
              INSERT INTO dept_batches (id, statement, signature)
@@ -315,6 +315,8 @@ struct Columns<'e> {
     replay: Vec<Option<&'e str>>,
     batch: Vec<Option<[u8; 32]>>,
     leaf: Vec<Option<i32>>,
+    /// The department's proof of each row, for [`Proofs`].
+    proof: Vec<Option<&'e DeptProof>>,
 }
 
 impl<'e> Columns<'e> {
@@ -342,6 +344,7 @@ impl<'e> Columns<'e> {
         self.hash.push(hash);
         self.replay.push(e.replay.as_deref());
         self.batch.push(p.map(|p| batch_id(&p.statement)));
+        self.proof.push(p);
         self.leaf.push(p.map(|p| p.leaf as i32));
     }
 }
@@ -366,11 +369,14 @@ struct Proofs<'e> {
 }
 
 impl<'e> Proofs<'e> {
-    fn of(entries: &[&'e Entry]) -> Self {
+    /// The proofs of the rows in `cols`, by the batch ids computed there.
+    fn of(cols: &Columns<'e>) -> Self {
         let mut batches: std::collections::BTreeMap<[u8; 32], &DeptProof> = Default::default();
         let mut leaves: std::collections::BTreeMap<([u8; 32], u32), &[u8]> = Default::default();
-        for p in entries.iter().filter_map(|e| e.dept_proof.as_ref()) {
-            let id = batch_id(&p.statement);
+        for (id, p) in cols.batch.iter().zip(&cols.proof) {
+            let (Some(id), Some(p)) = (*id, *p) else {
+                continue;
+            };
             batches.entry(id).or_insert(p);
             leaves.entry((id, p.leaf)).or_insert(&p.path);
         }
