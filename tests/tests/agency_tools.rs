@@ -324,22 +324,19 @@ async fn tail_verifies_batches_and_dead_letters_every_forgery() {
         w.count("agency.civil.dlq").await == bad
     })
     .await;
-    // Nothing tail did not print is left. Over TLS, about one run in 25 leaves the last few
-    // deliveries it printed and acked in the queue (they come again to the next consumer, as
-    // at-least-once allows; tail skips ids it printed): those may be left, nothing else.
-    let printed: std::collections::HashSet<String> = printed_ids;
+    // Nothing is left: tail acked what it printed and dead-lettered the rest, and its acks all
+    // counted (it cancels its consumer before closing: on a bare close, RabbitMQ 3.10 put the
+    // last acked deliveries back about one run in five under load).
     let left = w.drain("agency.civil", Duration::from_millis(300)).await;
     assert!(
-        left.iter().all(|g| printed.contains(&g.message_id)) && left.len() <= 64,
-        "tail left deliveries it did not print: {:?}",
+        left.is_empty(),
+        "tail left {} deliveries in the queue ({} of them never printed): {:?}",
+        left.len(),
+        left.iter()
+            .filter(|g| !printed_ids.contains(&g.message_id))
+            .count(),
         left.iter().map(|g| &g.message_id).collect::<Vec<_>>()
     );
-    if !left.is_empty() {
-        eprintln!(
-            "tail left {} printed deliveries unacked (known, see docs/development.md)",
-            left.len()
-        );
-    }
 
     // A key past its valid_until: after a rotation, platform-test expires. A delivery under
     // the new key teaches tail the listing; one sealed with platform-test is then refused.
