@@ -552,7 +552,7 @@ public final class Agency {
     AtomicLong seen = new AtomicLong();
     AtomicLong lastAt = new AtomicLong(System.nanoTime());
     CountDownLatch done = new CountDownLatch(1);
-    channel.basicConsume(queue, false, new DefaultConsumer(channel) {
+    String consumerTag = channel.basicConsume(queue, false, new DefaultConsumer(channel) {
       @Override
       public void handleDelivery(String tag, Envelope envelope, AMQP.BasicProperties props,
           byte[] body) throws IOException {
@@ -591,6 +591,9 @@ public final class Agency {
         break;
       }
     }
+    // Cancel first: the queue applies the acks before the cancel (on a bare close, RabbitMQ
+    // 3.10 could put the last acked deliveries back; they would come again).
+    channel.basicCancel(consumerTag);
     channel.close();
     connection.close();
   }
