@@ -8,7 +8,7 @@ use bus_schemas::{
     amqp::{publish::publish_all, seal, OutgoingMessage},
     batch, keys, Registry,
 };
-use common::{citizen, World};
+use common::{batch_forgeries, citizen, World};
 use govbus_tests::Process;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -309,7 +309,6 @@ fn sha256_hex(b: &[u8]) -> String {
 /// `bad_signature`, counted, and delivered to nobody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn department_batches_verify_and_every_forgery_is_refused() {
-    use base64::{engine::general_purpose::STANDARD as B64, Engine};
     use bus_schemas::wire::header;
     let mut w = World::new().await;
     w.start_router().await;
@@ -349,24 +348,8 @@ async fn department_batches_verify_and_every_forgery_is_refused() {
     let a = sealed(50_000, 5, "a", batch::AUDIENCE_INGEST);
     let b = sealed(60_000, 5, "b", batch::AUDIENCE_INGEST);
     let elsewhere = sealed(70_000, 1, "c", "civil");
-    let get = |m: &OutgoingMessage, n: &str| {
-        bus_schemas::amqp::headers::header_str(m.properties.headers().as_ref().unwrap(), n)
-            .unwrap()
-            .to_string()
-    };
-    let with = |m: &OutgoingMessage, n: &str, v: String| {
-        let mut h = m.properties.headers().clone().unwrap();
-        h.insert(n.into(), AMQPValue::LongString(LongString::from(v)));
-        let mut m = m.clone();
-        m.properties = m.properties.clone().with_headers(h);
-        m
-    };
+    // The ten forgeries, and one more only a department batch can have: no path at all.
     let m = &a[3];
-    let mut flipped_body = m.clone();
-    *flipped_body.body.last_mut().unwrap() ^= 1;
-    let mut salt = B64.decode(get(m, header::SALT)).unwrap();
-    salt[0] ^= 1;
-    let path = B64.decode(get(m, header::PROOF)).unwrap();
     let mut no_path = FieldTable::default();
     for (k, v) in m.properties.headers().as_ref().unwrap().inner() {
         if k.as_str() != header::PROOF {
@@ -375,22 +358,8 @@ async fn department_batches_verify_and_every_forgery_is_refused() {
     }
     let mut without_path = m.clone();
     without_path.properties = m.properties.clone().with_headers(no_path);
-    let forgeries = vec![
-        flipped_body,
-        with(m, header::SALT, B64.encode(&salt)),
-        with(m, header::BATCH, "2/5".into()),
-        with(m, header::PROOF, get(&b[3], header::PROOF)),
-        with(m, header::PROOF, B64.encode(&path[..path.len() - 32])),
-        with(
-            m,
-            header::PROOF,
-            B64.encode([&path[..], &[0u8; 32]].concat()),
-        ),
-        with(m, header::BATCH, "0/0".into()),
-        with(m, header::BATCH, "3/1025".into()),
-        elsewhere[0].clone(),
-        without_path,
-    ];
+    let mut forgeries = batch_forgeries(&a, &b, &elsewhere[0], &[]);
+    forgeries.push(without_path);
     let mut good = Vec::new();
     let mut first = 0;
     for n in [1u64, 2, 3, 5, 1024] {

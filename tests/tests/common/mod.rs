@@ -723,40 +723,13 @@ impl World {
             "health"
         };
         let elsewhere = self.sealed_copies(template, agency, &signer, other, "forged-c", 1);
-        let get = |m: &OutgoingMessage, n: &str| {
-            bus_schemas::amqp::headers::header_str(m.properties.headers().as_ref().unwrap(), n)
-                .unwrap()
-                .to_string()
-        };
-        let with = |m: &OutgoingMessage, n: &str, v: String| {
-            let mut h = m.properties.headers().clone().unwrap();
-            h.insert(n.into(), AMQPValue::LongString(LongString::from(v)));
-            let mut m = m.clone();
-            m.properties = m.properties.clone().with_headers(h);
-            m
-        };
+        let bad = batch_forgeries(
+            &a,
+            &b,
+            &elsewhere[0],
+            &[(header::GRANT, format!("{other}-household"))],
+        );
         let m = &a[3];
-        let mut flipped_body = m.clone();
-        *flipped_body.body.last_mut().unwrap() ^= 1;
-        let mut salt = B64.decode(get(m, header::SALT)).unwrap();
-        salt[0] ^= 1;
-        let path = B64.decode(get(m, header::PROOF)).unwrap();
-        let bad = vec![
-            flipped_body,
-            with(m, header::SALT, B64.encode(&salt)),
-            with(m, header::GRANT, format!("{other}-household")),
-            with(m, header::BATCH, "2/5".into()),
-            with(m, header::PROOF, get(&b[3], header::PROOF)),
-            with(m, header::PROOF, B64.encode(&path[..path.len() - 32])),
-            with(
-                m,
-                header::PROOF,
-                B64.encode([&path[..], &[0u8; 32]].concat()),
-            ),
-            with(m, header::BATCH, "0/0".into()),
-            with(m, header::BATCH, "3/1025".into()),
-            elsewhere[0].clone(),
-        ];
         // The untouched message verifies: each forgery fails for its own change.
         let verifier = bus_schemas::batch::Verifier::new();
         let key = signer.verifying_key();
@@ -798,4 +771,58 @@ impl World {
         }
         self.start_router().await;
     }
+}
+
+/// A header of `m` as text.
+pub fn header_of(m: &OutgoingMessage, name: &str) -> String {
+    bus_schemas::amqp::headers::header_str(m.properties.headers().as_ref().unwrap(), name)
+        .unwrap()
+        .to_string()
+}
+
+/// `m` with header `name` set to `value`.
+pub fn with_header(m: &OutgoingMessage, name: &str, value: String) -> OutgoingMessage {
+    let mut h = m.properties.headers().clone().unwrap();
+    h.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    let mut m = m.clone();
+    m.properties = m.properties.clone().with_headers(h);
+    m
+}
+
+/// Forgeries of the fourth message of batch `a` (of 5) that a verifier must refuse as a bad
+/// signature: a flipped body byte, a flipped salt, `changed` headers (a grant, say), a wrong
+/// leaf index, the path of `b`'s fourth message (another batch), a path one hash short and
+/// one long, a size of 0 and of 1,025; and `elsewhere`, a batch signed for another audience.
+pub fn batch_forgeries(
+    a: &[OutgoingMessage],
+    b: &[OutgoingMessage],
+    elsewhere: &OutgoingMessage,
+    changed: &[(&str, String)],
+) -> Vec<OutgoingMessage> {
+    use bus_schemas::wire::header;
+    let m = &a[3];
+    let mut flipped_body = m.clone();
+    *flipped_body.body.last_mut().unwrap() ^= 1;
+    let mut salt = B64.decode(header_of(m, header::SALT)).unwrap();
+    salt[0] ^= 1;
+    let path = B64.decode(header_of(m, header::PROOF)).unwrap();
+    let mut out = vec![
+        flipped_body,
+        with_header(m, header::SALT, B64.encode(&salt)),
+    ];
+    out.extend(changed.iter().map(|(n, v)| with_header(m, n, v.clone())));
+    out.extend([
+        with_header(m, header::BATCH, "2/5".into()),
+        with_header(m, header::PROOF, header_of(&b[3], header::PROOF)),
+        with_header(m, header::PROOF, B64.encode(&path[..path.len() - 32])),
+        with_header(
+            m,
+            header::PROOF,
+            B64.encode([&path[..], &[0u8; 32]].concat()),
+        ),
+        with_header(m, header::BATCH, "0/0".into()),
+        with_header(m, header::BATCH, "3/1025".into()),
+        elsewhere.clone(),
+    ]);
+    out
 }
