@@ -30,7 +30,12 @@ pub struct Env {
 impl Env {
     /// Vhost + topology for `department`, keys in `dir/keys`.
     pub async fn new(department: &str) -> Env {
-        let vhost = TestVhost::create(&Services::from_env()).await.unwrap();
+        Env::on(department, &Services::from_env()).await
+    }
+
+    /// Like [`Env::new`], on the broker `services` names (a cluster's node, say).
+    pub async fn on(department: &str, services: &Services) -> Env {
+        let vhost = TestVhost::create(services).await.unwrap();
         let conn = vhost.connect().await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         topology::declare_core(&ch).await.unwrap();

@@ -8,6 +8,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct AmqpConfig {
     /// AMQP URL with the account and vhost: `amqp://user:pass@host:5672/%2f`, or `amqps://` for TLS.
+    /// The nodes of a cluster are listed separated by commas (`amqp://u:p@node1/gz,amqp://u:p@node2/gz`):
+    /// a process connects to the first that answers and, when its node goes, to the next
+    /// (percent-encode a comma in a password as `%2C`).
     #[serde(default = "default_url")]
     pub url: String,
     /// PEM file of the CA that signed the broker's certificate (for `amqps://`); the system roots when unset.
@@ -78,18 +81,44 @@ impl Default for AmqpConfig {
 }
 
 impl AmqpConfig {
-    /// The URL with the heartbeat set (unless the URL sets one itself).
-    pub fn url_with_heartbeat(&self) -> String {
-        if self.url.contains("heartbeat=") {
-            return self.url.clone();
+    /// The broker addresses `url` lists, in order (one for a single broker).
+    pub fn urls(&self) -> Vec<&str> {
+        let v: Vec<&str> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if v.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            v
         }
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}heartbeat={}", self.url, self.heartbeat_secs)
     }
 
-    /// The URL without its password, for logs and errors.
+    /// The first address, for tools that talk to one broker (provisioning, management).
+    pub fn first_url(&self) -> &str {
+        self.urls()[0]
+    }
+
+    /// Address `i` (modulo their number) with the heartbeat set (unless it sets one itself).
+    pub fn url_with_heartbeat(&self, i: usize) -> String {
+        let urls = self.urls();
+        let url = urls[i % urls.len()];
+        if url.contains("heartbeat=") {
+            return url.to_string();
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}heartbeat={}", self.heartbeat_secs)
+    }
+
+    /// The addresses without their passwords, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        self.urls()
+            .into_iter()
+            .map(redact)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -125,11 +154,38 @@ mod tests {
             url: "amqp://h/v".into(),
             ..Default::default()
         };
-        assert_eq!(c.url_with_heartbeat(), "amqp://h/v?heartbeat=10");
+        assert_eq!(c.url_with_heartbeat(0), "amqp://h/v?heartbeat=10");
         let c = AmqpConfig {
             url: "amqp://h/v?heartbeat=3".into(),
             ..Default::default()
         };
-        assert_eq!(c.url_with_heartbeat(), "amqp://h/v?heartbeat=3");
+        assert_eq!(c.url_with_heartbeat(0), "amqp://h/v?heartbeat=3");
+    }
+
+    /// A cluster's nodes, comma-separated, are taken in turn; a password never shows.
+    #[test]
+    fn several_brokers() {
+        let c = AmqpConfig {
+            url: "amqp://u:pw@a:5672/gz, amqp://u:pw@b:5672/gz?heartbeat=4,".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.urls(),
+            ["amqp://u:pw@a:5672/gz", "amqp://u:pw@b:5672/gz?heartbeat=4"]
+        );
+        assert_eq!(c.first_url(), "amqp://u:pw@a:5672/gz");
+        assert_eq!(
+            c.url_with_heartbeat(0),
+            "amqp://u:pw@a:5672/gz?heartbeat=10"
+        );
+        assert_eq!(c.url_with_heartbeat(1), "amqp://u:pw@b:5672/gz?heartbeat=4");
+        assert_eq!(
+            c.url_with_heartbeat(2),
+            "amqp://u:pw@a:5672/gz?heartbeat=10"
+        );
+        assert_eq!(
+            c.redacted_url(),
+            "amqp://u:***@a:5672/gz,amqp://u:***@b:5672/gz?heartbeat=4"
+        );
     }
 }

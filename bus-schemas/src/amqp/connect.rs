@@ -1,7 +1,13 @@
 //! Connecting to RabbitMQ, retrying with exponential backoff and jitter until it works or the
 //! process is asked to stop. Callers keep no lapin object across a failure: they call
 //! [`Connector::connect`] again and rebuild channels and consumers on the new connection.
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use backon::{ExponentialBuilder, Retryable};
 use lapin::{
@@ -10,13 +16,15 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::config::AmqpConfig;
+use super::config::{redact, AmqpConfig};
 
 /// Opens connections for one process.
 #[derive(Debug, Clone)]
 pub struct Connector {
     config: AmqpConfig,
     name: String,
+    /// The address to try next (of `config.urls()`): the one that last worked, until it fails.
+    next: Arc<AtomicUsize>,
 }
 
 /// Why a connection could not be opened.
@@ -39,6 +47,7 @@ impl Connector {
         Connector {
             config,
             name: name.into(),
+            next: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -84,20 +93,42 @@ impl Connector {
         })
     }
 
-    /// One attempt.
+    /// One attempt, at the address that last worked; a failure moves on to the next one, so
+    /// with a cluster's nodes listed, a process finds a node that is up.
     pub async fn connect_once(&self) -> Result<Connection, ConnectError> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
         let tls = self.tls()?;
+        let i = self.next.load(Ordering::Relaxed);
+        let urls = self.config.urls();
+        let url = redact(urls[i % urls.len()]);
         let runtime = lapin::runtime::default_runtime().map_err(|source| ConnectError::Broker {
-            url: self.config.redacted_url(),
+            url: url.clone(),
             source,
         })?;
-        Connection::connect_with_config(&self.config.url_with_heartbeat(), props, tls, runtime)
-            .await
-            .map_err(|source| ConnectError::Broker {
-                url: self.config.redacted_url(),
-                source,
-            })
+        match Connection::connect_with_config(
+            &self.config.url_with_heartbeat(i),
+            props,
+            tls,
+            runtime,
+        )
+        .await
+        {
+            Ok(c) => {
+                if urls.len() > 1 {
+                    tracing::info!(broker = %url, "connected to RabbitMQ");
+                }
+                Ok(c)
+            }
+            Err(source) => {
+                let _ = self.next.compare_exchange(
+                    i,
+                    (i + 1) % urls.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                Err(ConnectError::Broker { url, source })
+            }
+        }
     }
 
     /// Connects, retrying with backoff and jitter until it works; `on_retry` is told of each
