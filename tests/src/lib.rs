@@ -415,7 +415,14 @@ pub fn python() -> anyhow::Result<PathBuf> {
 /// Messages in a queue, counted over AMQP (passive declare).
 pub async fn queue_count(vhost: &TestVhost, queue: &str) -> u32 {
     let conn = vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
+    let n = count_on(&conn, queue).await.unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    n
+}
+
+/// Messages in `queue`, asked over `conn` (passive declare).
+pub async fn count_on(conn: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
+    let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
             queue.into(),
@@ -425,10 +432,9 @@ pub async fn queue_count(vhost: &TestVhost, queue: &str) -> u32 {
             },
             FieldTable::default(),
         )
-        .await
-        .unwrap();
-    let _ = conn.close(200, "ok".into()).await;
-    q.message_count()
+        .await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(q.message_count())
 }
 
 /// One consumed message.

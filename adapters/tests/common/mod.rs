@@ -412,3 +412,16 @@ pub fn drop_big_household_file(env: &Env) -> Vec<String> {
     drop_gb18030(&env.path("inbox/big.csv"), &csv);
     valid
 }
+
+/// A broker fault hit the run in flight: the adapter lost its connection, reconnected, and went
+/// on publishing records afterwards (not just finished a run already confirmed).
+pub fn assert_fault_hit_the_run(summary: &adapters::pipeline::Summary) {
+    assert!(
+        summary.reconnects > 0,
+        "the adapter never reconnected: the fault missed the run ({summary:?})"
+    );
+    assert!(
+        summary.published_after_reconnect > 0,
+        "no record was confirmed after the reconnect ({summary:?})"
+    );
+}
