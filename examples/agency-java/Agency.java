@@ -15,6 +15,7 @@
 // Copy this file and replace handle() with your agency's work; the delivery is acked only after
 // it returns. Any Avro 1.8+ and RabbitMQ client 5.x will do (see pom.xml for Maven).
 import com.rabbitmq.client.AMQP;
+import com.rabbitmq.client.Address;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
 import com.rabbitmq.client.ConnectionFactory;
@@ -543,9 +544,22 @@ public final class Agency {
         env.get("GOVBUS_PLATFORM_KEY_ID"),
         env.getOrDefault("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200"));
 
+    // A cluster's nodes, comma-separated (same account and vhost): the client connects to
+    // the first that answers.
+    String[] urls = env.get("GOVBUS__AMQP__URL").split(",");
     ConnectionFactory factory = new ConnectionFactory();
-    factory.setUri(env.get("GOVBUS__AMQP__URL"));
-    Connection connection = factory.newConnection();
+    factory.setUri(urls[0].trim());
+    List<Address> nodes = new ArrayList<>();
+    for (String u : urls) {
+      if (u.isBlank()) {
+        continue;
+      }
+      URI uri = URI.create(u.trim());
+      int port = uri.getPort() > 0 ? uri.getPort()
+          : ("amqps".equals(uri.getScheme()) ? 5671 : 5672);
+      nodes.add(new Address(uri.getHost(), port));
+    }
+    Connection connection = factory.newConnection(nodes);
     Channel channel = connection.createChannel();
     channel.basicQos(100);
     final long limit = count;

@@ -308,7 +308,9 @@ def main():
     platform_keys = PlatformKeys(env["GOVBUS_PLATFORM_PUBLIC_KEY"], env.get("GOVBUS_PLATFORM_KEY_ID"), router_url)
     schemas = Schemas(router_url)
 
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    # A cluster's nodes, comma-separated: pika connects to the first that answers.
+    nodes = [pika.URLParameters(u.strip()) for u in amqp_url.split(",") if u.strip()]
+    connection = pika.BlockingConnection(nodes)
     channel = connection.channel()
     channel.basic_qos(prefetch_count=100)
     seen = 0

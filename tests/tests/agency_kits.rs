@@ -8,9 +8,23 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use common::{citizen, Got, World};
 use govbus_tests::{python, workspace_root};
 
-/// The file `govbus provision` would write for `agency`, pointed at this world.
+/// The file `govbus provision` would write for `agency`, pointed at this world. Its broker
+/// address lists a node that is down first, as a cluster's list can: the kit must go on to
+/// the next.
 fn env_file(w: &World, agency: &str) -> PathBuf {
     let key = std::fs::read_to_string(w.path("platform/platform-test.pub")).unwrap();
+    let url = &w.vhost.amqp_url;
+    let (authority_end, port_at) = {
+        let start = url.find("://").unwrap() + 3;
+        let end = start + url[start..].find('/').unwrap();
+        (end, url[..end].rfind(':').unwrap())
+    };
+    let down = format!(
+        "{}:{}{}",
+        &url[..port_at],
+        govbus_tests::free_port(),
+        &url[authority_end..]
+    );
     let path = w.path(&format!("{agency}.env"));
     std::fs::write(
         &path,
@@ -20,7 +34,7 @@ fn env_file(w: &World, agency: &str) -> PathBuf {
              GOVBUS_PLATFORM_PUBLIC_KEY={}\nGOVBUS_ROUTER_URL={}\nGOVBUS__AMQP__URL={}\n",
             key.trim(),
             w.url(""),
-            w.vhost.amqp_url
+            format!("{down},{url}")
         ),
     )
     .unwrap();
