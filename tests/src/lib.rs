@@ -17,6 +17,8 @@ use std::{
 
 use std::{collections::HashMap, time::Duration};
 
+pub mod cluster;
+
 use anyhow::{bail, Context};
 use futures::StreamExt as _;
 use lapin::{

@@ -31,10 +31,9 @@ fn env_file(w: &World, agency: &str) -> PathBuf {
         format!(
             "GOVBUS_ROLE=agency\nGOVBUS_AGENCY={agency}\nGOVBUS_QUEUE=agency.{agency}\n\
              GOVBUS_DEAD_LETTER_QUEUE=agency.{agency}.dlq\nGOVBUS_PLATFORM_KEY_ID=platform-test\n\
-             GOVBUS_PLATFORM_PUBLIC_KEY={}\nGOVBUS_ROUTER_URL={}\nGOVBUS__AMQP__URL={}\n",
+             GOVBUS_PLATFORM_PUBLIC_KEY={}\nGOVBUS_ROUTER_URL={}\nGOVBUS__AMQP__URL={down},{url}\n",
             key.trim(),
             w.url(""),
-            format!("{down},{url}")
         ),
     )
     .unwrap();

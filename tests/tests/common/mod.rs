@@ -61,9 +61,13 @@ pub fn uscc(n: u64) -> String {
 impl World {
     /// Vhost, database, keys, catalogue and router config (the router is not started).
     pub async fn new() -> World {
-        let services = Services::from_env();
-        let vhost = TestVhost::create(&services).await.unwrap();
-        let db = TestDatabase::create(&services).await.unwrap();
+        World::on(&Services::from_env()).await
+    }
+
+    /// Like [`World::new`], with its vhost on the broker `services` names (a cluster's node).
+    pub async fn on(services: &Services) -> World {
+        let vhost = TestVhost::create(services).await.unwrap();
+        let db = TestDatabase::create(services).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut catalogue =
             std::fs::read_to_string(workspace_root().join("router/examples/catalogue.toml"))

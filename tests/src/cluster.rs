@@ -1,0 +1,95 @@
+//! The three-node RabbitMQ cluster `scripts/test` starts for the cluster fault tests
+//! (`scripts/lib-cluster.sh`): its nodes, stopping and starting one, counting on one.
+use std::{path::PathBuf, process::Command};
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::Services;
+
+/// The cluster `scripts/test` started: its folder (the cookie) and the nodes' AMQP ports.
+pub struct Cluster {
+    dir: PathBuf,
+    amqp_ports: Vec<u16>,
+    mgmt_port: u16,
+}
+
+impl Cluster {
+    pub fn from_env() -> Cluster {
+        let how = "these tests need the three-node cluster of scripts/lib-cluster.sh: run them \
+                   through scripts/test, or by hand: `. scripts/lib-services.sh; . scripts/lib-tls.sh; \
+                   . scripts/lib-cluster.sh; start_cluster` and set GOVBUS_TEST_CLUSTER_DIR=target/cluster \
+                   GOVBUS_TEST_CLUSTER_PORTS=5701,5702,5703 GOVBUS_TEST_CLUSTER_MGMT_PORT=15701";
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: {how}"));
+        Cluster {
+            dir: var("GOVBUS_TEST_CLUSTER_DIR").into(),
+            amqp_ports: var("GOVBUS_TEST_CLUSTER_PORTS")
+                .split(',')
+                .map(|p| p.trim().parse().expect("GOVBUS_TEST_CLUSTER_PORTS: ports"))
+                .collect(),
+            mgmt_port: var("GOVBUS_TEST_CLUSTER_MGMT_PORT")
+                .parse()
+                .expect("GOVBUS_TEST_CLUSTER_MGMT_PORT: a port"),
+        }
+    }
+
+    /// `rabbitmqctl` on node `n` (1-based), through `scripts/lib-cluster.sh` (its cookie, its
+    /// RabbitMQ installation).
+    pub fn ctl(&self, n: usize, args: &[&str]) {
+        let root = crate::workspace_root();
+        let out = Command::new("bash")
+            .current_dir(&root)
+            .env("CLUSTER_DIR", &self.dir)
+            .arg("-c")
+            .arg(format!(
+                ". scripts/lib-services.sh && . scripts/lib-tls.sh && . scripts/lib-cluster.sh && cluster_ctl {n} {}",
+                args.join(" ")
+            ))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run bash ({e})"));
+        assert!(
+            out.status.success(),
+            "rabbitmqctl on cluster node {n} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The broker settings of node 1 (where the vhost is made).
+    pub fn services(&self) -> Services {
+        let mut s = Services::from_env();
+        s.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_ports[0]);
+        s.management_url = format!("http://127.0.0.1:{}", self.mgmt_port);
+        s.management_auth = ("guest".into(), "guest".into());
+        s
+    }
+
+    /// `vhost_url` (on node 1) on each node, comma-separated: the adapter's `amqp.url`.
+    pub fn all_nodes(&self, vhost_url: &str) -> String {
+        let first = format!(":{}/", self.amqp_ports[0]);
+        self.amqp_ports
+            .iter()
+            .map(|p| vhost_url.replace(&first, &format!(":{p}/")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A stopped node, started again when dropped (also when the test fails), so the cluster is
+/// whole for what runs next.
+pub struct Stopped<'a>(pub &'a Cluster, pub usize);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.ctl(self.1, &["start_app"]);
+        self.0.ctl(self.1, &["await_startup"]);
+    }
+}
+
+/// Messages in `queue`, asked of the node at `url` (None while it does not answer).
+pub async fn count_at(url: &str, queue: &str) -> Option<u32> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .ok()?;
+    let n = crate::count_on(&conn, queue).await.ok();
+    let _ = conn.close(200, "ok".into()).await;
+    n
+}
