@@ -6,7 +6,8 @@
 //! and written to the ledger before the ack, next to a plain lapin loop on the same broker in
 //! the same run: consume a quorum queue → publish ×4 to quorum queues → confirms → ack.
 //! Alternating rounds, median. Then delivery latency (source change → the agency's consumer)
-//! p50/p99 at half the measured rate, and the router's peak RSS. Prints `ratio=<x>`.
+//! p50/p99 at half the measured rate, through the plain loop and then the router, and the
+//! router's peak RSS. Prints `ratio=<x>`.
 //!
 //! Every party shares the machine's cores, so each round also prints the CPU each one spent
 //! per record (the plain loop, the router, RabbitMQ, PostgreSQL) and RabbitMQ's resident
@@ -107,32 +108,10 @@ fn item_index(props: &lapin::BasicProperties, items: &[String]) -> usize {
 /// the batch with `multiple` once its confirms are in, while the next batch is taken.
 /// Returns msgs/s.
 async fn baseline(w: &World, msgs: &[OutgoingMessage], shape: Shape) -> f64 {
-    let items = shape.items();
     let records = msgs.len() as u64;
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let declare = |q: String| {
-        let ch = ch.clone();
-        async move {
-            ch.queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                quorum_args(None),
-            )
-            .await
-            .unwrap();
-            ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-                .await
-                .unwrap();
-        }
-    };
-    declare("bench.in".into()).await;
-    for i in 0..shape.queues() {
-        declare(format!("bench.out{i}")).await;
-    }
+    declare_plain(&conn, shape).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
@@ -145,6 +124,27 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], shape: Shape) -> f64 {
         }),
     )
     .await;
+    let start = Instant::now();
+    copy_loop(&conn, records, shape).await;
+    let rate = records as f64 / start.elapsed().as_secs_f64();
+    for i in 0..shape.queues() {
+        ch.queue_purge(
+            format!("bench.out{i}").as_str().into(),
+            QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+    rate
+}
+
+/// The plain loop: consumes `bench.in`, takes what has arrived up to [`BATCH`], publishes each
+/// message to its `shape` targets `bench.out<i>` (the batch's publishes registered at once),
+/// and acks the batch with `multiple` once its confirms are in, a few batches in flight.
+/// Returns after `records` messages.
+async fn copy_loop(conn: &lapin::Connection, records: u64, shape: Shape) {
+    let items = shape.items();
     let consume = conn.create_channel().await.unwrap();
     consume
         .basic_qos(WINDOW as u16, BasicQosOptions::default())
@@ -186,7 +186,6 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], shape: Shape) -> f64 {
             }
         }
     });
-    let start = Instant::now();
     let mut taken = 0;
     while taken < records {
         let mut batch = vec![consumer.next().await.unwrap().unwrap()];
@@ -219,17 +218,106 @@ async fn baseline(w: &World, msgs: &[OutgoingMessage], shape: Shape) -> f64 {
         tx.send((batch.pop().unwrap(), n, confirms)).await.unwrap();
     }
     settle.await.unwrap();
-    let rate = records as f64 / start.elapsed().as_secs_f64();
+    let _ = consume.close(200, "done".into()).await;
+    let _ = out.close(200, "done".into()).await;
+}
+
+/// The plain loop's queues, declared and empty: `bench.in` and its `shape` targets.
+async fn declare_plain(conn: &lapin::Connection, shape: Shape) {
+    let ch = conn.create_channel().await.unwrap();
+    let declare = |q: String| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum_args(None),
+            )
+            .await
+            .unwrap();
+            ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    declare("bench.in".into()).await;
     for i in 0..shape.queues() {
-        ch.queue_purge(
-            format!("bench.out{i}").as_str().into(),
-            QueuePurgeOptions::default(),
+        declare(format!("bench.out{i}")).await;
+    }
+    let _ = ch.close(200, "done".into()).await;
+}
+
+/// Publishes `n` messages (`make(i)`, each stamped with its source time) at `rate` a second
+/// through `ch`, with a window of confirms, while a consumer of `queue` notes each arrival's
+/// delay from its source time, in milliseconds.
+async fn paced_latency(
+    w: &World,
+    ch: &lapin::Channel,
+    queue: &str,
+    rate: f64,
+    n: u64,
+    make: impl Fn(u64) -> OutgoingMessage,
+) -> Vec<f64> {
+    let agency = w.vhost.connect().await.unwrap();
+    let ach = agency.create_channel().await.unwrap();
+    ach.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ach
+        .basic_consume(
+            queue.into(),
+            "bench-latency".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
         )
         .await
         .unwrap();
+    let receiver = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n as usize);
+        while (lat.len() as u64) < n {
+            let d = consumer.next().await.unwrap().unwrap();
+            let sent = match d
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(header::SOURCE_TIME_MS).cloned())
+            {
+                Some(AMQPValue::LongLongInt(t)) => t,
+                other => panic!("{other:?}"),
+            };
+            lat.push((now_ms() - sent) as f64);
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        lat
+    });
+    let start = Instant::now();
+    let mut inflight = VecDeque::new();
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let m = make(i);
+        inflight.push_back((m.publish(ch).await.unwrap(), m));
+        while inflight.len() > WINDOW {
+            let (c, m) = inflight.pop_front().unwrap();
+            classify(c.await, &m).unwrap();
+        }
     }
-    conn.close(200, "done".into()).await.unwrap();
-    rate
+    for (c, m) in inflight {
+        classify(c.await, &m).unwrap();
+    }
+    let lat = receiver.await.unwrap();
+    let _ = agency.close(200, "done".into()).await;
+    lat
+}
+
+/// p50 and p99 of `lat`.
+fn percentiles(lat: &[f64]) -> (f64, f64) {
+    let mut lat = lat.to_vec();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (lat[lat.len() / 2], lat[lat.len() * 99 / 100])
 }
 
 /// What the rounds at one fanout measured (medians).
@@ -422,65 +510,34 @@ async fn main() {
         ..
     } = four.unwrap();
 
-    // Latency at half the router's rate: publish paced, an agency consumer timestamps arrivals.
-    w.start_router().await;
+    // Latency at half the router's rate: publish paced, an agency consumer timestamps
+    // arrivals. First the plain loop's (the same records forwarded ×4 to quorum queues, the
+    // first one timed): what the broker alone costs on this machine at that rate.
     let rate = (r / 2.0).max(100.0);
     let n = (rate * 10.0) as u64;
-    let agency = w.vhost.connect().await.unwrap();
-    let ach = agency.create_channel().await.unwrap();
-    ach.basic_qos(1000, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = ach
-        .basic_consume(
-            "agency.civil".into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let receiver = tokio::spawn(async move {
-        let mut lat = Vec::with_capacity(n as usize);
-        while (lat.len() as u64) < n {
-            let d = consumer.next().await.unwrap().unwrap();
-            let sent = match d
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(header::SOURCE_TIME_MS).cloned())
-            {
-                Some(AMQPValue::LongLongInt(t)) => t,
-                other => panic!("{other:?}"),
-            };
-            lat.push((now_ms() - sent) as f64);
-            d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        }
-        lat
-    });
-    let start = Instant::now();
-    let mut inflight = VecDeque::new();
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let m = record(&signer, &ids, 1_000_000 + i, now_ms());
-        inflight.push_back((m.publish(&ch).await.unwrap(), m));
-        while inflight.len() > WINDOW {
-            let (c, m) = inflight.pop_front().unwrap();
-            classify(c.await, &m).unwrap();
-        }
-    }
-    for (c, m) in inflight {
-        classify(c.await, &m).unwrap();
-    }
-    let mut lat = receiver.await.unwrap();
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let p50 = lat[lat.len() / 2];
-    let p99 = lat[lat.len() * 99 / 100];
+    let plain = w.vhost.connect().await.unwrap();
+    declare_plain(&plain, Shape::Fanout(4)).await;
+    let (_, base_lat) = tokio::join!(
+        copy_loop(&plain, n, Shape::Fanout(4)),
+        paced_latency(&w, &ch, "bench.out0", rate, n, |i| OutgoingMessage {
+            exchange: String::new(),
+            routing_key: "bench.in".into(),
+            ..record(&signer, &ids, 2_000_000 + i, now_ms())
+        })
+    );
+    let _ = plain.close(200, "done".into()).await;
+    let (bp50, bp99) = percentiles(&base_lat);
+    println!("plain loop latency at {rate:.0} records/s ({n} records, publish → consumer of the first copy): p50 {bp50:.0} ms, p99 {bp99:.0} ms");
+    w.start_router().await;
+    let lat = paced_latency(&w, &ch, "agency.civil", rate, n, |i| {
+        record(&signer, &ids, 1_000_000 + i, now_ms())
+    })
+    .await;
+    let (p50, p99) = percentiles(&lat);
     let pid = w.router.as_ref().unwrap().0.id();
     peak = peak.max(govbus_tests::proc_peak_rss_mib(pid));
     println!("latency at {rate:.0} records/s ({n} records, source change → agency consumer): p50 {p50:.0} ms, p99 {p99:.0} ms");
-    println!("fanout 4: baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0}");
+    println!("fanout 4: baseline_msgs_per_s={b:.0} router_records_per_s={r:.0} peak_rss_mib={peak:.1} latency_p50_ms={p50:.0} latency_p99_ms={p99:.0} plain_loop_latency_p50_ms={bp50:.0} plain_loop_latency_p99_ms={bp99:.0}");
     println!("cpu_ratio={cpu_ratio:.2}");
     println!("ratio={:.2}", r / b);
 }
