@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bus_schemas::wire;
 use common::*;
-use govbus_tests::cluster::{count_at, Cluster, Stopped};
+use govbus_tests::cluster::Cluster;
 use tokio_util::sync::CancellationToken;
 
 /// CSV, 20,000 rows: node 1 (the adapter's first address) stops after 3,000 are in, and
@@ -34,28 +34,10 @@ async fn adapter_goes_on_through_another_node_when_its_node_stops() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cluster.ctl(1, &["stop_app"]);
-    let stopped = Stopped(&cluster, 1);
     // While node 1 is down, records keep arriving, taken by another node.
-    let at_stop = loop {
-        if let Some(n) = count_at(&node2, wire::ROUTER_QUEUE).await {
-            break n;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = count_at(&node2, wire::ROUTER_QUEUE).await.unwrap_or(0);
-        if now >= at_stop + 1_000 || now as usize >= valid.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no records arrived through the other nodes while node 1 was down ({now} in the queue, {at_stop} at the stop)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(stopped);
+    cluster
+        .grows_while_stopped(1, &node2, wire::ROUTER_QUEUE, valid.len() as u64, 60)
+        .await;
 
     let summary = tokio::time::timeout(Duration::from_secs(180), run)
         .await

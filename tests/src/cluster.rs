@@ -93,3 +93,39 @@ pub async fn count_at(url: &str, queue: &str) -> Option<u32> {
     let _ = conn.close(200, "ok".into()).await;
     n
 }
+
+impl Cluster {
+    /// Stops node `n` and waits until `queue`, counted on the node at `other`, grows by 1,000
+    /// (or reaches `total`) while `n` is down, failing after `secs`; then starts `n` again (also
+    /// when this fails). Returns the count on `other` just after the stop.
+    pub async fn grows_while_stopped(
+        &self,
+        n: usize,
+        other: &str,
+        queue: &str,
+        total: u64,
+        secs: u64,
+    ) -> u32 {
+        use std::time::{Duration, Instant};
+        self.ctl(n, &["stop_app"]);
+        let _stopped = Stopped(self, n);
+        let at_stop = loop {
+            if let Some(c) = count_at(other, queue).await {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let now = count_at(other, queue).await.unwrap_or(0);
+            if now >= at_stop + 1_000 || u64::from(now) >= total {
+                return at_stop;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing arrived in {queue} through the other nodes while node {n} was down ({now} in it, {at_stop} at the stop)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
