@@ -34,7 +34,6 @@ fn adapter_parts(env: &Env) -> (std::sync::Arc<bus_schemas::RecordType>, Mapper,
     let publisher = Publisher {
         department: "police".into(),
         item: "household".into(),
-        routing_key: "police.household".into(),
         signer: adapters::keys::load_signer(&cfg.signing.key_file, "test-key").unwrap(),
         id_key: bus_schemas::wire::IdKey::new(
             &adapters::keys::load_id_secret(&cfg.signing.id_secret_file).unwrap(),
@@ -189,9 +188,12 @@ fn adapter_run(
 async fn purge(env: &Env) {
     let conn = env.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_purge(wire::ROUTER_QUEUE.into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
+    ch.queue_purge(
+        wire::router_queue(0).as_str().into(),
+        QueuePurgeOptions::default(),
+    )
+    .await
+    .unwrap();
     conn.close(200, "done".into()).await.unwrap();
 }
 
@@ -237,7 +239,7 @@ async fn main() {
         purge(&env).await;
         let (a, peak, cpu, wall) = adapter_run(&env, &config, &csv, &round.to_string());
         assert_eq!(
-            queue_count(&env.vhost, wire::ROUTER_QUEUE).await as u64,
+            queue_count(&env.vhost, &wire::router_queue(0)).await as u64,
             ROWS,
             "every row confirmed"
         );

@@ -60,7 +60,6 @@ fn parts(cfg: &AdapterConfig) -> anyhow::Result<Parts> {
     let publisher = Publisher {
         department: cfg.department.clone(),
         item: cfg.item.clone(),
-        routing_key: wire::routing_key(&cfg.department, &cfg.item),
         signer: keys::load_signer(&cfg.signing.key_file, &cfg.signing.key_id)?,
         id_key: wire::IdKey::new(&keys::load_id_secret(&cfg.signing.id_secret_file)?),
     };

@@ -19,8 +19,6 @@ pub struct Publisher {
     pub department: String,
     /// Item id.
     pub item: String,
-    /// Routing key `<department>.<item>`.
-    pub routing_key: String,
     /// Ed25519 signer.
     pub signer: Signer,
     /// Department id secret, keyed once, for message ids.
@@ -43,6 +41,7 @@ impl Publisher {
     pub fn record(&self, rt: &RecordType, m: &Mapped) -> Result<OutgoingMessage, CodecError> {
         let body = rt.encode(&m.value)?;
         let id = self.id_key.ingest_message_id(&self.item, &m.key, m.version);
+        let shard = self.id_key.shard(&self.item, &m.key);
         let mut h = FieldTable::default();
         h.insert(header::DEPARTMENT.into(), long(&self.department));
         h.insert(header::ITEM.into(), long(&self.item));
@@ -61,7 +60,7 @@ impl Publisher {
             .with_headers(h);
         Ok(OutgoingMessage {
             exchange: wire::INGEST_EXCHANGE.into(),
-            routing_key: self.routing_key.clone(),
+            routing_key: wire::routing_key(&self.department, &self.item, shard),
             body,
             properties: props,
         })
@@ -108,7 +107,7 @@ impl Publisher {
             .with_headers(h);
         OutgoingMessage {
             exchange: wire::QUARANTINE_EXCHANGE.into(),
-            routing_key: self.routing_key.clone(),
+            routing_key: wire::quarantine_key(&self.department, &self.item),
             body: serde_json::to_vec(row).expect("a row serialises"),
             properties: props,
         }

@@ -22,7 +22,7 @@ async fn ten_thousand_rows_one_hundred_invalid() {
         .await
         .unwrap();
     assert_eq!((summary.published, summary.quarantined), (9_900, 100));
-    assert_eq!(queue_count(&env.vhost, wire::ROUTER_QUEUE).await, 9_900);
+    assert_eq!(queue_count(&env.vhost, &wire::router_queue(0)).await, 9_900);
     assert_eq!(
         queue_count(&env.vhost, &wire::quarantine_queue("police")).await,
         100
@@ -37,17 +37,11 @@ async fn ten_thousand_rows_one_hundred_invalid() {
         .await
         .unwrap();
     assert_eq!((again.published, again.quarantined), (0, 0));
-    assert_eq!(queue_count(&env.vhost, wire::ROUTER_QUEUE).await, 9_900);
+    assert_eq!(queue_count(&env.vhost, &wire::router_queue(0)).await, 9_900);
 
-    let records = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let records = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
     assert_eq!(records.len(), 9_900);
-    let by_key = check_records(
-        &records,
-        &env.public_key,
-        "police",
-        "household",
-        "/citizen_id_number",
-    );
+    let by_key = check_records(&records, &env, "police", "household", "/citizen_id_number");
     let keys: HashSet<_> = by_key.keys().cloned().collect();
     assert_eq!(
         keys,
@@ -112,7 +106,7 @@ async fn deletes_codes_and_broken_rows() {
         .await
         .unwrap();
     assert_eq!((s.published, s.quarantined), (2, 1));
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(1)).await;
+    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(1)).await;
     let reg = bus_schemas::Registry::standard();
     let (_, upsert) = reg.decode_to_json(&got[0].body).unwrap();
     assert_eq!(upsert["ethnicity"], "01");
@@ -193,7 +187,7 @@ async fn hostile_csv_rows_are_published_or_quarantined_never_lost() {
         (2, 4),
         "every line is accounted for"
     );
-    assert_eq!(queue_count(&env.vhost, wire::ROUTER_QUEUE).await, 2);
+    assert_eq!(queue_count(&env.vhost, &wire::router_queue(0)).await, 2);
     let q = drain(
         &env.vhost,
         &wire::quarantine_queue("police"),

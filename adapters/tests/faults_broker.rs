@@ -25,7 +25,7 @@ fn rabbitmqctl(args: &[&str]) {
 async fn run_through_restart(env: &Env, cfg: adapters::config::AdapterConfig, after: u32) {
     let run = tokio::spawn(adapters::run(cfg, CancellationToken::new(), true));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while queue_count(&env.vhost, wire::ROUTER_QUEUE).await < after {
+    while queue_count(&env.vhost, &wire::router_queue(0)).await < after {
         assert!(
             std::time::Instant::now() < deadline,
             "too slow before the restart"

@@ -41,15 +41,9 @@ async fn cursor_pages_retries_and_increments() {
         .unwrap();
     assert_eq!((s.published, s.quarantined), (10, 0));
 
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
     assert_eq!(got.len(), 9_910);
-    let by_key = check_records(
-        &got,
-        &env.public_key,
-        "localtax",
-        "registration",
-        "/taxpayer_id",
-    );
+    let by_key = check_records(&got, &env, "localtax", "registration", "/taxpayer_id");
     assert_eq!(
         by_key.keys().cloned().collect::<HashSet<_>>(),
         valid.into_iter().collect()

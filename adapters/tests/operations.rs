@@ -75,7 +75,7 @@ async fn health_metrics_and_sigterm() {
         .unwrap();
     assert!(exit.success(), "SIGTERM drains and exits 0: {exit:?}");
     assert!(env.path("inbox/done/household-20160517.csv").exists());
-    assert_eq!(queue_count(&env.vhost, wire::ROUTER_QUEUE).await, 4);
+    assert_eq!(queue_count(&env.vhost, &wire::router_queue(0)).await, 4);
     assert_eq!(
         queue_count(&env.vhost, &wire::quarantine_queue("police")).await,
         1

@@ -47,11 +47,11 @@ async fn keyset_polling_publishes_each_change_once() {
         .unwrap();
     assert_eq!((s.published, s.quarantined), (2, 0), "only the changes");
 
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
     assert_eq!(got.len(), 9_904);
     let by_key = check_records(
         &got,
-        &env.public_key,
+        &env,
         "commerce",
         "enterprise",
         "/unified_social_credit_code",

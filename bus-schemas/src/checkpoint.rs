@@ -5,10 +5,11 @@
 //! checkpointed sequence number, the row the agency was shown.
 //!
 //! A checkpoint travels like a delivery (any AMQP client reads it): message id
-//! `checkpoint-<agency>-<seq>`, header `govbus-kind: checkpoint`, `govbus-item:
+//! `checkpoint-<agency>-<seq>` (partition 0) or `checkpoint-<agency>-p<partition>-<seq>`
+//! (each router partition keeps its own chain per agency), header `govbus-kind: checkpoint`, `govbus-item:
 //! govbus.checkpoint`, `govbus-version: <seq>`, `govbus-op: upsert`, the platform's
 //! `govbus-key-id` and `govbus-signature` over the usual signed bytes, and a JSON body
-//! `{"agency","seq","hash","made_at"}`. Its file keeps the body text exactly as signed.
+//! `{"agency","seq","hash","made_at"}`, with `"partition"` when it is not 0. Its file keeps the body text exactly as signed.
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
@@ -36,12 +37,34 @@ pub const FORMAT: &str = "govbus-checkpoint-1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub agency: String,
+    /// The router partition whose chain this is (0 is written as nothing, as before
+    /// partitions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partition: i16,
     /// Sequence number of the agency's last ledger row.
     pub seq: i64,
     /// That row's hash, hex.
     pub hash: String,
     /// When the router signed it (RFC 3339).
     pub made_at: String,
+}
+
+fn is_zero(n: &i16) -> bool {
+    *n == 0
+}
+
+impl Head {
+    /// The message id of its checkpoint.
+    pub fn message_id(&self) -> String {
+        if self.partition == 0 {
+            format!("checkpoint-{}-{}", self.agency, self.seq)
+        } else {
+            format!(
+                "checkpoint-{}-p{}-{}",
+                self.agency, self.partition, self.seq
+            )
+        }
+    }
 }
 
 /// A signed checkpoint as an agency keeps it.
@@ -59,7 +82,7 @@ impl Checkpoint {
     /// Signs a chain head.
     pub fn sign(signer: &Signer, head: &Head) -> Self {
         let body = serde_json::to_string(head).expect("a head serialises");
-        let message_id = format!("checkpoint-{}-{}", head.agency, head.seq);
+        let message_id = head.message_id();
         Checkpoint {
             format: FORMAT.into(),
             signature: signer.sign(&message_id, ITEM, head.seq, Op::Upsert, body.as_bytes()),
@@ -73,7 +96,7 @@ impl Checkpoint {
     pub fn verified(&self, key: &VerifyingKey) -> Result<Head, String> {
         let head: Head = serde_json::from_str(&self.body)
             .map_err(|e| format!("its body is not a checkpoint: {e}"))?;
-        if self.message_id != format!("checkpoint-{}-{}", head.agency, head.seq) {
+        if self.message_id != head.message_id() {
             return Err("its message id does not match its body".into());
         }
         if !wire::verify(
@@ -145,7 +168,11 @@ impl Checkpoint {
 
     /// Its file name in a checkpoints folder.
     pub fn file_name(head: &Head) -> String {
-        format!("{}-{:012}.json", head.agency, head.seq)
+        if head.partition == 0 {
+            format!("{}-{:012}.json", head.agency, head.seq)
+        } else {
+            format!("{}-p{}-{:012}.json", head.agency, head.partition, head.seq)
+        }
     }
 
     /// Saves it into `dir` (created if missing), atomically.

@@ -6,7 +6,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Topic exchange departments publish records to, routing key `<department>.<item>`.
+/// Topic exchange departments publish records to, routing key `<department>.<item>.<shard>`.
 pub const INGEST_EXCHANGE: &str = "govbus.ingest";
 /// Topic exchange for records that failed mapping or validation, routing key `<department>.<item>`.
 pub const QUARANTINE_EXCHANGE: &str = "govbus.quarantine";
@@ -21,8 +21,12 @@ pub const QUARANTINE_COUNT_BINDING: &str = "*.*.count";
 pub const DELIVER_EXCHANGE: &str = "govbus.deliver";
 /// Direct exchange for dead letters, routing key = the dead-letter queue's name.
 pub const DLX_EXCHANGE: &str = "govbus.dlx";
-/// The router's input queue, bound to the ingest exchange.
-pub const ROUTER_QUEUE: &str = "govbus.router";
+/// Shards a record can fall in (DESIGN.md, "Wire contract"): partitions are bound to shards.
+pub const SHARDS: u8 = 64;
+/// Most partitions a platform can have: every partition takes at least one shard.
+pub const MAX_PARTITIONS: u8 = SHARDS;
+/// Prefix of the routers' input queues, `govbus.router.<p>`, bound to the ingest exchange.
+pub const ROUTER_QUEUE_PREFIX: &str = "govbus.router.";
 /// Where messages the router cannot process end up.
 pub const ROUTER_DLQ: &str = "govbus.router.dlq";
 
@@ -36,9 +40,48 @@ pub fn agency_queue(agency: &str) -> String {
     format!("agency.{agency}")
 }
 
-/// Routing key of a record: `<department>.<item>`.
-pub fn routing_key(department: &str, item: &str) -> String {
+/// Routing key of a record on `govbus.ingest`: `<department>.<item>.<shard>`.
+pub fn routing_key(department: &str, item: &str, shard: u8) -> String {
+    format!("{department}.{item}.{shard}")
+}
+
+/// Routing key of a quarantined row on `govbus.quarantine`: `<department>.<item>`.
+pub fn quarantine_key(department: &str, item: &str) -> String {
     format!("{department}.{item}")
+}
+
+/// Splits an ingest routing key into department, item and shard; `None` unless it is exactly
+/// `<department>.<item>.<shard>` with a shard below [`SHARDS`] written without leading zeros.
+pub fn parse_routing_key(key: &str) -> Option<(&str, &str, u8)> {
+    let mut parts = key.split('.');
+    let (dept, item, shard) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || shard.is_empty() || (shard.len() > 1 && shard.starts_with('0')) {
+        return None;
+    }
+    let shard: u8 = shard.parse().ok()?;
+    (shard < SHARDS).then_some((dept, item, shard))
+}
+
+/// Partition `p`'s queue: `govbus.router.<p>`.
+pub fn router_queue(partition: u8) -> String {
+    format!("{ROUTER_QUEUE_PREFIX}{partition}")
+}
+
+/// The partition a shard belongs to when there are `partitions` of them.
+pub fn partition_of(shard: u8, partitions: u8) -> u8 {
+    shard % partitions.max(1)
+}
+
+/// The bindings of partition `p` of `partitions` on `govbus.ingest`: `#` when there is one
+/// partition, else `*.*.<s>` for every shard `s` with `s mod P = p`.
+pub fn partition_bindings(partition: u8, partitions: u8) -> Vec<String> {
+    if partitions <= 1 {
+        return vec!["#".into()];
+    }
+    (0..SHARDS)
+        .filter(|s| partition_of(*s, partitions) == partition)
+        .map(|s| format!("*.*.{s}"))
+        .collect()
 }
 
 /// Routing key of a quarantined row's count message on `govbus.quarantine`:
@@ -183,6 +226,20 @@ impl IdKey {
     /// not: tells two bodies apart or alike without holding what they say.
     pub fn body_hmac(&self, body: &[u8]) -> String {
         self.hex(&[b"body", body])
+    }
+
+    /// The shard of a record (0–63): the first 8 bytes, big-endian, of
+    /// HMAC-SHA256(department id secret, `shard|item|record key`), modulo 64. One record's
+    /// versions always share a shard, so they reach one partition and stay in order.
+    pub fn shard(&self, item: &str, record_key: &str) -> u8 {
+        let mut mac = self.0.clone();
+        mac.update(b"shard|");
+        mac.update(item.as_bytes());
+        mac.update(b"|");
+        mac.update(record_key.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let first = u64::from_be_bytes(out[..8].try_into().expect("8 bytes"));
+        (first % u64::from(SHARDS)) as u8
     }
 
     /// See [`record_key_ref`].
@@ -429,5 +486,64 @@ mod tests {
         assert!(!valid_id("a*"));
         assert!(!valid_id("1a"));
         assert!(!valid_id(""));
+    }
+
+    /// The shard is the wire contract's HMAC, computed independently (Python's `hmac`):
+    /// `int.from_bytes(hmac.new(k, b"shard|" + item + b"|" + key, sha256).digest()[:8], "big") % 64`.
+    #[test]
+    fn shards_follow_the_wire_contract() {
+        assert_eq!(
+            IdKey::new(b"police-secret").shard("household", "440106199001011234"),
+            58
+        );
+        assert_eq!(
+            IdKey::new(&[b'x'; 32]).shard("enterprise", r#"["a","b"]"#),
+            33
+        );
+        // Spread: 6,400 keys fill every shard.
+        let k = IdKey::new(b"s");
+        let mut seen = [0u32; SHARDS as usize];
+        for n in 0..6400 {
+            seen[k.shard("household", &n.to_string()) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50 && c < 160), "{seen:?}");
+    }
+
+    /// Routing keys parse only in the contract's shape; partitions split the shards between
+    /// them, every shard in exactly one.
+    #[test]
+    fn routing_keys_and_partitions() {
+        assert_eq!(routing_key("police", "household", 7), "police.household.7");
+        assert_eq!(
+            parse_routing_key("police.household.7"),
+            Some(("police", "household", 7))
+        );
+        assert_eq!(
+            parse_routing_key("police.household.63"),
+            Some(("police", "household", 63))
+        );
+        for bad in [
+            "police.household",
+            "police.household.64",
+            "police.household.07",
+            "police.household.",
+            "police.household.7.1",
+            "police.household.x",
+        ] {
+            assert_eq!(parse_routing_key(bad), None, "{bad}");
+        }
+        assert_eq!(partition_bindings(0, 1), vec!["#".to_string()]);
+        for p in [2u8, 3, 4, 64] {
+            let mut all: Vec<String> = (0..p).flat_map(|i| partition_bindings(i, p)).collect();
+            assert_eq!(all.len(), SHARDS as usize);
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), SHARDS as usize, "P = {p}: a shard bound twice");
+        }
+        assert_eq!(
+            partition_bindings(1, 4)[..2],
+            ["*.*.1".to_string(), "*.*.5".to_string()]
+        );
+        assert_eq!(router_queue(3), "govbus.router.3");
     }
 }

@@ -89,12 +89,15 @@ async fn verify(
     let v = router::store::ledger::verify(&pool).await?;
     let mut ok = v.broken.is_empty();
     if ok {
-        println!("ledger ok: {} rows in {} agency chains", v.rows, v.agencies);
+        println!(
+            "ledger ok: {} rows in {} chains (one per agency and router partition)",
+            v.rows, v.agencies
+        );
     } else {
         for b in &v.broken {
             println!(
-                "ledger BROKEN: agency {} row seq {} (message id {}): {}",
-                b.agency, b.seq, b.message_id, b.problem
+                "ledger BROKEN: agency {} partition {} row seq {} (message id {}): {}",
+                b.agency, b.chain, b.seq, b.message_id, b.problem
             );
         }
     }

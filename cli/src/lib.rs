@@ -16,6 +16,7 @@ pub mod catalogue;
 pub mod id_secret;
 pub mod keygen;
 pub mod ledger;
+pub mod partitions;
 pub mod provision;
 pub mod pseudonym;
 pub mod quarantine;
@@ -49,6 +50,9 @@ pub enum Command {
     /// The delivery ledger: verify its hash chains.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// The router partitions: bind the shards to P of them, or show who holds each.
+    #[command(subcommand)]
+    Partitions(partitions::PartitionsCommand),
     /// Create, update and revoke RabbitMQ accounts from the catalogue.
     Provision(provision::ProvisionArgs),
     /// Write the platform's key pair and secrets.
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Topology(args) => topology::run(args),
         Command::Catalogue(cmd) => catalogue::run(cmd),
         Command::Ledger(cmd) => ledger::run(cmd),
+        Command::Partitions(cmd) => partitions::run(cmd),
         Command::Provision(args) => provision::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Status(args) => status::run(args),

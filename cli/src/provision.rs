@@ -50,7 +50,7 @@ pub struct ProvisionArgs {
 }
 
 /// (scheme, user, password, host:port, vhost) of an AMQP URL.
-fn parse(url: &str) -> anyhow::Result<(String, String, String, String, String)> {
+pub(crate) fn parse(url: &str) -> anyhow::Result<(String, String, String, String, String)> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         anyhow::anyhow!(
             "`{}` is not an AMQP URL",

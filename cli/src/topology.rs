@@ -27,6 +27,11 @@ pub struct TopologyArgs {
     /// An agency whose delivery and dead-letter queues to declare (repeatable).
     #[arg(long = "agency")]
     agencies: Vec<String>,
+    /// Router partitions to declare and bind (`govbus.router.0` …): the platform's P, as
+    /// `govbus partitions set` bound it. Declaring another P than the bound one adds bindings
+    /// beside it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    partitions: u8,
 }
 
 /// Declares the topology.
@@ -53,13 +58,17 @@ pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
         topology::declare_core(&ch)
             .await
             .context("declaring the core exchanges and queues")?;
+        topology::declare_partitions(&ch, args.partitions, None)
+            .await
+            .context("declaring the router partitions")?;
         println!(
-            "declared {}, {}, {}, {} and queues {}, {}",
+            "declared {}, {}, {}, {} and queues {}0..{}, {}",
             wire::INGEST_EXCHANGE,
             wire::QUARANTINE_EXCHANGE,
             wire::DELIVER_EXCHANGE,
             wire::DLX_EXCHANGE,
-            wire::ROUTER_QUEUE,
+            wire::ROUTER_QUEUE_PREFIX,
+            args.partitions - 1,
             wire::ROUTER_DLQ
         );
         for d in &args.departments {

@@ -43,7 +43,7 @@ async fn declares_everything_idempotently() {
         ..Default::default()
     };
     for q in [
-        "govbus.router",
+        "govbus.router.0",
         "govbus.router.dlq",
         "quarantine.police",
         "agency.tax",
@@ -101,7 +101,7 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit() {
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         "govbus.ingest".into(),
-        "police.household".into(),
+        "police.household.7".into(),
         BasicPublishOptions::default(),
         b"poison",
         BasicProperties::default().with_delivery_mode(2),
@@ -133,7 +133,7 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit() {
         cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
         let mut consumer = cch
             .basic_consume(
-                "govbus.router".into(),
+                "govbus.router.0".into(),
                 "crashing-router".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -150,5 +150,5 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit() {
         assert!(std::time::Instant::now() < deadline, "not dead-lettered");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(count("govbus.router").await, 0);
+    assert_eq!(count("govbus.router.0").await, 0);
 }

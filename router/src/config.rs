@@ -230,6 +230,29 @@ pub struct Tunables {
     /// Days refused messages are kept (older ones are purged, from backups made after too).
     #[serde(default = "default_refusal_retention_days")]
     pub refusal_retention_days: u32,
+    /// The router partitions `govbus.router.<p>` (1–64): every router of a platform is
+    /// configured with the same number, the one `govbus partitions set` bound; a router
+    /// configured otherwise refuses to start.
+    #[serde(default = "default_partitions")]
+    pub partitions: u8,
+    /// The partitions this router subscribes to at once, comma-separated (`"0,1"`); it
+    /// subscribes to the others `standby_delay_ms` later, as a standby. Empty: all at once.
+    #[serde(default)]
+    pub prefer: String,
+    /// How long after its preferred partitions a router subscribes to the others, in ms.
+    #[serde(default = "default_standby_delay_ms")]
+    pub standby_delay_ms: u64,
+    /// This router's name in its consumer tags (`govbus-router-<name>-p<p>`), which the status
+    /// page shows as the holder of a partition. Default: the host name and process id.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_partitions() -> u8 {
+    1
+}
+fn default_standby_delay_ms() -> u64 {
+    3000
 }
 
 fn default_batch() -> usize {
@@ -261,6 +284,49 @@ fn default_refusal_retention_days() -> u32 {
 }
 
 impl Tunables {
+    /// The partitions to subscribe to at once, and the rest, checked against `partitions`.
+    pub fn partition_plan(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let p = self.partitions;
+        anyhow::ensure!(
+            (1..=bus_schemas::wire::MAX_PARTITIONS).contains(&p),
+            "router.partitions is {p}: it must be 1 to {}",
+            bus_schemas::wire::MAX_PARTITIONS
+        );
+        let mut first = Vec::new();
+        for part in self
+            .prefer
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let n: u8 = part.parse().ok().filter(|n| *n < p).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "router.prefer names partition `{part}`: partitions are 0 to {} \
+                     (router.partitions = {p})",
+                    p - 1
+                )
+            })?;
+            if !first.contains(&n) {
+                first.push(n);
+            }
+        }
+        if first.is_empty() {
+            return Ok(((0..p).collect(), Vec::new()));
+        }
+        let rest = (0..p).filter(|n| !first.contains(n)).collect();
+        Ok((first, rest))
+    }
+
+    /// This router's name in consumer tags.
+    pub fn instance_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "router".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
     /// `confirm_timeout_ms` as a duration: the deadline of every publish, confirm and set-up.
     pub fn confirm_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.confirm_timeout_ms)
@@ -279,6 +345,10 @@ impl Default for Tunables {
             checkpoint_every_secs: default_checkpoint_every_secs(),
             refusal_body_bytes: default_refusal_body_bytes(),
             refusal_retention_days: default_refusal_retention_days(),
+            partitions: default_partitions(),
+            prefer: String::new(),
+            standby_delay_ms: default_standby_delay_ms(),
+            name: None,
         }
     }
 }
@@ -391,5 +461,28 @@ mod tests {
         let e =
             RouterConfig::load_with(&path, vars(&[("GOVBUS__ROUTER__BATHC", "5")])).unwrap_err();
         assert!(format!("{e:#}").contains("bathc"), "{e:#}");
+    }
+
+    /// Preferred partitions first, the rest as standby; a partition outside P is named.
+    #[test]
+    fn partition_plans() {
+        let t = |p: u8, prefer: &str| Tunables {
+            partitions: p,
+            prefer: prefer.into(),
+            ..Tunables::default()
+        };
+        assert_eq!(t(1, "").partition_plan().unwrap(), (vec![0], vec![]));
+        assert_eq!(
+            t(4, "").partition_plan().unwrap(),
+            (vec![0, 1, 2, 3], vec![])
+        );
+        assert_eq!(
+            t(4, "2, 3").partition_plan().unwrap(),
+            (vec![2, 3], vec![0, 1])
+        );
+        let e = t(4, "1,4").partition_plan().unwrap_err().to_string();
+        assert!(e.contains("`4`") && e.contains("0 to 3"), "{e}");
+        assert!(t(0, "").partition_plan().is_err());
+        assert!(t(65, "").partition_plan().is_err());
     }
 }

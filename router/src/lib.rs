@@ -66,6 +66,8 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     let blocked = store::kept_counts(&pool).await?.into_keys().collect();
     let health = Arc::new(Health::default());
     let connector = Connector::new(cfg.amqp.clone(), "govbus-router");
+    cfg.router.partition_plan()?;
+    ops::partitions::check_or_bind(&pool, &connector, cfg.router.partitions).await?;
     let shared = Arc::new(Shared {
         platform,
         routing: RwLock::new(Arc::new(routing)),

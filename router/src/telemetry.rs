@@ -111,7 +111,7 @@ pub fn reconnect() {
     counter!("govbus_router_reconnects_total").increment(1);
     // Shown from the start, so an alert on its increase has a series to watch.
     counter!("govbus_router_confirm_stalls_total").increment(0);
-    tracing::info!("connected to RabbitMQ; consuming govbus.router");
+    tracing::info!("connected to RabbitMQ");
 }
 
 /// Days left of each grant in force with an end date (0: today is its last day).
@@ -139,4 +139,42 @@ pub fn ledger_verified(ok: bool, rows: u64, secs: f64) {
 /// The status page was computed (at most once a second, whatever the number of requests).
 pub fn status_computed() {
     counter!("govbus_router_status_computed_total").increment(1);
+}
+
+/// This router subscribed to partition `p`, at once (`preferred`) or as a standby.
+pub fn subscribed(p: u8, preferred: bool) {
+    let partition = p.to_string();
+    gauge!("govbus_router_partition_subscribed", "partition" => partition.clone()).set(1.0);
+    gauge!("govbus_router_partition_active", "partition" => partition).set(0.0);
+    tracing::info!(
+        partition = p,
+        preferred,
+        "subscribed to {}",
+        bus_schemas::wire::router_queue(p)
+    );
+}
+
+/// This router's subscription to partition `p` ended (stopping or reconnecting).
+pub fn unsubscribed(p: u8) {
+    let partition = p.to_string();
+    gauge!("govbus_router_partition_subscribed", "partition" => partition.clone()).set(0.0);
+    gauge!("govbus_router_partition_active", "partition" => partition).set(0.0);
+}
+
+/// Partition `p` delivered a message to this router: it is the partition's active consumer
+/// (RabbitMQ sends a standby nothing).
+pub fn partition_active(p: u8) {
+    gauge!("govbus_router_partition_active", "partition" => p.to_string()).set(1.0);
+}
+
+/// Ingest messages this router took from partition `p`.
+pub fn partition_records(p: u8, n: usize) {
+    counter!("govbus_router_partition_records_total", "partition" => p.to_string())
+        .increment(n as u64);
+}
+
+/// Deliveries confirmed and written from partition `p`.
+pub fn partition_delivered(p: u8, n: usize) {
+    counter!("govbus_router_partition_deliveries_total", "partition" => p.to_string())
+        .increment(n as u64);
 }

@@ -6,6 +6,7 @@ use router::store::ledger::{self, Entry};
 fn entry(message_id: &str, version: i64) -> Entry {
     Entry {
         agency: "health".into(),
+        chain: 0,
         grant_id: "g".into(),
         grant_revision: 1,
         item: "household".into(),
@@ -158,5 +159,58 @@ async fn a_department_batch_is_kept_once_and_still_covered_by_every_row_that_nam
     assert!(ledger::verify(&pool).await.unwrap().broken.is_empty());
     // Leaf 1's path removed: the chains break at the rows naming it, and say why.
     breaks_at("DELETE FROM dept_leaves WHERE leaf = 1", 2, "missing").await;
+    pool.close().await;
+}
+
+/// Each router partition keeps its own chain per agency: two partitions append to one
+/// agency's ledger side by side, each chain numbered from 1, and verify walks both, naming the
+/// partition of a broken row. A row moved to the other partition's chain breaks it.
+#[tokio::test]
+async fn each_partition_keeps_its_own_chain_per_agency() {
+    let db = TestDatabase::create(&Services::from_env()).await.unwrap();
+    let pool = router::store::connect(&db.url, 4).await.unwrap();
+    let of = |chain: i16, n: i64| {
+        let mut e = entry(&format!("p{chain}-{n}"), n);
+        e.chain = chain;
+        e.key_hash = format!("k{chain}-{n}");
+        e
+    };
+    // Two transactions at once, one per partition: neither waits on the other's head.
+    let mut t0 = pool.begin().await.unwrap();
+    let mut t1 = pool.begin().await.unwrap();
+    let (a, b) = (of(0, 1), of(1, 1));
+    assert_eq!(ledger::append(&mut t0, &[&a]).await.unwrap(), 1);
+    let in_time = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        ledger::append(&mut t1, &[&b]),
+    )
+    .await
+    .expect("partition 1's append waited on partition 0's chain head");
+    assert_eq!(in_time.unwrap(), 1);
+    t1.commit().await.unwrap();
+    t0.commit().await.unwrap();
+    let more: Vec<Entry> = (2..=3).flat_map(|n| [of(0, n), of(1, n)]).collect();
+    let mut tx = pool.begin().await.unwrap();
+    let refs: Vec<&Entry> = more.iter().collect();
+    assert_eq!(ledger::append(&mut tx, &refs).await.unwrap(), 4);
+    tx.commit().await.unwrap();
+    let seqs: Vec<(i16, i64)> =
+        sqlx::query_as("SELECT chain, seq FROM ledger WHERE agency = 'health' ORDER BY chain, seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(seqs, [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]);
+    let verified = ledger::verify(&pool).await.unwrap();
+    assert_eq!((verified.agencies, verified.rows), (2, 6));
+    assert!(verified.broken.is_empty(), "{:?}", verified.broken);
+    // Partition 1's second row moved into partition 0's chain (as seq 4 there): both break.
+    sqlx::query("UPDATE ledger SET chain = 0, seq = 4 WHERE chain = 1 AND seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let broken = ledger::verify(&pool).await.unwrap().broken;
+    let mut at: Vec<(i16, i64)> = broken.iter().map(|b| (b.chain, b.seq)).collect();
+    at.sort();
+    assert_eq!(at, [(0, 4), (1, 3)], "{broken:?}");
     pool.close().await;
 }

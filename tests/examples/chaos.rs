@@ -257,7 +257,7 @@ fn independent(
 
 /// Counts for the line each round prints: what was in flight when its fault hit.
 async fn in_flight(w: &World, pool: &sqlx::PgPool) -> String {
-    let router = w.count("govbus.router").await;
+    let router = w.count("govbus.router.0").await;
     let mut agencies = 0;
     for a in ["civil", "health", "hrss", "tianhe"] {
         agencies += w.count(&format!("agency.{a}")).await;
@@ -676,7 +676,7 @@ async fn main() {
             .fetch_one(&pool)
             .await
             .unwrap_or(-1);
-        let mut queues_empty = inboxes_empty && kept == 0 && w.count("govbus.router").await == 0;
+        let mut queues_empty = inboxes_empty && kept == 0 && w.count("govbus.router.0").await == 0;
         for a in ["civil", "health", "hrss", "tianhe"] {
             queues_empty &= queues_empty && w.count(&format!("agency.{a}")).await == 0;
         }

@@ -144,7 +144,7 @@ async fn agencies_keep_signed_chain_heads_that_catch_a_rewritten_ledger() {
     );
     assert!(
         text.contains(&format!(
-            "checkpoint MISMATCH: {}: agency {agency} has no row seq {seq}",
+            "checkpoint MISMATCH: {}: agency {agency} partition 0 has no row seq {seq}",
             real.display()
         )) && text.contains("rows were removed from the ledger"),
         "{text}"

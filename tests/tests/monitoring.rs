@@ -104,7 +104,7 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         wire::INGEST_EXCHANGE.into(),
-        "police.no_such_item".into(),
+        "police.no_such_item.7".into(),
         BasicPublishOptions::default(),
         b"not a record",
         BasicProperties::default(),

@@ -211,27 +211,43 @@ async fn accounts_have_exactly_the_wire_contract_permissions() {
         consume_refused(&civil, "agency.health").await,
         "civil must not read health's queue"
     );
-    assert!(consume_refused(&civil, "govbus.router").await);
+    assert!(consume_refused(&civil, "govbus.router.0").await);
     assert!(
-        publish_refused(&civil, "police.household").await,
+        publish_refused(&civil, "police.household.7").await,
         "an agency publishes nothing"
     );
 
     let police = connect(&acc.join("departments/police.env")).await;
     assert!(
-        !publish_refused(&police, "police.household").await,
+        !publish_refused(&police, "police.household.7").await,
         "police publishes its own item"
     );
     assert!(
-        publish_refused(&police, "localtax.registration").await,
+        publish_refused(&police, "localtax.registration.7").await,
         "police must not publish as localtax"
+    );
+    assert!(
+        publish_refused(&police, "police.household").await,
+        "an ingest key without a shard is refused"
+    );
+    assert!(
+        publish_refused(&police, "police.household.7.1").await,
+        "the shard ends the key"
+    );
+    assert!(
+        publish_refused(&police, "policex.household.7").await,
+        "police must not publish as policex"
+    );
+    assert!(
+        publish_refused(&police, "police.household.100").await,
+        "a shard has at most two digits"
     );
     assert!(consume_refused(&police, "agency.civil").await);
     assert!(!consume_refused(&police, "quarantine.police").await);
     let tax = connect(&acc.join("departments/tax.env")).await;
-    assert!(!publish_refused(&tax, "tax.registration").await);
+    assert!(!publish_refused(&tax, "tax.registration.7").await);
     assert!(
-        publish_refused(&tax, "taxation.registration").await,
+        publish_refused(&tax, "taxation.registration.7").await,
         "tax must not publish under taxation's keys"
     );
 

@@ -114,7 +114,7 @@ async fn router_killed_mid_stream_loses_nothing() {
     let commerce = w.commerce(0, 400);
     w.run_adapter(&police);
     w.run_adapter(&commerce);
-    assert_eq!(w.count("govbus.router").await, 800);
+    assert_eq!(w.count("govbus.router.0").await, 800);
 
     w.start_router().await;
     let deadline = Instant::now() + Duration::from_secs(60);

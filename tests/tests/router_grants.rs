@@ -152,7 +152,7 @@ async fn each_agency_gets_exactly_its_grants() {
     let rogue = Signer::from_seed("police-2026", &[42u8; 32]);
     publish_raw(
         &w,
-        "police.household",
+        "police.household.7",
         "household",
         &household,
         serde_json::json!({"citizen_id_number": citizen(900), "name": "冒名"}),
@@ -164,7 +164,7 @@ async fn each_agency_gets_exactly_its_grants() {
             .unwrap();
     publish_raw(
         &w,
-        "police.enterprise",
+        "police.enterprise.7",
         "enterprise",
         &enterprise,
         serde_json::json!({"unified_social_credit_code": uscc(900)}),
@@ -175,7 +175,7 @@ async fn each_agency_gets_exactly_its_grants() {
     let permit = reg.get("gov.gz.migrant.ResidencePermit").unwrap().clone();
     publish_raw(
         &w,
-        "police.residence",
+        "police.residence.7",
         "residence",
         &permit,
         serde_json::json!({"permit_number": "R-1"}),
@@ -185,7 +185,7 @@ async fn each_agency_gets_exactly_its_grants() {
     // An item the catalogue does not list; an enterprise body under the household item.
     publish_raw(
         &w,
-        "police.weapons",
+        "police.weapons.7",
         "weapons",
         &permit,
         serde_json::json!({"permit_number": "W-1"}),
@@ -194,7 +194,7 @@ async fn each_agency_gets_exactly_its_grants() {
     .await;
     publish_raw(
         &w,
-        "police.household",
+        "police.household.7",
         "household",
         &enterprise,
         serde_json::json!({"unified_social_credit_code": uscc(901)}),
@@ -315,23 +315,23 @@ async fn each_agency_gets_exactly_its_grants() {
             .await
             .unwrap();
     assert!(
-        reasons.contains(&("bad_signature".into(), "police.household".into())),
+        reasons.contains(&("bad_signature".into(), "police.household.7".into())),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("wrong_department".into(), "police.enterprise".into())),
+        reasons.contains(&("wrong_department".into(), "police.enterprise.7".into())),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("no_grant".into(), "police.residence".into())),
+        reasons.contains(&("no_grant".into(), "police.residence.7".into())),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("unknown_item".into(), "police.weapons".into())),
+        reasons.contains(&("unknown_item".into(), "police.weapons.7".into())),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("unknown_schema".into(), "police.household".into())),
+        reasons.contains(&("unknown_schema".into(), "police.household.7".into())),
         "{reasons:?}"
     );
     assert_eq!(reasons.len(), 5, "{reasons:?}");
@@ -410,7 +410,7 @@ async fn each_agency_gets_exactly_its_grants() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("ledger ok: 100 rows in 4 agency chains"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ledger ok: 100 rows in 4 chains"));
     sqlx::query("UPDATE ledger SET version = version + 1 WHERE agency = 'hrss' AND seq = 7")
         .execute(&pool)
         .await
@@ -419,7 +419,7 @@ async fn each_agency_gets_exactly_its_grants() {
     assert_eq!(bad.status.code(), Some(1));
     let text = String::from_utf8_lossy(&bad.stdout);
     assert!(
-        text.contains("agency hrss row seq 7") && text.contains("edited"),
+        text.contains("agency hrss partition 0 row seq 7") && text.contains("edited"),
         "{text}"
     );
 }

@@ -74,15 +74,32 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: None,
+                body: good.clone(),
+            },
+            "malformed",
+        ),
+        // Signed and well-formed, but the routing key has no shard (or one out of range).
+        (
+            Msg {
+                routing_key: "police.household",
+                headers: Some(signed("household", &good, "police")),
                 body: good.clone(),
             },
             "malformed",
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.64",
+                headers: Some(signed("household", &good, "police")),
+                body: good.clone(),
+            },
+            "malformed",
+        ),
+        (
+            Msg {
+                routing_key: "police.household.7",
                 headers: Some(tampered_headers),
                 body: good.clone(),
             },
@@ -90,7 +107,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: Some(signed("household", &wrong_magic, "police")),
                 body: wrong_magic.clone(),
             },
@@ -98,7 +115,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: Some(signed("household", &unknown_fp, "police")),
                 body: unknown_fp.clone(),
             },
@@ -106,7 +123,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: Some(signed("household", &truncated, "police")),
                 body: truncated.clone(),
             },
@@ -114,7 +131,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: Some(signed("household", &oversized, "police")),
                 body: oversized.clone(),
             },
@@ -122,7 +139,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.nosuchitem",
+                routing_key: "police.nosuchitem.7",
                 headers: Some(signed("nosuchitem", &good, "police")),
                 body: good.clone(),
             },
@@ -130,7 +147,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "commerce.household",
+                routing_key: "commerce.household.7",
                 headers: Some(signed("household", &good, "commerce")),
                 body: good.clone(),
             },
@@ -138,7 +155,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
         ),
         (
             Msg {
-                routing_key: "police.household",
+                routing_key: "police.household.7",
                 headers: Some(signed("household", &[], "police")),
                 body: Vec::new(),
             },
@@ -194,7 +211,7 @@ async fn hostile_messages_are_refused_with_their_reason() {
             .into_iter()
             .collect();
     assert_eq!(got, expected, "refusals by reason");
-    assert_eq!(w.count("govbus.router").await, 0, "nothing left behind");
+    assert_eq!(w.count("govbus.router.0").await, 0, "nothing left behind");
     assert!(
         w.router.as_mut().unwrap().0.try_wait().unwrap().is_none(),
         "the router is still running"
@@ -223,7 +240,7 @@ async fn refused_bodies_are_capped_and_purged_after_their_retention() {
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         "govbus.ingest".into(),
-        "police.household".into(),
+        "police.household.7".into(),
         BasicPublishOptions::default(),
         &body,
         BasicProperties::default(),
@@ -330,7 +347,7 @@ async fn department_batches_verify_and_every_forgery_is_refused() {
         h.insert(header::OP.into(), s("upsert"));
         OutgoingMessage {
             exchange: "govbus.ingest".into(),
-            routing_key: "police.household".into(),
+            routing_key: "police.household.7".into(),
             body,
             properties: BasicProperties::default()
                 .with_delivery_mode(2)

@@ -43,7 +43,7 @@ async fn status_page_matches_the_ledger_and_the_queues() {
     let ch = conn.create_channel().await.unwrap();
     ch.basic_publish(
         "govbus.ingest".into(),
-        "police.household".into(),
+        "police.household.7".into(),
         BasicPublishOptions::default(),
         b"not avro",
         BasicProperties::default().with_message_id("forged-1".into()),

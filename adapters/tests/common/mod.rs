@@ -39,6 +39,7 @@ impl Env {
         let conn = vhost.connect().await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         topology::declare_core(&ch).await.unwrap();
+        topology::declare_partitions(&ch, 1, None).await.unwrap();
         topology::declare_department(&ch, department).await.unwrap();
         conn.close(200, "ok".into()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -186,13 +187,15 @@ pub use govbus_tests::{drain, queue_count, Got};
 /// message ids seen (a duplicate must reuse its id).
 pub fn check_records(
     got: &[Got],
-    public_key_b64: &str,
+    env: &Env,
     department: &str,
     item: &str,
     key_field: &str,
 ) -> HashMap<String, HashSet<String>> {
+    let id_key =
+        wire::IdKey::new(&bus_schemas::keys::load_id_secret(&env.path("keys/id-secret")).unwrap());
     let key_bytes: [u8; 32] = B64
-        .decode(public_key_b64.trim())
+        .decode(env.public_key.trim())
         .unwrap()
         .try_into()
         .unwrap();
@@ -204,7 +207,11 @@ pub fn check_records(
     for g in got {
         assert_eq!(g.content_type, wire::AVRO_CONTENT_TYPE);
         assert_eq!(g.delivery_mode, 2, "persistent");
-        assert_eq!(g.routing_key, format!("{department}.{item}"));
+        assert!(
+            g.routing_key.starts_with(&format!("{department}.{item}.")),
+            "{}",
+            g.routing_key
+        );
         assert_eq!(g.header_str(header::DEPARTMENT), department);
         assert_eq!(g.header_str(header::ITEM), item);
         assert_eq!(g.header_str(header::KEY_ID), "test-key");
@@ -241,6 +248,11 @@ pub fn check_records(
             );
         }
         assert!(!g.message_id.contains(&key));
+        // The shard is the department's keyed hash of the record key (wire contract).
+        assert_eq!(
+            g.routing_key,
+            wire::routing_key(department, item, id_key.shard(item, &key)),
+        );
         by_key.entry(key).or_default().insert(g.message_id.clone());
     }
     // Rows prepared together share one signature (a batch holds at most 1,024).
@@ -314,7 +326,7 @@ pub async fn kill_mid_stream_then_finish(
     let child = Adapter::spawn(config);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let n = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
+        let n = queue_count(&env.vhost, &wire::router_queue(0)).await;
         if n >= after {
             break;
         }
@@ -325,7 +337,7 @@ pub async fn kill_mid_stream_then_finish(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.kill(); // SIGKILL
-    let at_kill = queue_count(&env.vhost, wire::ROUTER_QUEUE).await;
+    let at_kill = queue_count(&env.vhost, &wire::router_queue(0)).await;
     // The kill hit the run in flight: records were still to come.
     assert!(
         (at_kill as usize) < total,
@@ -345,13 +357,13 @@ pub async fn assert_each_record_arrived(
     key_field: &str,
     expected: usize,
 ) -> Vec<Got> {
-    let got = drain(&env.vhost, wire::ROUTER_QUEUE, Duration::from_secs(2)).await;
+    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
     assert!(
         got.len() >= expected,
         "at least once: {} messages for {expected} records",
         got.len()
     );
-    let by_key = check_records(&got, &env.public_key, department, item, key_field);
+    let by_key = check_records(&got, env, department, item, key_field);
     assert_eq!(by_key.len(), expected, "none missing");
     assert!(
         by_key.values().all(|ids| ids.len() == 1),

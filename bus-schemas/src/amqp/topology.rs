@@ -44,6 +44,24 @@ pub fn quorum_args(dead_letter_to: Option<&str>) -> FieldTable {
     args
 }
 
+/// How many times a router partition delivers a message before dead-lettering it: a takeover
+/// or a node restart returns a message without its fault, so this is far above
+/// [`DELIVERY_LIMIT`].
+pub const PARTITION_DELIVERY_LIMIT: i64 = 100;
+
+/// Arguments of a router partition `govbus.router.<p>`: a quorum queue with a single active
+/// consumer (a record's versions are decided by one router at a time, in order), dead letters
+/// to `govbus.router.dlq`.
+pub fn partition_args() -> FieldTable {
+    let mut args = quorum_args(Some(wire::ROUTER_DLQ));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(PARTITION_DELIVERY_LIMIT),
+    );
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args
+}
+
 async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
     ch.exchange_declare(
         name.into(),
@@ -81,8 +99,8 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Re
     .await
 }
 
-/// The four exchanges, the router's queue bound to everything ingested, and its dead letters;
-/// the queue through which the router counts quarantined rows.
+/// The four exchanges, the routers' dead letters, and the queue through which the router
+/// counts quarantined rows. The partitions are [`declare_partitions`]'.
 pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
     exchange(ch, wire::INGEST_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(ch, wire::QUARANTINE_EXCHANGE, ExchangeKind::Topic).await?;
@@ -90,8 +108,6 @@ pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
     exchange(ch, wire::DLX_EXCHANGE, ExchangeKind::Direct).await?;
     queue(ch, wire::ROUTER_DLQ, quorum_args(None)).await?;
     bind(ch, wire::ROUTER_DLQ, wire::DLX_EXCHANGE, wire::ROUTER_DLQ).await?;
-    queue(ch, wire::ROUTER_QUEUE, quorum_args(Some(wire::ROUTER_DLQ))).await?;
-    bind(ch, wire::ROUTER_QUEUE, wire::INGEST_EXCHANGE, "#").await?;
     queue(ch, wire::QUARANTINE_COUNTS_QUEUE, quorum_args(None)).await?;
     // Before count messages, the queue took a copy of every row (`#`): that binding goes.
     ch.queue_unbind(
@@ -108,6 +124,47 @@ pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
         wire::QUARANTINE_COUNT_BINDING,
     )
     .await
+}
+
+/// The `partitions` router partitions `govbus.router.<p>`, each bound to its shards on
+/// `govbus.ingest`; with `previous` (the count bound before), the bindings of that layout
+/// that the new one does not have are removed. Idempotent.
+pub async fn declare_partitions(
+    ch: &Channel,
+    partitions: u8,
+    previous: Option<u8>,
+) -> lapin::Result<()> {
+    let mut wanted = std::collections::HashSet::new();
+    for p in 0..partitions {
+        let q = wire::router_queue(p);
+        queue(ch, &q, partition_args()).await?;
+        for key in wire::partition_bindings(p, partitions) {
+            bind(ch, &q, wire::INGEST_EXCHANGE, &key).await?;
+            wanted.insert((q.clone(), key));
+        }
+    }
+    if let Some(old) = previous.filter(|&o| o != partitions) {
+        for p in 0..old {
+            let q = wire::router_queue(p);
+            if p >= partitions {
+                // A queue the new layout does not have: declared so the unbinding below finds
+                // it (its messages stay for an operator: docs/operators.md, "Partitions").
+                queue(ch, &q, partition_args()).await?;
+            }
+            for key in wire::partition_bindings(p, old) {
+                if !wanted.contains(&(q.clone(), key.clone())) {
+                    ch.queue_unbind(
+                        q.as_str().into(),
+                        wire::INGEST_EXCHANGE.into(),
+                        key.as_str().into(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A department's quarantine queue, bound to its own routing keys only.

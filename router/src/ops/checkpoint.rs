@@ -17,19 +17,21 @@ use sqlx::PgPool;
 
 /// Chain heads not checkpointed yet.
 async fn new_heads(pool: &PgPool) -> sqlx::Result<Vec<Head>> {
-    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT h.agency, h.seq, h.hash FROM ledger_heads h
+    let rows: Vec<(String, i16, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT h.agency, h.chain, h.seq, h.hash FROM ledger_heads h
           WHERE h.seq > 0 AND NOT EXISTS (
-                SELECT 1 FROM ledger_checkpoints c WHERE c.agency = h.agency AND c.seq = h.seq)
-          ORDER BY h.agency",
+                SELECT 1 FROM ledger_checkpoints c
+                 WHERE c.agency = h.agency AND c.chain = h.chain AND c.seq = h.seq)
+          ORDER BY h.agency, h.chain",
     )
     .fetch_all(pool)
     .await?;
     let made_at = chrono::Utc::now().to_rfc3339();
     Ok(rows
         .into_iter()
-        .map(|(agency, seq, hash)| Head {
+        .map(|(agency, partition, seq, hash)| Head {
             agency,
+            partition,
             seq,
             hash: hex::encode(hash),
             made_at: made_at.clone(),
@@ -63,8 +65,8 @@ pub async fn deliver_new(
                 continue;
             }
             sqlx::query(
-                "INSERT INTO ledger_checkpoints (agency, seq, hash, made_at, key_id, signature)
-                 VALUES ($1, $2, $3, $4::timestamptz, $5, $6) ON CONFLICT DO NOTHING",
+                "INSERT INTO ledger_checkpoints (agency, seq, hash, made_at, key_id, signature, chain)
+                 VALUES ($1, $2, $3, $4::timestamptz, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
             .bind(&head.agency)
             .bind(head.seq)
@@ -72,6 +74,7 @@ pub async fn deliver_new(
             .bind(&head.made_at)
             .bind(&cp.key_id)
             .bind(&cp.signature)
+            .bind(head.partition)
             .execute(pool)
             .await?;
             sent += 1;
@@ -99,7 +102,16 @@ pub async fn every(
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        match deliver_new(&shared.pool, &shared.platform.signer, &connector).await {
+        // One router checkpoints at a time: two would sign the same heads twice.
+        let round = crate::store::jobs::once(
+            &shared.pool,
+            crate::store::jobs::Job::Checkpoints,
+            deliver_new(&shared.pool, &shared.platform.signer, &connector),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.unwrap_or(Ok(0)));
+        match round {
             Ok(n) if n > 0 => tracing::info!(checkpoints = n, "ledger checkpoints delivered"),
             Ok(_) => {}
             Err(e) => {
@@ -170,25 +182,28 @@ pub async fn check_dir(
                 continue;
             }
         };
-        let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT hash FROM ledger WHERE agency = $1 AND seq = $2")
-                .bind(&head.agency)
-                .bind(head.seq)
-                .fetch_optional(pool)
-                .await?;
+        let row: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hash FROM ledger WHERE agency = $1 AND chain = $3 AND seq = $2",
+        )
+        .bind(&head.agency)
+        .bind(head.seq)
+        .bind(head.partition)
+        .fetch_optional(pool)
+        .await?;
         match row {
             Some(h) if hex::encode(&h) == head.hash => out.matched += 1,
             Some(h) => out.problems.push(format!(
-                "{name}: agency {} row seq {} has hash {} but the agency was given {} at {}: the ledger was rewritten",
+                "{name}: agency {} partition {} row seq {} has hash {} but the agency was given {} at {}: the ledger was rewritten",
                 head.agency,
+                head.partition,
                 head.seq,
                 hex::encode(h),
                 head.hash,
                 head.made_at
             )),
             None => out.problems.push(format!(
-                "{name}: agency {} has no row seq {} (checkpointed at {}): rows were removed from the ledger",
-                head.agency, head.seq, head.made_at
+                "{name}: agency {} partition {} has no row seq {} (checkpointed at {}): rows were removed from the ledger",
+                head.agency, head.partition, head.seq, head.made_at
             )),
         }
     }

@@ -51,7 +51,7 @@ pub fn department_permissions(id: &str) -> Permissions {
         configure: "^$".into(),
         write: r"^govbus\.(ingest|quarantine)$".into(),
         read: format!(r"^quarantine\.{id}$"),
-        topic_write: Some(format!(r"^{id}\.[a-z0-9_]+$")),
+        topic_write: Some(format!(r"^{id}\.[a-z0-9_]+\.[0-9]{{1,2}}$")),
         quarantine_topic_write: Some(format!(r"^{id}\.[a-z0-9_]+(\.count)?$")),
     }
 }
@@ -134,6 +134,16 @@ impl Management {
         } else {
             Some(serde_json::from_str(&text)?)
         })
+    }
+
+    /// A queue of the vhost as the management API describes it (`None` if there is none).
+    pub async fn queue(&self, name: &str) -> anyhow::Result<Option<Json>> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("queues/{}/{}", enc(&self.vhost), enc(name)),
+            None,
+        )
+        .await
     }
 
     /// Whether an account exists.
@@ -477,7 +487,7 @@ mod tests {
     fn anchored_patterns() {
         let p = department_permissions("tax");
         let re = p.topic_write.unwrap();
-        assert_eq!(re, r"^tax\.[a-z0-9_]+$");
+        assert_eq!(re, r"^tax\.[a-z0-9_]+\.[0-9]{1,2}$");
         assert_eq!(
             p.quarantine_topic_write.unwrap(),
             r"^tax\.[a-z0-9_]+(\.count)?$"

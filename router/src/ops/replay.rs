@@ -99,7 +99,24 @@ pub async fn replay(
 
 /// [`replay`], limited to the record whose keyed key hash is `key_hash` when given (a
 /// disputed record the platform sends again).
+/// Replays run one at a time across the platform's routers and `govbus replay`: two replays
+/// of one record to one agency would both find it missing from the ledger.
 pub async fn replay_records(
+    cx: &Context<'_>,
+    agency: &str,
+    item: &str,
+    since: Option<chrono::NaiveDate>,
+    key_hash: Option<&str>,
+) -> anyhow::Result<Replayed> {
+    crate::store::jobs::exclusive(
+        cx.pool,
+        crate::store::jobs::Job::Replay,
+        replay_alone(cx, agency, item, since, key_hash),
+    )
+    .await?
+}
+
+async fn replay_alone(
     cx: &Context<'_>,
     agency: &str,
     item: &str,

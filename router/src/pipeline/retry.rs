@@ -52,42 +52,48 @@ pub async fn run(shared: Arc<Shared>, connector: Connector, stop: CancellationTo
         if agencies.is_empty() {
             continue;
         }
-        if session.is_none() {
-            session = open(&connector, &stop).await;
-        }
-        let Some((_, ch)) = &session else { continue };
-        let ch = ch.clone();
-        for agency in agencies {
-            if backoff
-                .get(&agency)
-                .is_some_and(|(t, _)| Instant::now() < *t)
-            {
-                continue;
+        // One router retries at a time (each keeps the agencies' blocked state above).
+        let round = async {
+            if session.is_none() {
+                session = open(&connector, &stop).await;
             }
-            // While an agency's queue stays full, one delivery probes it before a whole round.
-            let limit = if backoff.contains_key(&agency) {
-                1
-            } else {
-                ROUND
-            };
-            match retry_agency(&shared, &ch, &agency, limit).await {
-                Ok(true) => {
-                    backoff.remove(&agency);
+            let Some((_, ch)) = &session else { return };
+            let ch = ch.clone();
+            for agency in agencies {
+                if backoff
+                    .get(&agency)
+                    .is_some_and(|(t, _)| Instant::now() < *t)
+                {
+                    continue;
                 }
-                Ok(false) => {
-                    back_off(&mut backoff, agency, every);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "retrying kept deliveries failed; reconnecting");
-                    // Probed alone from now on: a queue that stopped answering must not hold
-                    // up the other agencies' retries.
-                    back_off(&mut backoff, agency, every);
-                    if let Some((conn, _)) = session.take() {
-                        crate::pipeline::run::close_within(&conn, "reconnecting").await;
+                // While an agency's queue stays full, one delivery probes it before a whole round.
+                let limit = if backoff.contains_key(&agency) {
+                    1
+                } else {
+                    ROUND
+                };
+                match retry_agency(&shared, &ch, &agency, limit).await {
+                    Ok(true) => {
+                        backoff.remove(&agency);
                     }
-                    break;
+                    Ok(false) => {
+                        back_off(&mut backoff, agency, every);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retrying kept deliveries failed; reconnecting");
+                        // Probed alone from now on: a queue that stopped answering must not hold
+                        // up the other agencies' retries.
+                        back_off(&mut backoff, agency, every);
+                        if let Some((conn, _)) = session.take() {
+                            crate::pipeline::run::close_within(&conn, "reconnecting").await;
+                        }
+                        break;
+                    }
                 }
             }
+        };
+        if let Err(e) = store::jobs::once(&shared.pool, store::jobs::Job::Retry, round).await {
+            tracing::warn!(error = %e, "cannot take the retry job's lock; retrying");
         }
     }
     if let Some((conn, _)) = session {

@@ -102,7 +102,7 @@ struct Batch {
     started: Instant,
 }
 
-/// Runs until `stop`: consumes `govbus.router`, rebuilding connection, channels and consumer
+/// Runs until `stop`: consumes the partitions `govbus.router.<p>`, rebuilding connection, channels and consumer
 /// whenever one fails.
 pub async fn run(
     shared: Arc<Shared>,
@@ -177,12 +177,88 @@ async fn session_on(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let timeout = shared.tunables.confirm_timeout();
-    // A queue without a leader never answers a consume (and RabbitMQ may hold a declaration of
-    // it): the set-up fails after a deadline, saying so, and is tried again.
-    let (consume, publish, consumer) = tokio::time::timeout(timeout, async {
+    let (first, rest) = shared.tunables.partition_plan()?;
+    let partitions = shared.tunables.partitions;
+    // A queue without a leader never answers (and RabbitMQ may hold a declaration of it): the
+    // set-up fails after a deadline, saying so, and is tried again.
+    tokio::time::timeout(timeout, async {
         let setup = conn.create_channel().await?;
         declare(&setup, &shared.routing()).await?;
+        bus_schemas::amqp::topology::declare_partitions(&setup, partitions, None).await?;
         let _ = setup.close(200, "declared".into()).await;
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "RabbitMQ did not answer the router's set-up (declaring the exchanges and queues) in \
+             {timeout:?}: a quorum queue without a leader? (docs/operators.md, \"A queue that \
+             does not answer\")"
+        )
+    })??;
+    telemetry::reconnect();
+    shared.health.set_connected(true);
+    let counting = conn.create_channel().await?;
+    // Counting ends with the session: when the partitions end (stopping or failed), so does it.
+    let session_stop = stop.child_token();
+    let count =
+        crate::pipeline::quarantined::run(shared.clone(), counting.clone(), session_stop.clone());
+    let name = shared.tunables.instance_name();
+    let standby = Duration::from_millis(shared.tunables.standby_delay_ms);
+    let pipelines = first
+        .into_iter()
+        .map(|p| (p, Duration::ZERO))
+        .chain(rest.into_iter().map(|p| (p, standby)))
+        .map(|(p, after)| {
+            partition(
+                shared.clone(),
+                conn,
+                publishing,
+                p,
+                format!("govbus-router-{name}-p{p}"),
+                after,
+                prefetch,
+                session_stop.clone(),
+            )
+        });
+    let routing_done = async {
+        // The first error ends every partition: one may be waiting on a publish that a
+        // stalled connection never takes.
+        let r = futures::future::try_join_all(pipelines).await.map(|_| ());
+        session_stop.cancel();
+        r
+    };
+    let (a, c) = tokio::join!(routing_done, count);
+    if a.is_ok() && c.is_ok() {
+        let _ = counting.close(200, "router stopping".into()).await;
+    }
+    a.and(c)
+}
+
+/// One partition `govbus.router.<p>`: subscribes after `after` (a standby waits, so that the
+/// router preferring it becomes its active consumer), then runs its intake and settle stages
+/// on channels of its own until `stop` or the first error. With single active consumer, a
+/// subscription that is not active receives nothing until the active one goes.
+#[allow(clippy::too_many_arguments)]
+async fn partition(
+    shared: Arc<Shared>,
+    conn: &Connection,
+    publishing: &Connection,
+    p: u8,
+    tag: String,
+    after: Duration,
+    prefetch: u16,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    if !after.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(after) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+    let queue = wire::router_queue(p);
+    let timeout = shared.tunables.confirm_timeout();
+    let (consume, publish, consumer) = tokio::time::timeout(timeout, async {
         let consume = conn.create_channel().await?;
         consume
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -193,8 +269,8 @@ async fn session_on(
             .await?;
         let consumer = consume
             .basic_consume(
-                wire::ROUTER_QUEUE.into(),
-                "govbus-router".into(),
+                queue.as_str().into(),
+                tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -204,42 +280,39 @@ async fn session_on(
     .await
     .map_err(|_| {
         anyhow::anyhow!(
-            "RabbitMQ did not answer the router's set-up (declaring the queues, consuming {}) in \
-             {timeout:?}: a quorum queue without a leader? (docs/operators.md, \"A queue that \
-             does not answer\")",
-            wire::ROUTER_QUEUE
+            "RabbitMQ did not answer consuming {queue} in {timeout:?}: a quorum queue without \
+             a leader? (docs/operators.md, \"A queue that does not answer\")"
         )
     })??;
-    telemetry::reconnect();
-    shared.health.set_connected(true);
-    let counting = conn.create_channel().await?;
+    telemetry::subscribed(p, after.is_zero());
     let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
-    let intake = intake(shared.clone(), consumer, publish.clone(), tx, stop.clone());
-    let settle = settle(shared.clone(), publish.clone(), rx);
-    // Counting ends with the session: when intake and settle end (stopping or failed), so does it.
-    let session_stop = stop.child_token();
-    let count =
-        crate::pipeline::quarantined::run(shared.clone(), counting.clone(), session_stop.clone());
-    let routing_done = async {
-        // The first error ends both stages: the intake may be waiting on a publish that a
-        // stalled connection never takes.
-        let r = tokio::try_join!(intake, settle).map(|_| ());
-        session_stop.cancel();
-        r
-    };
-    let (a, c) = tokio::join!(routing_done, count);
-    if a.is_ok() && c.is_ok() {
-        // Stopping: close the channels before the connection, as the protocol expects.
+    let intake = intake(
+        shared.clone(),
+        p,
+        consumer,
+        publish.clone(),
+        tx,
+        stop.clone(),
+    );
+    let settle = settle(shared.clone(), p, publish.clone(), rx);
+    let r = tokio::try_join!(intake, settle).map(|_| ());
+    telemetry::unsubscribed(p);
+    if r.is_ok() {
+        // Stopping: cancel the subscription (the next standby takes over at once), then close
+        // the channels before the connection, as the protocol expects.
+        let _ = consume
+            .basic_cancel(tag.as_str().into(), Default::default())
+            .await;
         let _ = consume.close(200, "router stopping".into()).await;
         let _ = publish.close(200, "router stopping".into()).await;
-        let _ = counting.close(200, "router stopping".into()).await;
     }
-    a.and(c)
+    r
 }
 
 /// First stage: batches, decisions, publishes.
 async fn intake(
     shared: Arc<Shared>,
+    partition: u8,
     mut consumer: lapin::Consumer,
     publish: Channel,
     tx: mpsc::Sender<Batch>,
@@ -264,6 +337,7 @@ async fn intake(
             anyhow::bail!("the consumer was cancelled by the broker");
         };
         let mut deliveries = vec![first?];
+        telemetry::partition_active(partition);
         let deadline = tokio::time::Instant::now() + wait;
         while deliveries.len() < take {
             // What has arrived already is taken without arming a timer.
@@ -278,6 +352,7 @@ async fn intake(
             }
         }
         let started = Instant::now();
+        telemetry::partition_records(partition, deliveries.len());
         let routing = shared.routing();
         let decide = shared.clone();
         // Verifying, projecting and signing are the CPU-heavy part: a large batch is split
@@ -518,6 +593,7 @@ fn dead_letter(d: &Delivery, reason: &str) -> OutgoingMessage {
 /// Second stage: confirms, ledger, ack.
 async fn settle(
     shared: Arc<Shared>,
+    partition: u8,
     publish: Channel,
     mut rx: mpsc::Receiver<Batch>,
 ) -> anyhow::Result<()> {
@@ -602,6 +678,7 @@ async fn settle(
             departments.source_time(&e.department, e.source_time_ms);
         }
         commit(&shared, &delivered, &kept, &refusals, &departments, &latest).await?;
+        telemetry::partition_delivered(partition, delivered.len());
         for e in &delivered {
             telemetry::delivered(&e.agency, &e.item, e.source_time_ms);
         }

@@ -23,6 +23,9 @@ pub struct Platform {
     pub pseudonyms: Pseudonymizer,
     /// The keys `GET /keys` serves (current and previous, with endorsements).
     pub published_keys: Vec<Listed>,
+    /// The router partitions (`router.partitions`): a delivery's ledger chain is the
+    /// partition of its record's shard.
+    pub partitions: u8,
 }
 
 impl Platform {
@@ -34,6 +37,7 @@ impl Platform {
             "platform.key_file",
         )?;
         Ok(Platform {
+            partitions: cfg.router.partitions,
             published_keys: published(&cfg.platform, &signer)?,
             signer,
             ids: IdKey::new(&keys::load_secret_as(

@@ -196,10 +196,13 @@ impl Platform {
     ) -> Outcome {
         let empty = FieldTable::default();
         let h = props.headers().as_ref().unwrap_or(&empty);
-        let Some((rk_dept, rk_item)) = routing_key.split_once('.') else {
+        let Some((rk_dept, rk_item, shard)) = wire::parse_routing_key(routing_key) else {
             return refused(
                 Reason::Malformed,
-                format!("routing key `{routing_key}` is not <department>.<item>"),
+                format!(
+                    "routing key `{routing_key}` is not <department>.<item>.<shard> (shard 0–{})",
+                    wire::SHARDS - 1
+                ),
             );
         };
         let (Some(dept), Some(item_id), Some(version), Some(op), Some(key_id)) = (
@@ -321,6 +324,7 @@ impl Platform {
                     version,
                     op,
                     source_time_ms,
+                    chain: i16::from(wire::partition_of(shard, self.partitions)),
                 },
             ) {
                 Ok(mut p) => {
@@ -397,6 +401,7 @@ impl Platform {
         Ok(Planned {
             entry: Entry {
                 agency: agency.to_string(),
+                chain: d.chain,
                 grant_id: g.grant.id.clone(),
                 grant_revision: g.grant.revision,
                 item: d.item.to_string(),
@@ -452,6 +457,8 @@ struct Delivered<'a> {
     proof: &'a DeptProof,
     ingest_id: &'a str,
     key_hash: &'a str,
+    /// The ledger chain: the partition of the record's shard.
+    chain: i16,
     version: i64,
     op: Op,
     source_time_ms: Option<i64>,

@@ -1,6 +1,8 @@
 //! The delivery ledger: one row per confirmed delivery, each carrying the hash of the previous
-//! row of the same agency, so editing, removing or reordering a row breaks the chain.
-//! Appends lock the agency's chain head, so several routers append in turn.
+//! row of the same chain, so editing, removing or reordering a row breaks the chain. A chain is
+//! an agency's deliveries from one router partition (`chain` = the partition), so routers
+//! active on different partitions never wait on each other's heads; appends lock the chain
+//! heads they extend, so two routers writing the same chain append in turn.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -10,6 +12,9 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 pub struct Entry {
     /// Receiving agency.
     pub agency: String,
+    /// The ledger chain (the router partition the record came through; 0 with one).
+    #[serde(default)]
+    pub chain: i16,
     /// Grant id.
     pub grant_id: String,
     /// Grant revision.
@@ -93,6 +98,11 @@ fn row_hash(prev: &[u8], seq: i64, e: &Entry, delivered_at_us: i64) -> Vec<u8> {
         put(b"replay");
         put(r.as_bytes());
     }
+    // Chain 0 is every row written before partitions: those keep their hash.
+    if e.chain != 0 {
+        put(b"chain");
+        put(&e.chain.to_be_bytes());
+    }
     // Rows written before batch signatures have no proof and keep their hash.
     if let Some(p) = &e.dept_proof {
         put(b"batch");
@@ -139,29 +149,37 @@ pub async fn append_checked(
     if entries.is_empty() {
         return Ok(0);
     }
-    let mut agencies: Vec<&str> = entries.iter().map(|e| e.agency.as_str()).collect();
-    agencies.sort_unstable();
-    agencies.dedup();
+    let mut chains: Vec<(&str, i16)> = entries
+        .iter()
+        .map(|e| (e.agency.as_str(), e.chain))
+        .collect();
+    chains.sort_unstable();
+    chains.dedup();
+    let (agencies, numbers): (Vec<&str>, Vec<i16>) = chains.iter().copied().unzip();
     // Make sure every chain has a head row, then lock the heads in a fixed order.
     sqlx::query(
-        "INSERT INTO ledger_heads (agency, seq, hash) SELECT a, 0, $2 FROM unnest($1::text[]) AS a ON CONFLICT DO NOTHING",
+        "INSERT INTO ledger_heads (agency, chain, seq, hash) SELECT a, c, 0, $3 FROM unnest($1::text[], $2::smallint[]) AS x(a, c) ON CONFLICT DO NOTHING",
     )
     .bind(&agencies)
+    .bind(&numbers)
     .bind(GENESIS.as_slice())
     .execute(&mut **tx)
     .await?;
     let heads = sqlx::query(
-        "SELECT agency, seq, hash FROM ledger_heads WHERE agency = ANY($1) ORDER BY agency FOR UPDATE",
+        "SELECT h.agency, h.chain, h.seq, h.hash FROM ledger_heads h
+           JOIN unnest($1::text[], $2::smallint[]) AS x(a, c) ON h.agency = x.a AND h.chain = x.c
+          ORDER BY h.agency, h.chain FOR UPDATE OF h",
     )
     .bind(&agencies)
+    .bind(&numbers)
     .fetch_all(&mut **tx)
     .await?;
-    let mut head: std::collections::HashMap<String, (i64, Vec<u8>)> = heads
+    let mut head: std::collections::HashMap<(String, i16), (i64, Vec<u8>)> = heads
         .into_iter()
         .map(|r| {
             (
-                r.get::<String, _>(0),
-                (r.get::<i64, _>(1), r.get::<Vec<u8>, _>(2)),
+                (r.get::<String, _>(0), r.get::<i16, _>(1)),
+                (r.get::<i64, _>(2), r.get::<Vec<u8>, _>(3)),
             )
         })
         .collect();
@@ -190,7 +208,9 @@ pub async fn append_checked(
         {
             continue;
         }
-        let (seq, prev) = head.get_mut(&e.agency).expect("head locked");
+        let (seq, prev) = head
+            .get_mut(&(e.agency.clone(), e.chain))
+            .expect("head locked");
         *seq += 1;
         let hash = row_hash(prev, *seq, e, at);
         cols.push(e, *seq, prev.clone(), hash.clone(), at);
@@ -211,10 +231,10 @@ pub async fn append_checked(
              INSERT INTO dept_leaves (batch, leaf, path)
              SELECT * FROM unnest($24::bytea[], $25::int[], $26::bytea[]) ON CONFLICT DO NOTHING
          )
-         INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_batch, dept_leaf)
-         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, b, lf
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::bytea[], $20::int[])
-              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, b, lf)",
+         INSERT INTO ledger (agency, seq, grant_id, grant_revision, item, message_id, ingest_id, key_hash, version, op, fields, department, dept_key_id, dept_signature, delivered_at_us, prev_hash, hash, replay, dept_batch, dept_leaf, chain)
+         SELECT a, s, g, gr, i, m, ig, k, v, o, string_to_array(f, E'\\x1f'), d, dk, ds, t, p, h, r, b, lf, c
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[], $19::bytea[], $20::int[], $27::smallint[])
+              AS x(a, s, g, gr, i, m, ig, k, v, o, f, d, dk, ds, t, p, h, r, b, lf, c)",
     )
     .bind(&cols.agency)
     .bind(&cols.seq)
@@ -242,22 +262,26 @@ pub async fn append_checked(
     .bind(&proofs.leaf_batch)
     .bind(&proofs.leaf)
     .bind(&proofs.path)
+    .bind(&cols.chain)
     .execute(&mut **tx)
     .await?;
     let mut ha = Vec::with_capacity(head.len());
+    let mut hc = Vec::with_capacity(head.len());
     let mut hs = Vec::with_capacity(head.len());
     let mut hh = Vec::with_capacity(head.len());
-    for (a, (s, h)) in head {
+    for ((a, c), (s, h)) in head {
         ha.push(a);
+        hc.push(c);
         hs.push(s);
         hh.push(h);
     }
     sqlx::query(
-        "UPDATE ledger_heads h SET seq = x.s, hash = x.h FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS x(a, s, h) WHERE h.agency = x.a",
+        "UPDATE ledger_heads h SET seq = x.s, hash = x.h FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::smallint[]) AS x(a, s, h, c) WHERE h.agency = x.a AND h.chain = x.c",
     )
     .bind(&ha)
     .bind(&hs)
     .bind(&hh)
+    .bind(&hc)
     .execute(&mut **tx)
     .await?;
     // One row per record: each agency's newest version of it in this batch.
@@ -296,6 +320,7 @@ pub async fn append_checked(
 #[derive(Default)]
 struct Columns<'e> {
     agency: Vec<&'e str>,
+    chain: Vec<i16>,
     seq: Vec<i64>,
     grant: Vec<&'e str>,
     revision: Vec<i64>,
@@ -322,6 +347,7 @@ struct Columns<'e> {
 impl<'e> Columns<'e> {
     fn push(&mut self, e: &'e Entry, seq: i64, prev: Vec<u8>, hash: Vec<u8>, at: i64) {
         self.agency.push(&e.agency);
+        self.chain.push(e.chain);
         self.seq.push(seq);
         self.grant.push(&e.grant_id);
         self.revision.push(e.grant_revision);
@@ -400,6 +426,8 @@ impl<'e> Proofs<'e> {
 pub struct Broken {
     /// Agency whose chain breaks.
     pub agency: String,
+    /// The chain (router partition).
+    pub chain: i16,
     /// Sequence number of the first bad row.
     pub seq: i64,
     /// Its message id.
@@ -411,7 +439,7 @@ pub struct Broken {
 /// What `verify` found.
 #[derive(Debug, Default)]
 pub struct Verified {
-    /// Chains walked.
+    /// Chains walked (one per agency and partition).
     pub agencies: usize,
     /// Rows checked.
     pub rows: u64,
@@ -419,24 +447,25 @@ pub struct Verified {
     pub broken: Vec<Broken>,
 }
 
-/// Walks every agency's chain from its first row, recomputing each hash.
+/// Walks every chain (each agency's, per partition) from its first row, recomputing each hash.
 pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
     use futures::TryStreamExt;
     let mut out = Verified::default();
-    let agencies: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT agency FROM ledger ORDER BY agency")
+    let chains: Vec<(String, i16)> =
+        sqlx::query_as("SELECT DISTINCT agency, chain FROM ledger ORDER BY agency, chain")
             .fetch_all(pool)
             .await?;
-    for agency in agencies {
+    for (agency, chain) in chains {
         out.agencies += 1;
         let mut rows = sqlx::query(
             "SELECT l.seq, l.grant_id, l.grant_revision, l.item, l.message_id, l.ingest_id, l.key_hash, l.version, l.op, l.fields, l.department, l.dept_key_id, coalesce(l.dept_signature, b.signature), l.delivered_at_us, l.prev_hash, l.hash, l.replay, b.statement, l.dept_leaf, v.path, l.dept_batch
              FROM ledger l
              LEFT JOIN dept_batches b ON b.id = l.dept_batch
              LEFT JOIN dept_leaves v ON v.batch = l.dept_batch AND v.leaf = l.dept_leaf
-             WHERE l.agency = $1 ORDER BY l.seq",
+             WHERE l.agency = $1 AND l.chain = $2 ORDER BY l.seq",
         )
         .bind(&agency)
+        .bind(chain)
         .fetch(pool);
         let mut prev = GENESIS.to_vec();
         let mut expected_seq = 1i64;
@@ -445,6 +474,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
             let seq: i64 = r.get(0);
             let e = Entry {
                 agency: agency.clone(),
+                chain,
                 grant_id: r.get(1),
                 grant_revision: r.get(2),
                 item: r.get(3),
@@ -493,6 +523,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
             if let Some(problem) = problem {
                 out.broken.push(Broken {
                     agency: agency.clone(),
+                    chain,
                     seq,
                     message_id: e.message_id,
                     problem,
@@ -513,6 +544,7 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             agency: "health".into(),
+            chain: 0,
             grant_id: "g".into(),
             grant_revision: 1,
             item: "household".into(),
@@ -550,6 +582,9 @@ mod tests {
         let mut v = e.clone();
         v.version = 4;
         assert_ne!(base, row_hash(&GENESIS, 1, &v, 7));
+        let mut c = e.clone();
+        c.chain = 1;
+        assert_ne!(base, row_hash(&GENESIS, 1, &c, 7));
         let mut s = e.clone();
         s.source_time_ms = None;
         assert_eq!(base, row_hash(&GENESIS, 1, &s, 7));

@@ -5,6 +5,7 @@
 //! - `versions.rs`: what each agency holds of each record; the latest record for replay.
 //! - `kept.rs`: kept (unconfirmed) deliveries. `refusals.rs`: refused messages.
 //! - `counters.rs`: per-department and timeliness counts, written with the ledger rows.
+//! - `jobs.rs`: advisory locks for jobs that run once per platform.
 //! - `schemas.rs`: writer schemas by fingerprint, catalogue history. `grants.rs`: grants
 //!   approved through the workflow. `id_secret.rs`: the id secret in force and its lock.
 use sqlx::{postgres::PgPoolOptions, PgPool};
@@ -12,6 +13,7 @@ use sqlx::{postgres::PgPoolOptions, PgPool};
 pub mod counters;
 pub mod grants;
 pub mod id_secret;
+pub mod jobs;
 pub mod kept;
 pub mod ledger;
 pub mod refusals;

@@ -1005,11 +1005,20 @@ pub async fn deadlines(
         return;
     }
     loop {
-        if let Err(e) = wf.escalate_overdue().await {
-            tracing::warn!(error = %e, "cannot check application deadlines now; retrying");
-        }
-        if let Err(e) = wf.settle_disputes().await {
-            tracing::warn!(error = %e, "cannot check disputes now; retrying");
+        // One router escalates and settles at a time: two would escalate an application twice.
+        let round = async {
+            if let Err(e) = wf.escalate_overdue().await {
+                tracing::warn!(error = %e, "cannot check application deadlines now; retrying");
+            }
+            if let Err(e) = wf.settle_disputes().await {
+                tracing::warn!(error = %e, "cannot check disputes now; retrying");
+            }
+        };
+        if let Err(e) =
+            crate::store::jobs::once(&wf.shared.pool, crate::store::jobs::Job::Deadlines, round)
+                .await
+        {
+            tracing::warn!(error = %e, "cannot take the deadline job's lock; retrying");
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

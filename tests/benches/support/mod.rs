@@ -107,7 +107,7 @@ pub fn record_of(
     );
     let mut m = OutgoingMessage {
         exchange: wire::INGEST_EXCHANGE.into(),
-        routing_key: wire::routing_key("police", item),
+        routing_key: wire::routing_key("police", item, ids.shard(item, &key)),
         body,
         properties: BasicProperties::default()
             .with_delivery_mode(2)

@@ -598,7 +598,7 @@ listen = "127.0.0.1:0"
                 .unwrap_or(0);
             if rows != last.0 {
                 last = (rows, Instant::now());
-            } else if last.1.elapsed() >= quiet && self.count("govbus.router").await == 0 {
+            } else if last.1.elapsed() >= quiet && self.count("govbus.router.0").await == 0 {
                 return;
             }
             assert!(
