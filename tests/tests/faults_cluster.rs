@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::World;
+use common::{partition_records, World};
 use govbus_tests::cluster::Cluster;
 
 const RECORDS: u64 = 20_000;
@@ -70,5 +70,155 @@ async fn router_goes_on_through_another_node_when_its_node_stops() {
         reconnects >= 1.0,
         "the router never reconnected: the stop missed it"
     );
+    w.verify_ledger();
+}
+
+/// Issue 20's campaign on the three-node cluster: two adapters send 20,000 records (police
+/// households in two versions, commerce enterprises) through two routers over four
+/// partitions. Mid-stream router b, active on partitions 2 and 3, is killed with SIGKILL and
+/// router a takes them over; then node 1, where the partitions were declared (their leaders)
+/// and router a is connected, stops and later starts again. Every agency holds every delivery,
+/// each record's versions arrived in order, duplicates only under the same message id, nothing
+/// dead-lettered, and the ledger verifies with one chain per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops a cluster node: run by scripts/test after the rest, against its cluster"]
+async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop() {
+    const PARTITIONS: u8 = 4;
+    const HOUSEHOLDS: u64 = 5_000;
+    const ENTERPRISES: u64 = 10_000;
+    let cluster = Cluster::from_env();
+    let mut w = World::on(&cluster.services()).await;
+    let one = w.vhost.amqp_url.clone();
+    let nodes: Vec<String> = cluster
+        .all_nodes(&one)
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let from = |first: usize| -> String {
+        (0..3)
+            .map(|i| nodes[(first + i) % 3].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // Router a starts on node 1, router b on node 2, the adapters on node 3.
+    w.edit(
+        "router.toml",
+        &format!("url = \"{one}\""),
+        &format!("url = \"{}\"", from(0)),
+    );
+    w.partitioned(PARTITIONS, "0,1", "a");
+    let (b_cfg, b_http) = w.second_router("b", "2,3", Some(&from(1)));
+    w.start_router().await;
+    let b = w.spawn_router(&b_cfg, b_http).await;
+    w.await_partitions_held(PARTITIONS, |p| if p < 2 { "a" } else { "b" }, 2)
+        .await;
+
+    let police = w.police(0, HOUSEHOLDS, 1);
+    w.police(0, HOUSEHOLDS, 2);
+    let commerce = w.commerce(0, ENTERPRISES);
+    for cfg in [&police, &commerce] {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        assert!(text.contains(&one));
+        std::fs::write(cfg, text.replace(&one, &from(2))).unwrap();
+    }
+    let adapters: Vec<std::process::Child> = [&police, &commerce]
+        .iter()
+        .map(|cfg| {
+            govbus_tests::Process::command("govbus-adapter")
+                .arg("--config")
+                .arg(cfg)
+                .arg("--once")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+
+    // Router b is killed once it has delivered from its partitions; a takes them over.
+    let pool = w.pg().await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let from_b: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE chain >= 2")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if from_b >= 2_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router b delivered too little: {from_b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(partition_records(w.http_port, &[2, 3]).await, 0.0);
+    let killed = Instant::now();
+    b.kill();
+    let takeover = loop {
+        if partition_records(w.http_port, &[2, 3]).await > 0.0 {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "router a never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!(
+        "takeover on the cluster: {} ms from SIGKILL",
+        takeover.as_millis()
+    );
+
+    // Node 1 stops: router a reconnects through another node, the partitions elect new
+    // leaders, and deliveries go on meanwhile.
+    let health = 2 * HOUSEHOLDS + ENTERPRISES;
+    let at_stop = cluster
+        .grows_while_stopped(1, &nodes[1], "agency.health", health, 120)
+        .await;
+    assert!(
+        u64::from(at_stop) < health,
+        "the routers had finished before the stop ({at_stop} delivered to health)"
+    );
+    for mut a in adapters {
+        assert!(a.wait().unwrap().success(), "an adapter failed");
+    }
+
+    // Deliveries, and records by the version they end at: households at 2, enterprises at 1.
+    let (h, e) = (HOUSEHOLDS as usize, ENTERPRISES as usize);
+    let expected: [(&str, usize, &[(i64, usize)]); 4] = [
+        ("civil", 2 * h, &[(2, h)]),
+        ("health", health as usize, &[(1, e), (2, h)]),
+        ("hrss", e, &[(1, e)]),
+        ("tianhe", e / 2, &[(1, e / 2)]),
+    ];
+    for (agency, n, ends) in expected {
+        let got = w
+            .drain_until_delivered(&format!("agency.{agency}"), n, 240)
+            .await;
+        let (ended, again) = w.assert_versions_arrived_in_order(agency, &got).await;
+        assert_eq!(
+            ended.into_iter().collect::<Vec<_>>(),
+            ends,
+            "{agency}: records by the version they end at"
+        );
+        println!(
+            "{agency}: {} deliveries, {again} again under the same message id",
+            got.len()
+        );
+    }
+    let reconnects = common::metric(
+        &common::metrics_at(w.http_port).await,
+        "govbus_router_reconnects_total ",
+    );
+    assert!(
+        reconnects >= 2.0,
+        "router a never reconnected: the node stop missed it"
+    );
+    assert_eq!(w.partition_backlog(PARTITIONS).await, 0);
+    assert_eq!(
+        w.count("govbus.router.dlq").await,
+        0,
+        "nothing dead-lettered"
+    );
+    w.assert_ledger_partitioned(PARTITIONS).await;
     w.verify_ledger();
 }

@@ -5,124 +5,34 @@
 //! another partition count than the bound one refuses to start.
 mod common;
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::World;
-use govbus_tests::{free_port, Process, Services};
+use common::{partition_records, World};
+use govbus_tests::Process;
 
 const PARTITIONS: u8 = 4;
 const RECORDS: u64 = 6_000;
 
-/// A second router's config: this world's, on its own ports, with its own name and preference.
-fn second_router(w: &World, name: &str, prefer: &str) -> (PathBuf, u16) {
-    let (http, api) = (free_port(), free_port());
-    let text = std::fs::read_to_string(w.path("router.toml"))
-        .unwrap()
-        .replace(
-            &format!("127.0.0.1:{}", w.http_port),
-            &format!("127.0.0.1:{http}"),
-        )
-        .replace(
-            &format!("127.0.0.1:{}", w.api_port),
-            &format!("127.0.0.1:{api}"),
-        )
-        .replace("name = \"a\"", &format!("name = \"{name}\""))
-        .replace("prefer = \"0,1\"", &format!("prefer = \"{prefer}\""));
-    let path = w.path(&format!("router-{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    (path, http)
-}
-
-async fn wait_ready(port: u16, router: &mut Process) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        if let Ok(Some(status)) = router.0.try_wait() {
-            panic!("the second govbus-router exited during start-up: {status}");
-        }
-        assert!(Instant::now() < deadline, "second router not ready in 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Router a prefers partitions 0 and 1, router b 2 and 3.
+fn preferred_owner(p: u8) -> &'static str {
+    if p < 2 {
+        "a"
+    } else {
+        "b"
     }
-}
-
-/// Partition → (active consumer tag, consumers), from the management API.
-async fn holders(w: &World) -> HashMap<u8, (Option<String>, usize)> {
-    let s = Services::from_env();
-    let mut out = HashMap::new();
-    for p in 0..PARTITIONS {
-        let q = s
-            .management_get(&format!("queues/{}/govbus.router.{p}", w.vhost.name))
-            .await;
-        let details = q["consumer_details"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let active = details
-            .iter()
-            .find(|c| c["active"] == serde_json::Value::Bool(true))
-            .and_then(|c| c["consumer_tag"].as_str().map(str::to_string));
-        out.insert(p, (active, details.len()));
-    }
-    out
-}
-
-/// A metric's value in a router's `/metrics` text (0 when absent).
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics_at(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
     let mut w = World::new().await;
-    w.edit(
-        "router.toml",
-        "[router]\n",
-        &format!(
-            "[router]\npartitions = {PARTITIONS}\nprefer = \"0,1\"\nname = \"a\"\nstandby_delay_ms = 1500\n"
-        ),
-    );
-    let (b_cfg, b_http) = second_router(&w, "b", "2,3");
+    w.partitioned(PARTITIONS, "0,1", "a");
+    let (b_cfg, b_http) = w.second_router("b", "2,3", None);
     w.start_router().await;
-    let mut b = Process::spawn("govbus-router", &["--config".as_ref(), b_cfg.as_os_str()]);
-    wait_ready(b_http, &mut b).await;
+    let b = w.spawn_router(&b_cfg, b_http).await;
 
     // Each router is active on the partitions it prefers and stands by for the other's.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let want = |p: u8| {
-        let owner = if p < 2 { "a" } else { "b" };
-        Some(format!("govbus-router-{owner}-p{p}"))
-    };
-    loop {
-        let h = holders(&w).await;
-        if (0..PARTITIONS).all(|p| h[&p] == (want(p), 2)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partitions not held as preferred, with a standby each: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    w.await_partitions_held(PARTITIONS, preferred_owner, 2)
+        .await;
     let shown = Process::command("govbus")
         .args(["partitions", "show", "--config"])
         .arg(w.path("router.toml"))
@@ -131,17 +41,15 @@ async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
     let shown_text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success(), "{shown_text}");
     for p in 0..PARTITIONS {
-        let owner = if p < 2 { "a" } else { "b" };
-        assert!(
-            shown_text.contains(&format!(
-                "govbus.router.{p}: held by govbus-router-{owner}-p{p}, 1 standing by"
-            )),
-            "{shown_text}"
+        let held = format!(
+            "govbus.router.{p}: held by govbus-router-{}-p{p}, 1 standing by",
+            preferred_owner(p)
         );
+        assert!(shown_text.contains(&held), "{shown_text}");
     }
 
     // A router configured with another partition count refuses to start, and says why.
-    let (c_cfg, _) = second_router(&w, "c", "0");
+    let (c_cfg, _) = w.second_router("c", "0", None);
     let text = std::fs::read_to_string(&c_cfg).unwrap();
     std::fs::write(
         &c_cfg,
@@ -185,30 +93,15 @@ async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = metrics_at(w.http_port).await;
-    let taken_before = metric(
-        &before,
-        "govbus_router_partition_records_total{partition=\"2\"} ",
-    ) + metric(
-        &before,
-        "govbus_router_partition_records_total{partition=\"3\"} ",
-    );
     assert_eq!(
-        taken_before, 0.0,
+        partition_records(w.http_port, &[2, 3]).await,
+        0.0,
         "router a took records of b's partitions while b was active"
     );
     let killed = Instant::now();
     b.kill();
     let takeover = loop {
-        let m = metrics_at(w.http_port).await;
-        let taken = metric(
-            &m,
-            "govbus_router_partition_records_total{partition=\"2\"} ",
-        ) + metric(
-            &m,
-            "govbus_router_partition_records_total{partition=\"3\"} ",
-        );
-        if taken > 0.0 {
+        if partition_records(w.http_port, &[2, 3]).await > 0.0 {
             break killed.elapsed();
         }
         assert!(
@@ -221,94 +114,60 @@ async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
         "takeover: {} ms from SIGKILL until router a took records of b's partitions",
         takeover.as_millis()
     );
-    let unfinished: u32 = {
-        let mut n = 0;
-        for p in 0..PARTITIONS {
-            n += w.count(&format!("govbus.router.{p}")).await;
-        }
-        n
-    };
     assert!(
-        unfinished > 0,
+        w.partition_backlog(PARTITIONS).await > 0,
         "the kill came after the work was done: nothing left to take over"
     );
 
-    // Every agency holds every record at version 2; each delivery once in the ledger.
+    // Every agency holds every record at version 2, in version order; each delivery once in
+    // the ledger, in its partition's chain.
     let civil = w
         .drain_until_delivered("agency.civil", 2 * RECORDS as usize, 180)
         .await;
-    // Which record and version each delivery is, from the ledger (the body is the agency's).
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT message_id, key_hash, version FROM ledger WHERE agency = 'civil'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let of: HashMap<String, (String, i64)> =
-        rows.into_iter().map(|(m, k, v)| (m, (k, v))).collect();
-    // In arrival order, a message id's first arrival: a redelivery after the kill repeats an
-    // earlier message under its own id, and is not a new version.
-    let mut seen = std::collections::HashSet::new();
-    let mut versions_of: HashMap<&str, Vec<i64>> = HashMap::new();
-    for g in &civil {
-        let (key, version) = of
-            .get(&g.message_id)
-            .unwrap_or_else(|| panic!("delivery {} is not in the ledger", g.message_id));
-        assert_eq!(g.header_i64("govbus-version"), *version);
-        if seen.insert(g.message_id.as_str()) {
-            versions_of.entry(key).or_default().push(*version);
-        }
-    }
+    let (ended, again) = w.assert_versions_arrived_in_order("civil", &civil).await;
     assert_eq!(
-        versions_of.len(),
-        RECORDS as usize,
-        "every record reached civil"
+        ended.into_iter().collect::<Vec<_>>(),
+        [(2, RECORDS as usize)],
+        "every record reached civil, at version 2"
     );
-    for (k, v) in &versions_of {
-        let mut sorted = v.clone();
-        sorted.sort();
-        assert_eq!(&sorted, v, "record {k}: versions arrived out of order");
-        assert_eq!(v.last(), Some(&2), "record {k} ends at version 2");
-    }
-    let duplicates = civil.len() - seen.len();
     println!(
-        "civil: {} deliveries, {duplicates} of them again under the same message id",
+        "civil: {} deliveries, {again} again under the same message id",
         civil.len()
     );
-    for p in 0..PARTITIONS {
-        assert_eq!(w.count(&format!("govbus.router.{p}")).await, 0);
-    }
+    assert_eq!(w.partition_backlog(PARTITIONS).await, 0);
     assert_eq!(
         w.count("govbus.router.dlq").await,
         0,
         "nothing dead-lettered"
     );
-    // Each record's versions in its chain in order, every partition a chain of its own.
-    let out_of_order: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (
-             SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
-             FROM ledger) x WHERE back",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        out_of_order, 0,
-        "a record's versions went into the ledger out of order"
-    );
-    let chains: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT chain FROM ledger ORDER BY 1")
-        .fetch_all(&pool)
+    w.assert_ledger_partitioned(PARTITIONS).await;
+    w.verify_ledger();
+
+    // The status page names router a as every partition's holder now, and draws the last
+    // hour's deliveries per partition and per agency.
+    let status: serde_json::Value = reqwest::get(w.api_url("/status"))
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert_eq!(chains, [0, 1, 2, 3]);
-    let spread: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT key_hash FROM ledger GROUP BY item, key_hash HAVING count(DISTINCT chain) > 1) x",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        spread, 0,
-        "a record's deliveries went through two partitions"
-    );
-    w.verify_ledger();
+    for p in 0..PARTITIONS as usize {
+        let s = &status["partitions"][p];
+        assert_eq!(s["holder"], "a", "{s}");
+        assert_eq!(s["held"], true, "{s}");
+        assert_eq!(s["backlog"], 0, "{s}");
+        assert!(s["delivered_last_hour"].as_i64().unwrap() > 0, "{s}");
+    }
+    let page = reqwest::get(w.api_url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in ["p0", "p1", "p2", "p3", "civil", "health"] {
+        assert!(
+            page.contains(&format!("<polyline data-series=\"{series}\"")),
+            "no rate line for {series}"
+        );
+    }
 }

@@ -233,7 +233,7 @@ async fn rehash(
     {
         let mut read = pool.acquire().await?;
         let mut rows = sqlx::query(
-            "SELECT agency, grant_id, grant_revision, ingest_id, message_id FROM ledger ORDER BY agency, seq",
+            "SELECT agency, grant_id, grant_revision, ingest_id, message_id FROM ledger ORDER BY agency, chain, seq",
         )
         .fetch(&mut *read);
         while let Some(row) = rows.try_next().await? {
@@ -362,7 +362,7 @@ async fn write_maps(
     let mut written: Vec<(PathBuf, u64)> = Vec::new();
     let mut current: Option<(String, std::io::BufWriter<std::fs::File>)> = None;
     let mut rows = sqlx::query(
-        "SELECT agency, grant_id, grant_revision, ingest_id FROM ledger ORDER BY agency, seq",
+        "SELECT agency, grant_id, grant_revision, ingest_id FROM ledger ORDER BY agency, chain, seq",
     )
     .fetch(pool);
     while let Some(row) = rows.try_next().await? {

@@ -91,6 +91,36 @@ pub struct RefusalCount {
     pub last_hour: i64,
 }
 
+/// One router partition `govbus.router.<p>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// Its number.
+    pub partition: u8,
+    /// Messages waiting in it (`None`: the broker did not answer).
+    pub backlog: Option<u32>,
+    /// Whether a router consumes it (RabbitMQ counts the active consumer; standbys are listed
+    /// by `govbus partitions show`).
+    pub held: Option<bool>,
+    /// The router that last became its active consumer, and since when.
+    pub holder: Option<String>,
+    /// Since when (RFC 3339).
+    pub holder_since: Option<String>,
+    /// Deliveries from it in the last hour.
+    pub delivered_last_hour: i64,
+}
+
+/// Deliveries per minute over the last hour, oldest minute first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rates {
+    /// Per partition (`p0`, `p1`, …).
+    pub by_partition: Vec<(String, Vec<i64>)>,
+    /// Per agency.
+    pub by_agency: Vec<(String, Vec<i64>)>,
+}
+
+/// Minutes the rate charts cover.
+pub const RATE_MINUTES: usize = 60;
+
 /// The whole page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -106,6 +136,12 @@ pub struct Status {
     pub departments: Vec<DepartmentStatus>,
     /// Refusals by reason.
     pub refusals: Vec<RefusalCount>,
+    /// The router partitions.
+    #[serde(default)]
+    pub partitions: Vec<PartitionStatus>,
+    /// Delivery rates over the last hour.
+    #[serde(default)]
+    pub rates: Rates,
     /// Every warning of the page, one line each.
     pub warnings: Vec<String>,
 }
@@ -239,16 +275,22 @@ pub async fn compute(
     for d in &cat.departments {
         queues.push(wire::quarantine_queue(&d.id));
     }
+    let partition_count = shared.tunables.partitions;
+    for p in 0..partition_count {
+        queues.push(wire::router_queue(p));
+    }
     let (reachable, depths) = probe.depths(&queues).await;
     let hour_ago_us = (chrono::Utc::now() - chrono::Duration::hours(1)).timestamp_micros();
     let pool = &shared.pool;
     let mut deliveries: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
     for r in sqlx::query(
-        "SELECT h.agency, h.seq AS total, coalesce(c.hour, 0) AS hour,
-                (SELECT l.delivered_at_us FROM ledger l WHERE l.agency = h.agency AND l.seq = h.seq) AS last
+        "SELECT h.agency, sum(h.seq)::bigint AS total, coalesce(max(c.hour), 0) AS hour,
+                max((SELECT l.delivered_at_us FROM ledger l
+                      WHERE l.agency = h.agency AND l.chain = h.chain AND l.seq = h.seq)) AS last
          FROM ledger_heads h
          LEFT JOIN (SELECT agency, count(*) AS hour FROM ledger WHERE delivered_at_us >= $1 GROUP BY agency) c
-              USING (agency)",
+              USING (agency)
+         GROUP BY h.agency",
     )
     .bind(hour_ago_us)
     .fetch_all(pool)
@@ -401,6 +443,8 @@ pub async fn compute(
             warnings,
         });
     }
+    let (partitions, rates) =
+        partitions_and_rates(pool, &depths, partition_count, &mut all_warnings).await?;
     if !reachable {
         all_warnings.insert(0, "the broker did not answer: queue depths unknown".into());
     }
@@ -417,6 +461,8 @@ pub async fn compute(
         agencies,
         departments,
         refusals,
+        partitions,
+        rates,
         warnings: all_warnings,
     })
 }
@@ -437,6 +483,144 @@ fn local(t: &Option<String>) -> String {
                 .map(|tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
         })
         .unwrap_or_else(|| "–".into())
+}
+
+/// The partitions' holders, backlogs and last-hour deliveries, and the per-minute delivery
+/// rates by partition and by agency; a partition with a backlog and no router is a warning.
+async fn partitions_and_rates(
+    pool: &sqlx::PgPool,
+    depths: &HashMap<String, (u32, u32)>,
+    count: u8,
+    warnings: &mut Vec<String>,
+) -> sqlx::Result<(Vec<PartitionStatus>, Rates)> {
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let minute_us = 60_000_000i64;
+    let from_us = now_us - RATE_MINUTES as i64 * minute_us;
+    let rows: Vec<(i16, String, i32, i64)> = sqlx::query_as(
+        "SELECT chain, agency, (($2 - delivered_at_us) / $3)::int AS ago, count(*)
+         FROM ledger WHERE delivered_at_us >= $1 GROUP BY 1, 2, 3",
+    )
+    .bind(from_us)
+    .bind(now_us)
+    .bind(minute_us)
+    .fetch_all(pool)
+    .await?;
+    let holders: HashMap<i16, (String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as::<_, (i16, String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT partition, router, since FROM partition_holders",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(p, r, t)| (p, (r, t)))
+        .collect();
+    let mut by_partition: std::collections::BTreeMap<i16, Vec<i64>> = (0..i16::from(count))
+        .map(|p| (p, vec![0; RATE_MINUTES]))
+        .collect();
+    let mut by_agency: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (chain, agency, ago, n) in rows {
+        let Some(slot) = RATE_MINUTES.checked_sub(1 + ago.max(0) as usize) else {
+            continue;
+        };
+        by_partition
+            .entry(chain)
+            .or_insert_with(|| vec![0; RATE_MINUTES])[slot] += n;
+        by_agency
+            .entry(agency)
+            .or_insert_with(|| vec![0; RATE_MINUTES])[slot] += n;
+    }
+    let mut partitions = Vec::new();
+    for p in 0..count {
+        let q = depths.get(&wire::router_queue(p));
+        let holder = holders.get(&i16::from(p));
+        let held = q.map(|(_, c)| *c > 0);
+        if let Some((n, 0)) = q {
+            warnings.push(format!(
+                "partition {}: no router consumes it{}",
+                wire::router_queue(p),
+                if *n > 0 {
+                    format!(" ({n} records waiting)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        partitions.push(PartitionStatus {
+            partition: p,
+            backlog: q.map(|(n, _)| *n),
+            held,
+            holder: holder.map(|(r, _)| r.clone()),
+            holder_since: holder.map(|(_, t)| t.to_rfc3339()),
+            delivered_last_hour: by_partition
+                .get(&i16::from(p))
+                .map_or(0, |v| v.iter().sum()),
+        });
+    }
+    Ok((
+        partitions,
+        Rates {
+            by_partition: by_partition
+                .into_iter()
+                .map(|(p, v)| (format!("p{p}"), v))
+                .collect(),
+            by_agency: by_agency.into_iter().collect(),
+        },
+    ))
+}
+
+/// An inline SVG line chart of per-minute counts, one line per series, with a legend.
+fn rate_chart(id: &str, title: &str, series: &[(String, Vec<i64>)]) -> String {
+    const COLOURS: [&str; 8] = [
+        "#1677ff", "#fa541c", "#52c41a", "#722ed1", "#faad14", "#13c2c2", "#eb2f96", "#595959",
+    ];
+    let (w, h, left, bottom) = (600.0, 160.0, 40.0, 20.0);
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let mut out = format!(
+        "<figure id=\"{id}\"><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"{}\">",
+        esc(title),
+        w + 140.0,
+        h + bottom,
+        esc(title)
+    );
+    let _ = write!(
+        out,
+        "<line x1=\"{left}\" y1=\"{h}\" x2=\"{w}\" y2=\"{h}\" stroke=\"#999\"/><line x1=\"{left}\" y1=\"0\" x2=\"{left}\" y2=\"{h}\" stroke=\"#999\"/><text x=\"2\" y=\"12\" font-size=\"10\">{max}/min</text><text x=\"{left}\" y=\"{}\" font-size=\"10\">−60 min</text><text x=\"{}\" y=\"{}\" font-size=\"10\">now</text>",
+        h + 14.0,
+        w - 20.0,
+        h + 14.0
+    );
+    let step = (w - left) / (RATE_MINUTES as f64 - 1.0);
+    for (i, (name, values)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points = values
+            .iter()
+            .enumerate()
+            .map(|(x, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    left + x as f64 * step,
+                    h - (*v as f64 / max) * (h - 4.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            out,
+            "<polyline data-series=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{points}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{colour}\">{} ({}/h)</text>",
+            esc(name),
+            w + 8.0,
+            14.0 + 14.0 * i as f64,
+            esc(name),
+            values.iter().sum::<i64>()
+        );
+    }
+    out.push_str("</svg></figure>\n");
+    out
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -540,7 +724,35 @@ ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margi
             ),
         );
     }
-    h.push_str("</table>\n<h2>Refusals</h2>\n");
+    h.push_str("</table>\n<h2>Partitions</h2>\n<table id=\"partitions\"><tr><th>partition</th><th>router</th><th>holder since</th><th>backlog</th><th>delivered, last hour</th></tr>\n");
+    for p in &s.partitions {
+        let n = p.partition;
+        let held = match p.held {
+            Some(true) => esc(p.holder.as_deref().unwrap_or("a router")),
+            Some(false) => "<span class=\"warn\">NO ROUTER</span>".to_string(),
+            None => "–".to_string(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr{}><td>govbus.router.{n}</td><td data-partition=\"{n}\" data-field=\"holder\">{held}</td><td>{}</td><td class=\"n\" data-partition=\"{n}\" data-field=\"backlog\">{}</td><td class=\"n\" data-partition=\"{n}\" data-field=\"delivered_last_hour\">{}</td></tr>",
+            if p.held == Some(false) { " class=\"warn\"" } else { "" },
+            local(&p.holder_since),
+            opt(&p.backlog),
+            p.delivered_last_hour
+        );
+    }
+    h.push_str("</table>\n<h2>Delivery rate, last hour</h2>\n");
+    h.push_str(&rate_chart(
+        "rate-by-partition",
+        "Deliveries per minute by partition",
+        &s.rates.by_partition,
+    ));
+    h.push_str(&rate_chart(
+        "rate-by-agency",
+        "Deliveries per minute by agency",
+        &s.rates.by_agency,
+    ));
+    h.push_str("<h2>Refusals</h2>\n");
     if s.refusals.is_empty() {
         h.push_str("<p class=\"muted\" id=\"refusals\">None.</p>\n");
     } else {
@@ -610,6 +822,29 @@ pub fn text(s: &Status) -> String {
             d.seconds_behind_source
                 .map_or("–".into(), |s| format!("{s:.1}")),
             opt(&d.last_received)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n{:<18} {:>9} {:>10}  router (since)",
+        "PARTITION", "BACKLOG", "LAST HOUR"
+    );
+    for p in &s.partitions {
+        let held = match p.held {
+            Some(true) => format!(
+                "{} ({})",
+                p.holder.as_deref().unwrap_or("a router"),
+                opt(&p.holder_since)
+            ),
+            Some(false) => "NO ROUTER".into(),
+            None => "–".into(),
+        };
+        let _ = writeln!(
+            t,
+            "{:<18} {:>9} {:>10}  {held}",
+            wire::router_queue(p.partition),
+            opt(&p.backlog),
+            p.delivered_last_hour
         );
     }
     if !s.refusals.is_empty() {

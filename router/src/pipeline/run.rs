@@ -328,6 +328,8 @@ async fn intake(
     let max_deliveries = max.saturating_mul(DELIVERIES_PER_RECORD);
     let mut take = max;
     let mut recent = Recent::new();
+    let mut active = false;
+    let name = shared.tunables.instance_name();
     loop {
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -337,7 +339,15 @@ async fn intake(
             anyhow::bail!("the consumer was cancelled by the broker");
         };
         let mut deliveries = vec![first?];
-        telemetry::partition_active(partition);
+        if !active {
+            // The first delivery since subscribing: this router is the partition's active
+            // consumer now (a takeover, or the start).
+            active = true;
+            telemetry::partition_active(partition);
+            if let Err(e) = store::partitions_held(&shared.pool, partition, &name).await {
+                tracing::warn!(error = %e, partition, "cannot record this router as the partition's holder");
+            }
+        }
         let deadline = tokio::time::Instant::now() + wait;
         while deliveries.len() < take {
             // What has arrived already is taken without arming a timer.

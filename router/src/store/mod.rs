@@ -47,3 +47,16 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .map_err(|e| anyhow::anyhow!("cannot apply the router's migrations: {e}"))?;
     Ok(pool)
 }
+
+/// Records `router` as the holder of `partition` (its active consumer), from now.
+pub async fn partitions_held(pool: &PgPool, partition: u8, router: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO partition_holders (partition, router) VALUES ($1, $2)
+         ON CONFLICT (partition) DO UPDATE SET router = EXCLUDED.router, since = now()",
+    )
+    .bind(i16::from(partition))
+    .bind(router)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}

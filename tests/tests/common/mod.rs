@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -21,6 +21,271 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties,
 };
+
+/// Partitioned routers (`tests/tests/partitions.rs`, the cluster fault tests).
+impl World {
+    /// Sets this world's router to `partitions` partitions, preferring `prefer`, named `name`
+    /// (its consumer tags are `govbus-router-<name>-p<p>`).
+    pub fn partitioned(&self, partitions: u8, prefer: &str, name: &str) {
+        self.edit(
+            "router.toml",
+            "[router]\n",
+            &format!(
+                "[router]\npartitions = {partitions}\nprefer = \"{prefer}\"\nname = \"{name}\"\nstandby_delay_ms = 1500\n"
+            ),
+        );
+    }
+
+    /// Another router's config after [`Self::partitioned`]: this world's, on its own ports,
+    /// named `name`, preferring `prefer`, its `amqp.url` replaced by `url` when given. Returns
+    /// the file and its `/metrics` port.
+    pub fn second_router(&self, name: &str, prefer: &str, url: Option<&str>) -> (PathBuf, u16) {
+        let (http, api) = (free_port(), free_port());
+        let text = std::fs::read_to_string(self.path("router.toml")).unwrap();
+        let first_name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .expect("partitioned() first")
+            .to_string();
+        let first_prefer = text
+            .lines()
+            .find_map(|l| l.strip_prefix("prefer = "))
+            .expect("partitioned() first")
+            .to_string();
+        let mut text = text
+            .replace(
+                &format!("127.0.0.1:{}", self.http_port),
+                &format!("127.0.0.1:{http}"),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", self.api_port),
+                &format!("127.0.0.1:{api}"),
+            )
+            .replace(
+                &format!("name = {first_name}"),
+                &format!("name = \"{name}\""),
+            )
+            .replace(
+                &format!("prefer = {first_prefer}"),
+                &format!("prefer = \"{prefer}\""),
+            );
+        if let Some(url) = url {
+            let old = text
+                .lines()
+                .find(|l| l.starts_with("url = \"amqp"))
+                .unwrap()
+                .to_string();
+            text = text.replace(&old, &format!("url = \"{url}\""));
+        }
+        let path = self.path(&format!("router-{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        (path, http)
+    }
+
+    /// Starts a router with `config` and waits until `/readyz` on `port` answers.
+    pub async fn spawn_router(&self, config: &Path, port: u16) -> Process {
+        let mut router =
+            Process::spawn("govbus-router", &["--config".as_ref(), config.as_os_str()]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+                if r.status().is_success() {
+                    return router;
+                }
+            }
+            if let Ok(Some(status)) = router.0.try_wait() {
+                panic!(
+                    "govbus-router {} exited during start-up: {status}",
+                    config.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in 60 s",
+                config.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Partition → (its active consumer's tag, its consumers), from the management API.
+    pub async fn partition_holders(&self, partitions: u8) -> HashMap<u8, (Option<String>, usize)> {
+        let mut out = HashMap::new();
+        for p in 0..partitions {
+            let q = self
+                .vhost
+                .services
+                .management_get(&format!("queues/{}/govbus.router.{p}", self.vhost.name))
+                .await;
+            let details = q["consumer_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let active = details
+                .iter()
+                .find(|c| c["active"] == serde_json::Value::Bool(true))
+                .and_then(|c| c["consumer_tag"].as_str().map(str::to_string));
+            out.insert(p, (active, details.len()));
+        }
+        out
+    }
+
+    /// Waits up to 30 s until partition `p` is held by router `owner(p)` with `consumers`
+    /// consumers (the rest standing by).
+    pub async fn await_partitions_held(
+        &self,
+        partitions: u8,
+        owner: impl Fn(u8) -> &'static str,
+        consumers: usize,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h = self.partition_holders(partitions).await;
+            if (0..partitions)
+                .all(|p| h[&p] == (Some(format!("govbus-router-{}-p{p}", owner(p))), consumers))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partitions not held as preferred with {consumers} consumers each: {h:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Messages waiting in all `partitions` router partitions.
+    pub async fn partition_backlog(&self, partitions: u8) -> u32 {
+        let mut n = 0;
+        for p in 0..partitions {
+            n += self.count(&format!("govbus.router.{p}")).await;
+        }
+        n
+    }
+
+    /// Checks `got` (an agency's queue, in arrival order) against the ledger: every delivery is
+    /// a ledger row, and each record's versions arrived in order, ending at the newest the
+    /// ledger holds for it, counting a message id's first arrival only (a redelivery repeats
+    /// an earlier message under its own id). Returns how many records ended at each version,
+    /// and how many deliveries came again.
+    pub async fn assert_versions_arrived_in_order(
+        &self,
+        agency: &str,
+        got: &[Got],
+    ) -> (std::collections::BTreeMap<i64, usize>, usize) {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT message_id, item || ':' || key_hash, version FROM ledger WHERE agency = $1",
+        )
+        .bind(agency)
+        .fetch_all(&self.pg().await)
+        .await
+        .unwrap();
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for (_, k, v) in &rows {
+            let n = newest.entry(k.clone()).or_insert(*v);
+            *n = (*n).max(*v);
+        }
+        let of: HashMap<String, (String, i64)> =
+            rows.into_iter().map(|(m, k, v)| (m, (k, v))).collect();
+        let mut seen = HashSet::new();
+        let mut versions_of: HashMap<&str, Vec<i64>> = HashMap::new();
+        for g in got {
+            let (key, version) = of.get(&g.message_id).unwrap_or_else(|| {
+                panic!("{agency}: delivery {} is not in the ledger", g.message_id)
+            });
+            assert_eq!(g.header_i64("govbus-version"), *version);
+            if seen.insert(g.message_id.as_str()) {
+                versions_of.entry(key).or_default().push(*version);
+            }
+        }
+        assert_eq!(
+            versions_of.len(),
+            newest.len(),
+            "{agency}: a record in the ledger never arrived"
+        );
+        let mut ended = std::collections::BTreeMap::new();
+        for (k, v) in &versions_of {
+            let mut sorted = v.clone();
+            sorted.sort();
+            assert_eq!(
+                &sorted, v,
+                "{agency}: record {k}'s versions arrived out of order"
+            );
+            assert_eq!(
+                v.last(),
+                newest.get(*k),
+                "{agency}: record {k} ends below its newest version"
+            );
+            *ended.entry(*v.last().unwrap()).or_default() += 1;
+        }
+        (ended, got.len() - seen.len())
+    }
+
+    /// The ledger holds each record's versions in order, each record's deliveries in one
+    /// partition's chains, and has a chain in each of `partitions`.
+    pub async fn assert_ledger_partitioned(&self, partitions: u8) {
+        let pool = self.pg().await;
+        let out_of_order: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
+                 FROM ledger) x WHERE back",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            out_of_order, 0,
+            "a record's versions went into the ledger out of order"
+        );
+        let chains: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT chain FROM ledger ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(chains, (0..i16::from(partitions)).collect::<Vec<_>>());
+        let spread: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT key_hash FROM ledger GROUP BY item, key_hash HAVING count(DISTINCT chain) > 1) x",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            spread, 0,
+            "a record's deliveries went through two partitions"
+        );
+    }
+}
+
+/// A router's `/metrics` on `port`.
+pub async fn metrics_at(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the metric line starting with `line_start` (0 when absent).
+pub fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Records of `partitions` this router took, from its `/metrics` on `port`.
+pub async fn partition_records(port: u16, partitions: &[u8]) -> f64 {
+    let m = metrics_at(port).await;
+    partitions
+        .iter()
+        .map(|p| {
+            metric(
+                &m,
+                &format!("govbus_router_partition_records_total{{partition=\"{p}\"}} "),
+            )
+        })
+        .sum()
+}
 
 /// The example catalogue's department keys, replaced by this test's.
 const EXAMPLE_KEYS: [(&str, &str); 3] = [
