@@ -184,7 +184,8 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
 
     // Deliveries, and records by the version they end at: households at 2, enterprises at 1.
     let (h, e) = (HOUSEHOLDS as usize, ENTERPRISES as usize);
-    let expected: [(&str, usize, &[(i64, usize)]); 4] = [
+    type Expected<'a> = (&'a str, usize, &'a [(i64, usize)]);
+    let expected: [Expected; 4] = [
         ("civil", 2 * h, &[(2, h)]),
         ("health", health as usize, &[(1, e), (2, h)]),
         ("hrss", e, &[(1, e)]),
