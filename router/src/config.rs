@@ -458,6 +458,21 @@ mod tests {
         assert_eq!(cfg.database.url, "postgres://db/gov");
         assert!(cfg.catalogue.ends_with("examples/catalogue.toml"));
         assert!(cfg.platform.key_file.is_absolute());
+        // The partitions as docker-compose.yml's second router sets them.
+        let two = RouterConfig::load_with(
+            &path,
+            vars(&[
+                ("GOVBUS__ROUTER__PARTITIONS", "4"),
+                ("GOVBUS__ROUTER__PREFER", "2,3"),
+                ("GOVBUS__ROUTER__NAME", "router-2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            two.router.partition_plan().unwrap(),
+            (vec![2, 3], vec![0, 1])
+        );
+        assert_eq!(two.router.instance_name(), "router-2");
         let e =
             RouterConfig::load_with(&path, vars(&[("GOVBUS__ROUTER__BATHC", "5")])).unwrap_err();
         assert!(format!("{e:#}").contains("bathc"), "{e:#}");
