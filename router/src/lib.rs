@@ -57,9 +57,10 @@ use crate::{
 /// are confirmed, written and acked.
 pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let platform = Platform::load(&cfg)?;
-    let pool = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    let (pool, primary) =
+        store::connect_primary(&cfg.database.url, cfg.database.max_connections).await?;
     // Held while the router runs: `govbus id-secret rotate` cannot run beside it.
-    let _id_secret_lock = id_secret::hold_shared(&cfg.database.url).await?;
+    let id_secret_lock = id_secret::hold_shared(&pool).await?;
     id_secret::check_in_force(&pool, cfg.platform.id_secret_version, &platform.ids).await?;
     let cache = Arc::new(ProjectionCache::default());
     let routing = reload::load_in_force(&cfg.catalogue, &cache, &pool).await?;
@@ -118,6 +119,13 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         ),
     }
     let background = CancellationToken::new();
+    let database = tokio::spawn(store::primary::follow(
+        shared.pool.clone(),
+        cfg.database.url.clone(),
+        primary,
+        Some(id_secret_lock),
+        background.clone(),
+    ));
     let retry = tokio::spawn(retry::run(
         shared.clone(),
         connector.clone(),
@@ -156,7 +164,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     };
     let result = pipeline::run::run(shared, connector, stop).await;
     background.cancel();
-    let _ = tokio::join!(retry, watch, upkeep, checkpoints, deadlines);
+    let _ = tokio::join!(retry, watch, upkeep, checkpoints, deadlines, database);
     draining.abort();
     http_stop.cancel();
     result

@@ -18,6 +18,7 @@ use std::{
 use std::{collections::HashMap, time::Duration};
 
 pub mod cluster;
+pub mod pg_pair;
 
 use anyhow::{bail, Context};
 use futures::StreamExt as _;

@@ -51,8 +51,8 @@ pub async fn check_in_force(pool: &PgPool, version: u32, ids: &IdKey) -> anyhow:
 
 /// A connection holding the shared lock that keeps `govbus id-secret rotate` out while a
 /// router runs. Dropping it releases the lock.
-pub async fn hold_shared(url: &str) -> anyhow::Result<PgConnection> {
-    let mut conn = PgConnection::connect(url).await?;
+pub async fn hold_shared(pool: &PgPool) -> anyhow::Result<PgConnection> {
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
     sqlx::query("SELECT pg_advisory_lock_shared($1)")
         .bind(LOCK)
         .execute(&mut conn)

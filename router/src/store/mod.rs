@@ -16,6 +16,7 @@ pub mod id_secret;
 pub mod jobs;
 pub mod kept;
 pub mod ledger;
+pub mod primary;
 pub mod refusals;
 pub mod schemas;
 pub mod versions;
@@ -28,12 +29,19 @@ pub use versions::{keep_latest, prior, LatestRecord};
 /// Embedded migrations (`router/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Connects and applies the migrations.
+/// Connects to the primary among `url`'s addresses (one, or a primary and its standbys
+/// separated by commas: [`primary`]) and applies the migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    Ok(connect_primary(url, max_connections).await?.0)
+}
+
+/// [`connect`], also saying which of `url`'s addresses is the primary (for [`primary::follow`]).
+pub async fn connect_primary(url: &str, max_connections: u32) -> anyhow::Result<(PgPool, usize)> {
+    let (index, opts) = primary::find(url).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+        .connect_with(opts)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -45,7 +53,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .run(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot apply the router's migrations: {e}"))?;
-    Ok(pool)
+    Ok((pool, index))
 }
 
 /// Records `router` as the holder of `partition` (its active consumer), from now.
