@@ -545,7 +545,9 @@ public final class Agency {
         env.getOrDefault("GOVBUS_ROUTER_URL", "http://127.0.0.1:9200"));
 
     // A cluster's nodes, comma-separated (same account and vhost): the client connects to
-    // the first that answers.
+    // the first that answers. When the connection is lost (its node stopped), the client's
+    // automatic recovery connects again through the list, every second, and registers the
+    // consumer again; deliveries not acked come again, under the same message ids.
     String[] urls = env.get("GOVBUS__AMQP__URL").split(",");
     ConnectionFactory factory = new ConnectionFactory();
     factory.setUri(urls[0].trim());
@@ -559,6 +561,9 @@ public final class Agency {
           : ("amqps".equals(uri.getScheme()) ? 5671 : 5672);
       nodes.add(new Address(uri.getHost(), port));
     }
+    factory.setAutomaticRecoveryEnabled(true);
+    factory.setTopologyRecoveryEnabled(true);
+    factory.setNetworkRecoveryInterval(1000);
     Connection connection = factory.newConnection(nodes);
     Channel channel = connection.createChannel();
     channel.basicQos(100);

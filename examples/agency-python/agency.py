@@ -308,12 +308,37 @@ def main():
     platform_keys = PlatformKeys(env["GOVBUS_PLATFORM_PUBLIC_KEY"], env.get("GOVBUS_PLATFORM_KEY_ID"), router_url)
     schemas = Schemas(router_url)
 
-    # A cluster's nodes, comma-separated: pika connects to the first that answers.
+    # A cluster's nodes, comma-separated: pika connects to the first that answers. When the
+    # connection is lost (its node stopped), the kit connects again, starting at the next node;
+    # the deliveries it had not acked come again, under the same message ids.
     nodes = [pika.URLParameters(u.strip()) for u in amqp_url.split(",") if u.strip()]
-    connection = pika.BlockingConnection(nodes)
+    state = {"seen": 0}
+    start = 0
+    while True:
+        try:
+            connection = pika.BlockingConnection(nodes[start:] + nodes[:start])
+        except pika.exceptions.AMQPConnectionError as e:
+            print(f"no RabbitMQ node answers ({e!r}); trying again in 1 s", file=sys.stderr)
+            time.sleep(1)
+            continue
+        try:
+            finished = consume(connection, queue, args, platform_keys, schemas, agency, state)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosedByBroker) as e:
+            if isinstance(e, pika.exceptions.ChannelClosedByBroker) and e.reply_code in (403, 404):
+                raise  # not allowed, or no such queue: connecting again will not help
+            print(f"lost the connection to RabbitMQ ({e!r}); connecting again through the next node",
+                  file=sys.stderr)
+            start = (start + 1) % len(nodes)
+            time.sleep(1)
+            continue
+        if finished:
+            return
+
+
+def consume(connection, queue, args, platform_keys, schemas, agency, state):
+    """Consumes until --count or --idle-seconds (True), or Ctrl-C; closes cleanly."""
     channel = connection.channel()
     channel.basic_qos(prefetch_count=100)
-    seen = 0
     try:
         for method, properties, body in channel.consume(queue, inactivity_timeout=args.idle_seconds):
             if method is None:  # idle
@@ -331,15 +356,16 @@ def main():
             else:
                 handle(delivery)
                 channel.basic_ack(method.delivery_tag)
-            seen += 1
-            if args.count is not None and seen >= args.count:
+            state["seen"] += 1
+            if args.count is not None and state["seen"] >= args.count:
                 break
     except KeyboardInterrupt:
         pass
-    finally:
-        channel.cancel()
-        connection.close()
-
+    # Cancel first: the queue applies the acks before the cancel (on a bare close, RabbitMQ
+    # 3.10 could put the last acked deliveries back; they would come again).
+    channel.cancel()
+    connection.close()
+    return True
 
 if __name__ == "__main__":
     main()
