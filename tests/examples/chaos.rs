@@ -10,7 +10,14 @@
 //! read — no agency may hold a record or a field it was not granted (judged from the bodies and
 //! the tables, not from the ledger's own account), and the ledger must verify.
 //!
-//! `scripts/chaos [--rounds N] [--seed S]`
+//! With `--cluster` it runs on the suite's three-node RabbitMQ cluster (`scripts/lib-cluster.sh`)
+//! with two routers over four partitions, each process given every node; its faults then also
+//! stop a node (its partitions' leaders move, its connections go elsewhere) and SIGKILL either
+//! router (the other takes its partitions over), instead of restarting the single broker.
+//! Anything in the routers' dead-letter queue counts as lost; a record's versions out of order
+//! in the ledger count as out of order.
+//!
+//! `scripts/chaos [--rounds N] [--seed S] [--cluster]`
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -27,7 +34,7 @@ use bus_schemas::{
 };
 use common::{citizen, uscc, World};
 use futures::StreamExt;
-use govbus_tests::{ChaosOptions, Process, Services, TestDatabase, CHAOS_USAGE};
+use govbus_tests::{cluster::Cluster, ChaosOptions, Process, Services, TestDatabase, CHAOS_USAGE};
 
 /// Grants of the example catalogue in force today: (agency, item) → granted fields, and
 /// whether the grant is limited to Tianhe (even-numbered enterprises in `World::commerce`).
@@ -150,7 +157,7 @@ struct Independent {
 /// record's version and checks its non-null fields against `granted`, and acks. It reconnects
 /// whatever happens to the broker or the router, until `stop`.
 fn independent(
-    amqp_url: String,
+    amqp_urls: Vec<String>,
     router_url: String,
     agency: &'static str,
     key_field: &'static str,
@@ -162,7 +169,11 @@ fn independent(
     tokio::spawn(async move {
         let http = reqwest::Client::new();
         let mut schemas: BTreeMap<String, apache_avro::Schema> = BTreeMap::new();
+        let mut node = 0usize;
         while !stop.is_cancelled() {
+            // A cluster's nodes in turn: the next after each lost session.
+            let amqp_url = amqp_urls[node % amqp_urls.len()].clone();
+            node += 1;
             let session = async {
                 let conn =
                     lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
@@ -256,8 +267,8 @@ fn independent(
 }
 
 /// Counts for the line each round prints: what was in flight when its fault hit.
-async fn in_flight(w: &World, pool: &sqlx::PgPool) -> String {
-    let router = w.count("govbus.router.0").await;
+async fn in_flight(w: &World, pool: &sqlx::PgPool, partitions: u8) -> String {
+    let router = w.partition_backlog(partitions).await;
     let mut agencies = 0;
     for a in ["civil", "health", "hrss", "tianhe"] {
         agencies += w.count(&format!("agency.{a}")).await;
@@ -274,7 +285,7 @@ async fn in_flight(w: &World, pool: &sqlx::PgPool) -> String {
         })
         .unwrap_or(0);
     format!(
-        "{files} police files unfinished, {router} in govbus.router, {agencies} in agency queues, {ledger} ledger rows"
+        "{files} police files unfinished, {router} in the router partitions, {agencies} in agency queues, {ledger} ledger rows"
     )
 }
 
@@ -403,6 +414,9 @@ async fn broker_back(w: &World) {
 }
 
 struct Fleet {
+    /// The second router (`--cluster`), its config and `/metrics` port.
+    router_b: Option<Process>,
+    router_b_cfg: Option<(std::path::PathBuf, u16)>,
     police: Option<Process>,
     commerce: Option<Process>,
     sinks: BTreeMap<&'static str, Process>,
@@ -417,8 +431,8 @@ impl Fleet {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (rounds, seed) = match ChaosOptions::parse(std::env::args().skip(1)) {
-        Ok(Some(o)) => (o.rounds, o.seed),
+    let (rounds, seed, on_cluster) = match ChaosOptions::parse(std::env::args().skip(1)) {
+        Ok(Some(o)) => (o.rounds, o.seed, o.cluster),
         Ok(None) => {
             println!("{CHAOS_USAGE}");
             return;
@@ -429,14 +443,65 @@ async fn main() {
         }
     };
     let mut rng = Rng(seed);
-    println!("chaos: {rounds} rounds, seed {seed}");
+    println!(
+        "chaos: {rounds} rounds, seed {seed}{}",
+        if on_cluster {
+            ", on a three-node cluster with two routers over four partitions"
+        } else {
+            ""
+        }
+    );
     let started = Instant::now();
 
-    let mut w = World::new().await;
+    let cluster = on_cluster.then(Cluster::from_env);
+    let mut w = match &cluster {
+        Some(c) => World::on(&c.services()).await,
+        None => World::new().await,
+    };
+    // Every node, starting at node `first`.
+    let nodes: Vec<String> = match &cluster {
+        Some(c) => c
+            .all_nodes(&w.vhost.amqp_url)
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        None => vec![w.vhost.amqp_url.clone()],
+    };
+    let from = |first: usize| -> String {
+        (0..nodes.len())
+            .map(|i| nodes[(first + i) % nodes.len()].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let partitions: u8 = if on_cluster { 4 } else { 1 };
+    let mut router_b_cfg = None;
+    if on_cluster {
+        let one = w.vhost.amqp_url.clone();
+        w.edit(
+            "router.toml",
+            &format!("url = \"{one}\""),
+            &format!("url = \"{}\"", from(0)),
+        );
+        w.partitioned(partitions, "0,1", "a");
+        router_b_cfg = Some(w.second_router("b", "2,3", Some(&from(1))));
+        w.agency_amqp_url = Some(from(2));
+    }
     w.start_router().await;
+    let router_b = match &router_b_cfg {
+        Some((cfg, port)) => Some(w.spawn_router(cfg, *port).await),
+        None => None,
+    };
+    // Adapters publish through node 3 on a cluster (neither router's first node).
+    let through_cluster = |cfg: &std::path::Path| {
+        if on_cluster {
+            let text = std::fs::read_to_string(cfg).unwrap();
+            std::fs::write(cfg, text.replace(&nodes[0], &from(2))).unwrap();
+        }
+    };
     let agencies_db = TestDatabase::create(&Services::from_env()).await.unwrap();
     // Adapters run all along; each round drops new files into their folders.
     let police_cfg = w.police(0, 0, 1);
+    through_cluster(&police_cfg);
     let sources_db = TestDatabase::create(&Services::from_env()).await.unwrap();
     {
         use sqlx::Connection;
@@ -444,7 +509,10 @@ async fn main() {
         sqlx::raw_sql(COMMERCE_TABLE).execute(&mut c).await.unwrap();
     }
     let commerce_cfg = commerce_from_postgres(&w, &sources_db.url);
+    through_cluster(&commerce_cfg);
     let mut fleet = Fleet {
+        router_b,
+        router_b_cfg,
         police: Some(Fleet::adapter(&police_cfg)),
         commerce: Some(Fleet::adapter(&commerce_cfg)),
         sinks: BTreeMap::new(),
@@ -452,7 +520,7 @@ async fn main() {
     };
     let stop_independent = tokio_util::sync::CancellationToken::new();
     let tianhe = independent(
-        w.vhost.amqp_url.clone(),
+        nodes.clone(),
         w.url(""),
         "tianhe",
         "unified_social_credit_code",
@@ -491,6 +559,7 @@ async fn main() {
         let from = police.len() as u64;
         let cfg = w.police(from, from + POLICE_NEW, 1);
         debug_assert_eq!(cfg, police_cfg);
+        through_cluster(&cfg);
         for n in from..from + POLICE_NEW {
             police.insert(n, 1);
         }
@@ -539,21 +608,36 @@ async fn main() {
         while ledger_rows(&pool).await < wait_for && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let kind = match rng.below(9) {
-            0 => "kill police adapter",
-            1 => "kill commerce adapter",
-            2 | 3 => "kill router",
-            4 => "kill a sink",
-            5 => "restart RabbitMQ",
-            6 => "SIGKILL RabbitMQ's VM",
-            7 => "restart PostgreSQL",
-            _ => "stop PostgreSQL -m immediate",
+        let kind = if on_cluster {
+            match rng.below(10) {
+                0 => "kill police adapter",
+                1 => "kill commerce adapter",
+                2 => "kill router a",
+                3 => "kill router b",
+                4 => "kill a sink",
+                5 => "stop node 1",
+                6 => "stop node 2",
+                7 => "stop node 3",
+                8 => "restart PostgreSQL",
+                _ => "stop PostgreSQL -m immediate",
+            }
+        } else {
+            match rng.below(9) {
+                0 => "kill police adapter",
+                1 => "kill commerce adapter",
+                2 | 3 => "kill router",
+                4 => "kill a sink",
+                5 => "restart RabbitMQ",
+                6 => "SIGKILL RabbitMQ's VM",
+                7 => "restart PostgreSQL",
+                _ => "stop PostgreSQL -m immediate",
+            }
         };
         let pause = Duration::from_millis(200 + rng.below(2000));
         let hit = format!(
             "{} of the round's ~{round_rows} ledger rows written, {}",
             ledger_rows(&pool).await - rows_before,
-            in_flight(&w, &pool).await
+            in_flight(&w, &pool, partitions).await
         );
         match kind {
             "kill police adapter" => {
@@ -566,10 +650,23 @@ async fn main() {
                 tokio::time::sleep(pause).await;
                 fleet.commerce = Some(Fleet::adapter(&commerce_cfg));
             }
-            "kill router" => {
+            "kill router" | "kill router a" => {
                 w.router.take().unwrap().kill();
                 tokio::time::sleep(pause).await;
                 w.start_router().await;
+            }
+            "kill router b" => {
+                fleet.router_b.take().unwrap().kill();
+                tokio::time::sleep(pause).await;
+                let (cfg, port) = fleet.router_b_cfg.clone().unwrap();
+                fleet.router_b = Some(w.spawn_router(&cfg, port).await);
+            }
+            "stop node 1" | "stop node 2" | "stop node 3" => {
+                let c = cluster.as_ref().unwrap();
+                let n: usize = kind[kind.len() - 1..].parse().unwrap();
+                c.ctl(n, &["stop_app"]);
+                let _back = govbus_tests::cluster::Stopped(c, n);
+                tokio::time::sleep(pause).await;
             }
             "kill a sink" => {
                 let agency = SINKS[rng.below(SINKS.len() as u64) as usize];
@@ -651,7 +748,11 @@ async fn main() {
     println!("settling …");
     // The operator's check after the campaign: quorum queues RabbitMQ left without a leader
     // (meanwhile the router kept their deliveries and served every other agency).
-    let leaderless = elect_leaderless(&w.vhost.name);
+    let leaderless = if on_cluster {
+        Vec::new() // a cluster's queues elect their leaders among three nodes
+    } else {
+        elect_leaderless(&w.vhost.name)
+    };
     if !leaderless.is_empty() {
         println!(
             "  RabbitMQ left {} without a leader (rabbitmq-server#10070); elections triggered",
@@ -676,7 +777,8 @@ async fn main() {
             .fetch_one(&pool)
             .await
             .unwrap_or(-1);
-        let mut queues_empty = inboxes_empty && kept == 0 && w.count("govbus.router.0").await == 0;
+        let mut queues_empty =
+            inboxes_empty && kept == 0 && w.partition_backlog(partitions).await == 0;
         for a in ["civil", "health", "hrss", "tianhe"] {
             queues_empty &= queues_empty && w.count(&format!("agency.{a}")).await == 0;
         }
@@ -895,6 +997,21 @@ async fn main() {
     .await
     .unwrap();
     ungranted += outside;
+    // What the routers dead-lettered never reached an agency: lost.
+    let dead_lettered = i64::from(w.count("govbus.router.dlq").await);
+    if dead_lettered > 0 {
+        lost += dead_lettered;
+        show(format!("{dead_lettered} messages in govbus.router.dlq"));
+    }
+    // Each record's versions in its ledger chain in order.
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
+             FROM ledger) x WHERE back",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let verify = Process::command("govbus")
         .args(["ledger", "verify", "--database-url", &w.db.url])
         .output()
@@ -921,7 +1038,7 @@ async fn main() {
         commerce.len()
     );
     println!(
-        "  delivered: {delivered} (agency, record) pairs at their latest version in the ledger; lost {lost}; stale {stale}; ungranted {ungranted}; agency copies off {sink_off}; ledger {}",
+        "  delivered: {delivered} (agency, record) pairs at their latest version in the ledger; lost {lost}; stale {stale}; ungranted {ungranted}; out of order {out_of_order}; agency copies off {sink_off}; ledger {}",
         if ledger_ok { "verifies" } else { "BROKEN" }
     );
     for p in [fleet.police.take(), fleet.commerce.take()]
@@ -930,7 +1047,7 @@ async fn main() {
     {
         p.terminate();
     }
-    if lost > 0 || stale > 0 || ungranted > 0 || sink_off > 0 || !ledger_ok {
+    if lost > 0 || stale > 0 || ungranted > 0 || out_of_order > 0 || sink_off > 0 || !ledger_ok {
         std::process::exit(1);
     }
 }

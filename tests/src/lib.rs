@@ -764,7 +764,7 @@ fn tempfile_dir(what: &str) -> PathBuf {
     d
 }
 
-pub const CHAOS_USAGE: &str = "usage: scripts/chaos [--rounds N] [--seed S]   (N rounds, default 20; S replays a campaign's choices, default from the clock)";
+pub const CHAOS_USAGE: &str = "usage: scripts/chaos [--rounds N] [--seed S] [--cluster]   (N rounds, default 20; S replays a campaign's choices, default from the clock; --cluster: on a three-node RabbitMQ cluster with two routers over four partitions, node stops and router kills among the faults)";
 
 /// `scripts/chaos`'s options (`tests/examples/chaos.rs`). An argument it does not know is an error, never ignored.
 pub struct ChaosOptions {
@@ -772,6 +772,8 @@ pub struct ChaosOptions {
     pub rounds: u64,
     /// Seed of the campaign's choices.
     pub seed: u64,
+    /// On the three-node cluster, with two routers over four partitions.
+    pub cluster: bool,
 }
 
 impl ChaosOptions {
@@ -784,6 +786,7 @@ impl ChaosOptions {
                 .unwrap()
                 .as_nanos() as u64
                 | 1,
+            cluster: false,
         };
         while let Some(a) = args.next() {
             let (flag, inline) = match a.split_once('=') {
@@ -799,6 +802,7 @@ impl ChaosOptions {
                     .map_err(|_| format!("{name} takes a whole number, not `{v}`"))
             };
             match flag.as_str() {
+                "--cluster" if inline.is_none() => o.cluster = true,
                 "--rounds" => o.rounds = value("--rounds")?,
                 "--seed" => o.seed = value("--seed")?,
                 "-h" | "--help" => return Ok(None),
@@ -828,6 +832,10 @@ mod tests {
         let o = chaos(&["--seed=9", "--rounds=3"]).unwrap().unwrap();
         assert_eq!((o.rounds, o.seed), (3, 9));
         assert_eq!(chaos(&[]).unwrap().unwrap().rounds, 20);
+        assert!(!chaos(&[]).unwrap().unwrap().cluster);
+        let o = chaos(&["--cluster", "--rounds", "10"]).unwrap().unwrap();
+        assert!(o.cluster && o.rounds == 10);
+        assert!(chaos(&["--cluster=yes"]).is_err());
         assert!(chaos(&["--help"]).unwrap().is_none());
     }
 

@@ -223,3 +223,124 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
     w.assert_ledger_partitioned(PARTITIONS).await;
     w.verify_ledger();
 }
+
+/// The Python agency kit, given the cluster's three nodes, loses its node mid-queue: it
+/// connects again through the next one and goes on; every delivery reaches it (those it had not
+/// acked come again, under the same message id), and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops a cluster node: run by scripts/test after the rest, against its cluster"]
+async fn python_kit_goes_on_through_another_node_when_its_node_stops() {
+    const RECORDS: u64 = 3_000;
+    let python = govbus_tests::python().unwrap();
+    let cluster = Cluster::from_env();
+    let mut w = World::on(&cluster.services()).await;
+    let one = w.vhost.amqp_url.clone();
+    let nodes: Vec<String> = cluster
+        .all_nodes(&one)
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    // The router and the adapter work through node 2, which stays up.
+    w.edit(
+        "router.toml",
+        &format!("url = \"{one}\""),
+        &format!("url = \"{}\"", nodes[1]),
+    );
+    w.start_router().await;
+    let cfg = w.police(0, RECORDS, 1);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(&one, &nodes[1])).unwrap();
+    w.run_adapter(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while govbus_tests::cluster::count_at(&nodes[1], "agency.civil")
+        .await
+        .unwrap_or(0)
+        < RECORDS as u32
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the router did not deliver in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The kit starts on node 1.
+    let key = std::fs::read_to_string(w.path("platform/platform-test.pub")).unwrap();
+    let env = w.path("civil.env");
+    std::fs::write(
+        &env,
+        format!(
+            "GOVBUS_ROLE=agency\nGOVBUS_AGENCY=civil\nGOVBUS_QUEUE=agency.civil\n\
+             GOVBUS_DEAD_LETTER_QUEUE=agency.civil.dlq\nGOVBUS_PLATFORM_KEY_ID=platform-test\n\
+             GOVBUS_PLATFORM_PUBLIC_KEY={}\nGOVBUS_ROUTER_URL={}\nGOVBUS__AMQP__URL={}\n",
+            key.trim(),
+            w.url(""),
+            nodes.join(",")
+        ),
+    )
+    .unwrap();
+    let out_path = w.path("kit.out");
+    let err_path = w.path("kit.err");
+    let mut kit = std::process::Command::new(&python)
+        .arg(govbus_tests::workspace_root().join("examples/agency-python/agency.py"))
+        .arg("--env-file")
+        .arg(&env)
+        .args(["--idle-seconds", "15"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let printed = || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while printed() < 300 {
+        assert!(Instant::now() < deadline, "the kit printed too little");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        cluster.ctl(1, &["stop_app"]);
+        let _stopped = govbus_tests::cluster::Stopped(&cluster, 1);
+        let at_stop = printed();
+        assert!(
+            (at_stop as u64) < RECORDS,
+            "the kit had read everything before the stop"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while printed() < at_stop + 300 && (printed() as u64) < RECORDS {
+            assert!(
+                Instant::now() < deadline,
+                "the kit read nothing more while node 1 was down ({} lines, {at_stop} at the stop)",
+                printed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let status = kit.wait().unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(status.success(), "the kit failed: {err}");
+    assert!(
+        err.contains("lost the connection to RabbitMQ"),
+        "the kit never reconnected: the stop missed it ({err})"
+    );
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let ids: std::collections::HashSet<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["message_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        RECORDS as usize,
+        "every delivery reached the kit"
+    );
+    assert_eq!(
+        govbus_tests::cluster::count_at(&nodes[1], "agency.civil").await,
+        Some(0),
+        "the kit left deliveries in the queue"
+    );
+}

@@ -305,6 +305,9 @@ pub struct World {
     pub http_port: u16,
     /// The router's `[api]` listener (status page, workflow API), plain HTTP on loopback.
     pub api_port: u16,
+    /// The broker addresses agency tools get (`--amqp-url`), when not the vhost's URL: a
+    /// cluster's nodes.
+    pub agency_amqp_url: Option<String>,
 }
 
 /// A citizen ID number with a correct check digit, unique per `n`.
@@ -354,6 +357,7 @@ impl World {
             dir,
             http_port,
             api_port,
+            agency_amqp_url: None,
         };
         // The example calendar (2026, the real arrangement); other years count Monday to Friday.
         let calendar =
@@ -768,7 +772,9 @@ listen = "127.0.0.1:0"
             "--agency",
             agency,
             "--amqp-url",
-            &self.vhost.amqp_url,
+            self.agency_amqp_url
+                .as_deref()
+                .unwrap_or(&self.vhost.amqp_url),
             "--router-url",
             &self.url(""),
             "--platform-public-key",
