@@ -109,7 +109,7 @@ async fn main() {
         "BENCH_ROUTERS: the bench compares two routers with one"
     );
     assert!(
-        partitions >= 2 && partitions % 2 == 0,
+        partitions >= 2 && partitions.is_multiple_of(2),
         "BENCH_PARTITIONS: even, at least 2"
     );
     let rounds = env_u64("BENCH_ROUNDS", 3);
