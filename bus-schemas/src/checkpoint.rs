@@ -184,3 +184,45 @@ impl Checkpoint {
         std::fs::rename(tmp, path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(partition: i16) -> Head {
+        Head {
+            agency: "civil".into(),
+            partition,
+            seq: 42,
+            hash: "00ff".into(),
+            made_at: "2026-11-30T00:00:00+00:00".into(),
+        }
+    }
+
+    /// Partition 0 keeps the id, body and file name it had before partitions; another
+    /// partition's checkpoint names it in all three, and its signature covers it: the same
+    /// head claimed for another partition does not verify.
+    #[test]
+    fn a_checkpoint_names_its_partition() {
+        let signer = Signer::from_seed("platform-test", &[7; 32]);
+        let key = signer.verifying_key();
+        let zero = Checkpoint::sign(&signer, &head(0));
+        assert_eq!(zero.message_id, "checkpoint-civil-42");
+        assert!(!zero.body.contains("partition"));
+        assert_eq!(Checkpoint::file_name(&head(0)), "civil-000000000042.json");
+        let two = Checkpoint::sign(&signer, &head(2));
+        assert_eq!(two.message_id, "checkpoint-civil-p2-42");
+        assert!(two.body.contains("\"partition\":2"));
+        assert_eq!(
+            Checkpoint::file_name(&head(2)),
+            "civil-p2-000000000042.json"
+        );
+        assert_eq!(two.verified(&key).unwrap(), head(2));
+        let mut moved = two.clone();
+        moved.body = moved.body.replace("\"partition\":2", "\"partition\":3");
+        assert!(moved.verified(&key).is_err());
+        let mut renamed = two;
+        renamed.message_id = "checkpoint-civil-42".into();
+        assert!(renamed.verified(&key).is_err());
+    }
+}
