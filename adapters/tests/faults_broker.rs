@@ -53,15 +53,7 @@ async fn csv_survives_broker_restart() {
     cfg.mapping.version_column = None;
     let valid = drop_big_household_file(&env);
     run_through_restart(&env, cfg, 3_000).await;
-    assert_each_record_arrived(
-        &env,
-        "police",
-        "household",
-        "/citizen_id_number",
-        valid.len(),
-    )
-    .await;
-    assert!(env.path("inbox/done/big.csv").exists());
+    assert_big_household_file_arrived(&env, valid.len()).await;
 }
 
 /// PostgreSQL: the broker restarts mid-stream.

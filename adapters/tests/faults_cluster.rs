@@ -49,13 +49,5 @@ async fn adapter_goes_on_through_another_node_when_its_node_stops() {
         .unwrap()
         .unwrap();
     assert_fault_hit_the_run(&summary);
-    assert_each_record_arrived(
-        &env,
-        "police",
-        "household",
-        "/citizen_id_number",
-        valid.len(),
-    )
-    .await;
-    assert!(env.path("inbox/done/big.csv").exists());
+    assert_big_household_file_arrived(&env, valid.len()).await;
 }

@@ -417,6 +417,13 @@ pub async fn fill_commerce(
     valid
 }
 
+/// The big household file of [`drop_big_household_file`] all arrived, each record once
+/// (duplicates under the same id), and the file moved to `done/`.
+pub async fn assert_big_household_file_arrived(env: &Env, valid: usize) {
+    assert_each_record_arrived(env, "police", "household", "/citizen_id_number", valid).await;
+    assert!(env.path("inbox/done/big.csv").exists());
+}
+
 /// Drops a 20,000-row household export without a version column into the inbox; returns the
 /// rows' ID numbers (all valid).
 pub fn drop_big_household_file(env: &Env) -> Vec<String> {
