@@ -553,6 +553,16 @@ async fn main() {
     let mut versions = 0u64;
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
     let pg = postgres_version();
+    let mut cluster_faults = [
+        "kill router a",
+        "kill router b",
+        "stop node 1",
+        "stop node 2",
+        "stop node 3",
+    ];
+    for i in (1..cluster_faults.len()).rev() {
+        cluster_faults.swap(i, rng.below(i as u64 + 1) as usize);
+    }
     for round in 1..=rounds {
         let rows_before = ledger_rows(&pool).await;
         // New records, and newer versions of some earlier ones.
@@ -608,7 +618,10 @@ async fn main() {
         while ledger_rows(&pool).await < wait_for && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let kind = if on_cluster {
+        let kind = if on_cluster && (round as usize) <= cluster_faults.len() {
+            // The first rounds go through every cluster fault once, in the seed's order.
+            cluster_faults[round as usize - 1]
+        } else if on_cluster {
             match rng.below(10) {
                 0 => "kill police adapter",
                 1 => "kill commerce adapter",
