@@ -116,12 +116,18 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
     let police = w.police(0, HOUSEHOLDS, 1);
     w.police(0, HOUSEHOLDS, 2);
     let commerce = w.commerce(0, ENTERPRISES);
+    // A small confirm window keeps the adapters publishing for a while, so both faults below
+    // fall while records still arrive (at full speed the routers finished before the node
+    // stop on a quiet machine).
     for cfg in [&police, &commerce] {
         let text = std::fs::read_to_string(cfg).unwrap();
         assert!(text.contains(&one));
-        std::fs::write(cfg, text.replace(&one, &from(2))).unwrap();
+        let text = text
+            .replace(&one, &from(2))
+            .replace("[amqp]\n", "[amqp]\nconfirm_window = 8\n");
+        std::fs::write(cfg, text).unwrap();
     }
-    let adapters: Vec<std::process::Child> = [&police, &commerce]
+    let mut adapters: Vec<std::process::Child> = [&police, &commerce]
         .iter()
         .map(|cfg| {
             govbus_tests::Process::command("govbus-adapter")
@@ -169,14 +175,17 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
     );
 
     // Node 1 stops: router a reconnects through another node, the partitions elect new
-    // leaders, and deliveries go on meanwhile.
+    // leaders, and deliveries go on meanwhile: health's queue must grow by 1,000 while the
+    // node is down (its count includes redeliveries after the kill, so it is not compared
+    // with the total).
     let health = 2 * HOUSEHOLDS + ENTERPRISES;
-    let at_stop = cluster
-        .grows_while_stopped(1, &nodes[1], "agency.health", health, 120)
+    cluster
+        .grows_while_stopped(1, &nodes[1], "agency.health", u64::MAX, 120)
         .await;
-    assert!(
-        u64::from(at_stop) < health,
-        "the routers had finished before the stop ({at_stop} delivered to health)"
+    let adapters_done = adapters.iter_mut().all(|a| a.try_wait().unwrap().is_some());
+    println!(
+        "after node 1 came back, the adapters had {}finished",
+        if adapters_done { "" } else { "not yet " }
     );
     for mut a in adapters {
         assert!(a.wait().unwrap().success(), "an adapter failed");
@@ -195,6 +204,7 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
         let got = w
             .drain_until_delivered(&format!("agency.{agency}"), n, 240)
             .await;
+        w.assert_only_granted_fields(agency, &got).await;
         let (ended, again) = w.assert_versions_arrived_in_order(agency, &got).await;
         assert_eq!(
             ended.into_iter().collect::<Vec<_>>(),

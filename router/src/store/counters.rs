@@ -1,6 +1,5 @@
 //! Counters the status page and the yearly report read, written by the router in the same
 //! transaction as the ledger rows they count.
-use std::collections::HashMap;
 
 use bus_schemas::{validate::today_in_shanghai, wire};
 use sqlx::{Postgres, Transaction};
@@ -8,8 +7,10 @@ use sqlx::{Postgres, Transaction};
 use super::ledger::Entry;
 
 /// Per department: messages settled, of them refused, and the newest source time delivered.
+/// Ordered, so the rows are updated in the same order by every transaction (several
+/// partitions settle at once: in another order, two of them deadlocked in the cluster test).
 #[derive(Debug, Default)]
-pub struct DepartmentCounts(pub std::collections::HashMap<String, (i64, i64, Option<i64>)>);
+pub struct DepartmentCounts(pub std::collections::BTreeMap<String, (i64, i64, Option<i64>)>);
 
 impl DepartmentCounts {
     pub(crate) fn received(&mut self, routing_key: &str, refused: bool) {
@@ -91,7 +92,9 @@ pub async fn count_timeliness(
 ) -> sqlx::Result<()> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let day = today_in_shanghai();
-    let mut counts: HashMap<(&str, &str, &str, i16), i64> = HashMap::new();
+    // In key order: two routers' (or two partitions') transactions then lock the shared rows in
+    // the same order instead of deadlocking.
+    let mut counts: std::collections::BTreeMap<(&str, &str, &str, i16), i64> = Default::default();
     for e in delivered {
         if let (None, Some(src)) = (&e.replay, e.source_time_ms) {
             *counts

@@ -285,10 +285,12 @@ pub async fn append_checked(
     .execute(&mut **tx)
     .await?;
     // One row per record: each agency's newest version of it in this batch.
-    let mut held: std::collections::HashMap<
+    // In key order, as every shared row here: concurrent transactions (two partitions, a
+    // replay) lock rows in the same order instead of deadlocking.
+    let mut held: std::collections::BTreeMap<
         (&str, &str),
         serde_json::Map<String, serde_json::Value>,
-    > = std::collections::HashMap::new();
+    > = std::collections::BTreeMap::new();
     for n in 0..added {
         let version = cols.version[n];
         let agencies = held.entry((cols.item[n], cols.key_hash[n])).or_default();

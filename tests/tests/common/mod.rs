@@ -221,6 +221,53 @@ impl World {
         (ended, got.len() - seen.len())
     }
 
+    /// No delivery in `got` (one agency's queue) carries a field its grant does not list: each
+    /// delivery's writer schema, served at `/schemas/{fingerprint}`, has only fields of the
+    /// catalogue's grants of that agency and item (a grant's `fields` name leaves or whole
+    /// records).
+    pub async fn assert_only_granted_fields(&self, agency: &str, got: &[Got]) {
+        let catalogue: toml::Value =
+            toml::from_str(&std::fs::read_to_string(self.path("catalogue.toml")).unwrap()).unwrap();
+        let granted = |item: &str| -> Vec<String> {
+            catalogue["grant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| {
+                    g["agency"].as_str() == Some(agency) && g["item"].as_str() == Some(item)
+                })
+                .flat_map(|g| g["fields"].as_array().unwrap().iter())
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut checked: HashSet<String> = HashSet::new();
+        for g in got {
+            let (fp, _) = bus_schemas::split_header(&g.body).unwrap();
+            let item = g.header_str("govbus-item");
+            if !checked.insert(format!("{item}/{fp}")) {
+                continue;
+            }
+            let text: serde_json::Value = reqwest::get(self.url(&format!("/schemas/{fp}")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let writer = bus_schemas::RecordType::from_self_contained(text, "served").unwrap();
+            let fields = granted(&item);
+            assert!(!fields.is_empty(), "{agency} has no grant of {item}");
+            for leaf in writer.leaf_paths() {
+                assert!(
+                    fields
+                        .iter()
+                        .any(|f| leaf == *f || leaf.starts_with(&format!("{f}."))),
+                    "{agency}: {item} delivered with field {leaf}, not in its grants {fields:?}"
+                );
+            }
+        }
+        assert!(!checked.is_empty() || got.is_empty());
+    }
+
     /// The ledger holds each record's versions in order, each record's deliveries in one
     /// partition's chains, and has a chain in each of `partitions`.
     pub async fn assert_ledger_partitioned(&self, partitions: u8) {
