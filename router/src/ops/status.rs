@@ -280,23 +280,22 @@ pub async fn compute(
         queues.push(wire::router_queue(p));
     }
     let (reachable, depths) = probe.depths(&queues).await;
-    let hour_ago_us = (chrono::Utc::now() - chrono::Duration::hours(1)).timestamp_micros();
     let pool = &shared.pool;
-    let mut deliveries: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
+    // One pass over the last hour's ledger rows: the charts, and each agency's and partition's
+    // deliveries in the last hour.
+    let rates = rates_last_hour(pool, partition_count).await?;
+    let mut deliveries: HashMap<String, (i64, Option<i64>)> = HashMap::new();
     for r in sqlx::query(
-        "SELECT h.agency, sum(h.seq)::bigint AS total, coalesce(max(c.hour), 0) AS hour,
+        "SELECT h.agency, sum(h.seq)::bigint AS total,
                 max((SELECT l.delivered_at_us FROM ledger l
                       WHERE l.agency = h.agency AND l.chain = h.chain AND l.seq = h.seq)) AS last
          FROM ledger_heads h
-         LEFT JOIN (SELECT agency, count(*) AS hour FROM ledger WHERE delivered_at_us >= $1 GROUP BY agency) c
-              USING (agency)
          GROUP BY h.agency",
     )
-    .bind(hour_ago_us)
     .fetch_all(pool)
     .await?
     {
-        deliveries.insert(r.get("agency"), (r.get("total"), r.get("hour"), r.get("last")));
+        deliveries.insert(r.get("agency"), (r.get("total"), r.get("last")));
     }
     let kept = crate::store::kept_counts(pool).await?;
     let mut depts: HashMap<String, (i64, i64, Option<i64>, Option<i64>)> = HashMap::new();
@@ -341,7 +340,8 @@ pub async fn compute(
     for a in &cat.agencies {
         let q = depths.get(&wire::agency_queue(&a.id));
         let dlq = depths.get(&format!("{}.dlq", wire::agency_queue(&a.id)));
-        let (total, hour, last) = deliveries.get(&a.id).cloned().unwrap_or((0, 0, None));
+        let (total, last) = deliveries.get(&a.id).cloned().unwrap_or((0, None));
+        let hour = sum_of(&rates.by_agency, &a.id);
         let grants: Vec<_> = cat.grants.iter().filter(|g| g.agency == a.id).collect();
         let in_force = grants.iter().filter(|g| g.in_force(today)).count();
         let expiring: Vec<Expiring> = grants
@@ -443,8 +443,7 @@ pub async fn compute(
             warnings,
         });
     }
-    let (partitions, rates) =
-        partitions_and_rates(pool, &depths, partition_count, &mut all_warnings).await?;
+    let partitions = partitions(pool, &depths, partition_count, &rates, &mut all_warnings).await?;
     if !reachable {
         all_warnings.insert(0, "the broker did not answer: queue depths unknown".into());
     }
@@ -485,14 +484,9 @@ fn local(t: &Option<String>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// The partitions' holders, backlogs and last-hour deliveries, and the per-minute delivery
-/// rates by partition and by agency; a partition with a backlog and no router is a warning.
-async fn partitions_and_rates(
-    pool: &sqlx::PgPool,
-    depths: &HashMap<String, (u32, u32)>,
-    count: u8,
-    warnings: &mut Vec<String>,
-) -> sqlx::Result<(Vec<PartitionStatus>, Rates)> {
+/// Deliveries per minute over the last [`RATE_MINUTES`], by partition (every partition, even
+/// one without deliveries) and by agency.
+async fn rates_last_hour(pool: &sqlx::PgPool, count: u8) -> sqlx::Result<Rates> {
     let now_us = chrono::Utc::now().timestamp_micros();
     let minute_us = 60_000_000i64;
     let from_us = now_us - RATE_MINUTES as i64 * minute_us;
@@ -505,15 +499,6 @@ async fn partitions_and_rates(
     .bind(minute_us)
     .fetch_all(pool)
     .await?;
-    let holders: HashMap<i16, (String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as::<_, (i16, String, chrono::DateTime<chrono::Utc>)>(
-            "SELECT partition, router, since FROM partition_holders",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|(p, r, t)| (p, (r, t)))
-        .collect();
     let mut by_partition: std::collections::BTreeMap<i16, Vec<i64>> = (0..i16::from(count))
         .map(|p| (p, vec![0; RATE_MINUTES]))
         .collect();
@@ -529,11 +514,50 @@ async fn partitions_and_rates(
             .entry(agency)
             .or_insert_with(|| vec![0; RATE_MINUTES])[slot] += n;
     }
+    Ok(Rates {
+        by_partition: by_partition
+            .into_iter()
+            .map(|(p, v)| (partition_series(p), v))
+            .collect(),
+        by_agency: by_agency.into_iter().collect(),
+    })
+}
+
+/// A partition's line in [`Rates::by_partition`].
+fn partition_series(p: i16) -> String {
+    format!("p{p}")
+}
+
+/// The sum of `name`'s line in `series` (0 without one).
+fn sum_of(series: &[(String, Vec<i64>)], name: &str) -> i64 {
+    series
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, v)| v.iter().sum())
+}
+
+/// The partitions' holders, backlogs and last-hour deliveries (from `rates`); a partition no
+/// router consumes is a warning.
+async fn partitions(
+    pool: &sqlx::PgPool,
+    depths: &HashMap<String, (u32, u32)>,
+    count: u8,
+    rates: &Rates,
+    warnings: &mut Vec<String>,
+) -> sqlx::Result<Vec<PartitionStatus>> {
+    let holders: HashMap<i16, (String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as::<_, (i16, String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT partition, router, since FROM partition_holders",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(p, r, t)| (p, (r, t)))
+        .collect();
     let mut partitions = Vec::new();
     for p in 0..count {
         let q = depths.get(&wire::router_queue(p));
         let holder = holders.get(&i16::from(p));
-        let held = q.map(|(_, c)| *c > 0);
         if let Some((n, 0)) = q {
             warnings.push(format!(
                 "partition {}: no router consumes it{}",
@@ -548,24 +572,13 @@ async fn partitions_and_rates(
         partitions.push(PartitionStatus {
             partition: p,
             backlog: q.map(|(n, _)| *n),
-            held,
+            held: q.map(|(_, c)| *c > 0),
             holder: holder.map(|(r, _)| r.clone()),
             holder_since: holder.map(|(_, t)| t.to_rfc3339()),
-            delivered_last_hour: by_partition
-                .get(&i16::from(p))
-                .map_or(0, |v| v.iter().sum()),
+            delivered_last_hour: sum_of(&rates.by_partition, &partition_series(i16::from(p))),
         });
     }
-    Ok((
-        partitions,
-        Rates {
-            by_partition: by_partition
-                .into_iter()
-                .map(|(p, v)| (format!("p{p}"), v))
-                .collect(),
-            by_agency: by_agency.into_iter().collect(),
-        },
-    ))
+    Ok(partitions)
 }
 
 /// An inline SVG line chart of per-minute counts, one line per series, with a legend.
