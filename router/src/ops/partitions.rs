@@ -3,7 +3,8 @@
 //! of the platform must be configured with that P. The first router to start on a platform
 //! where nothing is recorded binds its own P.
 use bus_schemas::amqp::{topology, Connector};
-use lapin::options::QueueDeclareOptions;
+
+use crate::ops::status::QueueProbe;
 use sqlx::PgPool;
 
 /// The advisory lock key (one-key form) of setting P: "govbus p".
@@ -64,43 +65,32 @@ pub async fn set(
     if let Some(old) = previous.filter(|&o| o != partitions && change == Change::Never) {
         anyhow::bail!(mismatch(partitions, old));
     }
+    if let Some(old) = previous.filter(|&o| o != partitions && change != Change::Force) {
+        let queues: Vec<String> = (0..old).map(bus_schemas::wire::router_queue).collect();
+        let (reachable, depths) = QueueProbe::new(connector.clone()).depths(&queues).await;
+        anyhow::ensure!(
+            reachable,
+            "RabbitMQ did not answer how many messages the partitions hold"
+        );
+        let waiting: Vec<String> = queues
+            .iter()
+            .filter_map(|q| {
+                let (n, _) = depths.get(q)?;
+                (*n > 0).then(|| format!("{q} holds {n}"))
+            })
+            .collect();
+        anyhow::ensure!(
+            waiting.is_empty(),
+            "the platform's partitions are bound as {old}, and changing that under \
+             traffic could deliver a record's versions out of order: {}. Stop the \
+             adapters, let the routers drain the partitions, then set it again (or \
+             pass --force)",
+            waiting.join(", ")
+        );
+    }
     let conn = connector.connect_once().await?;
     let result = async {
         let ch = conn.create_channel().await?;
-        if let Some(old) = previous.filter(|&o| o != partitions) {
-            if change != Change::Force {
-                let mut waiting = Vec::new();
-                for p in 0..old {
-                    let q = bus_schemas::wire::router_queue(p);
-                    let probe = conn.create_channel().await?;
-                    match probe
-                        .queue_declare(
-                            q.as_str().into(),
-                            QueueDeclareOptions {
-                                passive: true,
-                                ..Default::default()
-                            },
-                            Default::default(),
-                        )
-                        .await
-                    {
-                        Ok(d) if d.message_count() > 0 => {
-                            waiting.push(format!("{q} holds {}", d.message_count()))
-                        }
-                        _ => {}
-                    }
-                    let _ = probe.close(200, "probed".into()).await;
-                }
-                anyhow::ensure!(
-                    waiting.is_empty(),
-                    "the platform's partitions are bound as {old}, and changing that under \
-                     traffic could deliver a record's versions out of order: {}. Stop the \
-                     adapters, let the routers drain the partitions, then set it again (or \
-                     pass --force)",
-                    waiting.join(", ")
-                );
-            }
-        }
         topology::declare_core(&ch).await?;
         topology::declare_partitions(&ch, partitions, previous).await?;
         let _ = ch.close(200, "partitions set".into()).await;
