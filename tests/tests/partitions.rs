@@ -5,9 +5,7 @@
 //! another partition count than the bound one refuses to start.
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{partition_records, World};
+use common::World;
 use govbus_tests::Process;
 
 const PARTITIONS: u8 = 4;
@@ -77,46 +75,11 @@ async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
     w.run_adapter(&v2);
 
     // Router b is killed once it has delivered from its partitions; a takes them over.
-    let pool = w.pg().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let from_b: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE chain >= 2")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if from_b >= 3_000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "router b delivered too little: {from_b}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        partition_records(w.http_port, &[2, 3]).await,
-        0.0,
-        "router a took records of b's partitions while b was active"
-    );
-    let killed = Instant::now();
-    b.kill();
-    let takeover = loop {
-        if partition_records(w.http_port, &[2, 3]).await > 0.0 {
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "router a never took over b's partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let takeover = w.kill_and_time_takeover(b, &[2, 3], 3_000, 120).await;
     println!(
         "takeover: {} ms from SIGKILL until router a took records of b's partitions",
         takeover.as_millis()
     );
-    // Router a counting records of b's partitions after the kill is the proof the kill hit
-    // work in flight: RabbitMQ hands a standby only what the dead consumer left (unacked or
-    // waiting). (A backlog count here would race with a finishing the work.)
 
     // Every agency holds every record at version 2, in version order; each delivery once in
     // the ledger, in its partition's chain.
@@ -170,4 +133,44 @@ async fn two_routers_share_four_partitions_and_take_over_from_each_other() {
             "no rate line for {series}"
         );
     }
+}
+
+/// `govbus partitions set` refuses to change P while the bound partitions hold messages, and
+/// names them; with `--force` it changes P, and the shards go to the new partitions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_partition_count_is_refused_while_partitions_hold_messages() {
+    let mut w = World::new().await;
+    w.partitioned(PARTITIONS, "0,1", "a");
+    w.start_router().await; // binds 4
+    assert!(w.router.take().unwrap().terminate().success());
+    let cfg = w.police(0, 100, 1);
+    w.run_adapter(&cfg);
+    assert_eq!(w.partition_backlog(PARTITIONS).await, 100);
+    let set = |args: &[&str]| {
+        Process::command("govbus")
+            .args(["partitions", "set", "--config"])
+            .arg(w.path("router.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = set(&["2"]);
+    let said = govbus_tests::combined(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("bound as 4") && said.contains("govbus.router.0 holds"),
+        "{said}"
+    );
+    let forced = set(&["2", "--force"]);
+    let said = govbus_tests::combined(&forced);
+    assert!(forced.status.success(), "{said}");
+    assert!(said.contains("changed from 4 to 2"), "{said}");
+    // New records reach partitions 0 and 1 only.
+    let before = [2u8, 3].map(|p| format!("govbus.router.{p}"));
+    let (b2, b3) = (w.count(&before[0]).await, w.count(&before[1]).await);
+    let cfg = w.police(100, 200, 1);
+    w.run_adapter(&cfg);
+    assert_eq!(w.count(&before[0]).await, b2);
+    assert_eq!(w.count(&before[1]).await, b3);
+    assert_eq!(w.partition_backlog(2).await, 100 - b2 - b3 + 100);
 }
