@@ -118,17 +118,8 @@ async fn main() {
     let mut w = World::on(&cluster.services()).await;
     four_grants(&w);
     let one = w.vhost.amqp_url.clone();
-    let nodes: Vec<String> = cluster
-        .all_nodes(&one)
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let from = |first: usize| -> String {
-        (0..3)
-            .map(|i| nodes[(first + i) % 3].as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let nodes = cluster.node_urls(&one);
+    let from = |first: usize| cluster.nodes_from(&one, first);
     w.edit(
         "router.toml",
         &format!("url = \"{one}\""),

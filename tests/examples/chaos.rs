@@ -458,25 +458,15 @@ async fn main() {
         Some(c) => World::on(&c.services()).await,
         None => World::new().await,
     };
-    // Every node, starting at node `first`.
-    let nodes: Vec<String> = match &cluster {
-        Some(c) => c
-            .all_nodes(&w.vhost.amqp_url)
-            .split(',')
-            .map(str::to_string)
-            .collect(),
-        None => vec![w.vhost.amqp_url.clone()],
-    };
-    let from = |first: usize| -> String {
-        (0..nodes.len())
-            .map(|i| nodes[(first + i) % nodes.len()].as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+    // Every node, starting at node `first` (the one broker without a cluster).
+    let one = w.vhost.amqp_url.clone();
+    let from = |first: usize| match &cluster {
+        Some(c) => c.nodes_from(&one, first),
+        None => one.clone(),
     };
     let partitions: u8 = if on_cluster { 4 } else { 1 };
     let mut router_b_cfg = None;
     if on_cluster {
-        let one = w.vhost.amqp_url.clone();
         w.edit(
             "router.toml",
             &format!("url = \"{one}\""),
@@ -495,7 +485,7 @@ async fn main() {
     let through_cluster = |cfg: &std::path::Path| {
         if on_cluster {
             let text = std::fs::read_to_string(cfg).unwrap();
-            std::fs::write(cfg, text.replace(&nodes[0], &from(2))).unwrap();
+            std::fs::write(cfg, text.replace(&one, &from(2))).unwrap();
         }
     };
     let agencies_db = TestDatabase::create(&Services::from_env()).await.unwrap();
@@ -520,7 +510,9 @@ async fn main() {
     };
     let stop_independent = tokio_util::sync::CancellationToken::new();
     let tianhe = independent(
-        nodes.clone(),
+        cluster
+            .as_ref()
+            .map_or_else(|| vec![one.clone()], |c| c.node_urls(&one)),
         w.url(""),
         "tianhe",
         "unified_social_credit_code",
@@ -1017,14 +1009,7 @@ async fn main() {
         show(format!("{dead_lettered} messages in govbus.router.dlq"));
     }
     // Each record's versions in its ledger chain in order.
-    let out_of_order: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (
-             SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
-             FROM ledger) x WHERE back",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let out_of_order = common::ledger_versions_out_of_order(&pool).await;
     let verify = Process::command("govbus")
         .args(["ledger", "verify", "--database-url", &w.db.url])
         .output()

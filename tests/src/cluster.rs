@@ -64,10 +64,24 @@ impl Cluster {
 
     /// `vhost_url` (on node 1) on each node, comma-separated: the adapter's `amqp.url`.
     pub fn all_nodes(&self, vhost_url: &str) -> String {
+        self.nodes_from(vhost_url, 0)
+    }
+
+    /// `vhost_url` (on node 1) on each node, node 1 first.
+    pub fn node_urls(&self, vhost_url: &str) -> Vec<String> {
         let first = format!(":{}/", self.amqp_ports[0]);
         self.amqp_ports
             .iter()
             .map(|p| vhost_url.replace(&first, &format!(":{p}/")))
+            .collect()
+    }
+
+    /// [`Self::all_nodes`] starting at the node of index `first` (0 is node 1) and wrapping
+    /// round: an `amqp.url` that puts a process on a node of its own.
+    pub fn nodes_from(&self, vhost_url: &str, first: usize) -> String {
+        let nodes = self.node_urls(vhost_url);
+        (0..nodes.len())
+            .map(|i| nodes[(first + i) % nodes.len()].as_str())
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{partition_records, World};
+use common::World;
 use govbus_tests::cluster::Cluster;
 
 const RECORDS: u64 = 20_000;
@@ -89,17 +89,8 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
     let cluster = Cluster::from_env();
     let mut w = World::on(&cluster.services()).await;
     let one = w.vhost.amqp_url.clone();
-    let nodes: Vec<String> = cluster
-        .all_nodes(&one)
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let from = |first: usize| -> String {
-        (0..3)
-            .map(|i| nodes[(first + i) % 3].as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let nodes = cluster.node_urls(&one);
+    let from = |first: usize| cluster.nodes_from(&one, first);
     // Router a starts on node 1, router b on node 2, the adapters on node 3.
     w.edit(
         "router.toml",
@@ -140,35 +131,7 @@ async fn two_routers_over_four_partitions_survive_a_router_kill_and_a_node_stop(
         .collect();
 
     // Router b is killed once it has delivered from its partitions; a takes them over.
-    let pool = w.pg().await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let from_b: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE chain >= 2")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if from_b >= 2_000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "router b delivered too little: {from_b}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(partition_records(w.http_port, &[2, 3]).await, 0.0);
-    let killed = Instant::now();
-    b.kill();
-    let takeover = loop {
-        if partition_records(w.http_port, &[2, 3]).await > 0.0 {
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "router a never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let takeover = w.kill_and_time_takeover(b, &[2, 3], 2_000, 180).await;
     println!(
         "takeover on the cluster: {} ms from SIGKILL",
         takeover.as_millis()
@@ -247,11 +210,7 @@ async fn python_kit_goes_on_through_another_node_when_its_node_stops() {
     let cluster = Cluster::from_env();
     let mut w = World::on(&cluster.services()).await;
     let one = w.vhost.amqp_url.clone();
-    let nodes: Vec<String> = cluster
-        .all_nodes(&one)
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let nodes = cluster.node_urls(&one);
     // The router and the adapter work through node 2, which stays up.
     w.edit(
         "router.toml",

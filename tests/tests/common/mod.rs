@@ -154,6 +154,58 @@ impl World {
         }
     }
 
+    /// Kills router `b`, active on `its` partitions, with SIGKILL once their ledger chains
+    /// hold `rows` rows (within `secs`; this world's router took none of their records until
+    /// then), and
+    /// returns how long this world's router took to take records of them. Taking any is the
+    /// proof the kill hit work in flight: RabbitMQ hands a standby only what the dead
+    /// consumer left, unacked or waiting (a backlog count after it would race with the
+    /// standby finishing the work).
+    pub async fn kill_and_time_takeover(
+        &self,
+        b: Process,
+        its: &[u8],
+        rows: i64,
+        secs: u64,
+    ) -> Duration {
+        let pool = self.pg().await;
+        let chains: Vec<i16> = its.iter().map(|p| i16::from(*p)).collect();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let from_b: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM ledger WHERE chain = ANY($1)")
+                    .bind(&chains)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            if from_b >= rows {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router b delivered too little: {from_b}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            partition_records(self.http_port, its).await,
+            0.0,
+            "this world's router took records of {its:?} while router b was active on them"
+        );
+        let killed = Instant::now();
+        b.kill();
+        loop {
+            if partition_records(self.http_port, its).await > 0.0 {
+                return killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "this world's router never took over {its:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Messages waiting in all `partitions` router partitions.
     pub async fn partition_backlog(&self, partitions: u8) -> u32 {
         let mut n = 0;
@@ -272,14 +324,7 @@ impl World {
     /// partition's chains, and has a chain in each of `partitions`.
     pub async fn assert_ledger_partitioned(&self, partitions: u8) {
         let pool = self.pg().await;
-        let out_of_order: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (
-                 SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
-                 FROM ledger) x WHERE back",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let out_of_order = ledger_versions_out_of_order(&pool).await;
         assert_eq!(
             out_of_order, 0,
             "a record's versions went into the ledger out of order"
@@ -300,6 +345,19 @@ impl World {
             "a record's deliveries went through two partitions"
         );
     }
+}
+
+/// Ledger rows whose version is below the previous row's of the same agency and record, in
+/// chain order: a record's versions delivered out of order.
+pub async fn ledger_versions_out_of_order(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT version < lag(version) OVER (PARTITION BY agency, item, key_hash ORDER BY chain, seq) AS back
+             FROM ledger) x WHERE back",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// A router's `/metrics` on `port`.
