@@ -61,7 +61,17 @@ fn sample_message(env: &Env) -> OutgoingMessage {
     let Outcome::Record(m) = mapper.map(&row, 1, 0) else {
         panic!("sample row invalid")
     };
-    publisher.record(&rt, &m).unwrap()
+    // Sealed in a batch of the adapter's size, so it carries the same signature headers
+    // (statement, signature, an inclusion path of 8 hashes) as the adapter's own messages.
+    let mut batch: Vec<OutgoingMessage> = (0..256)
+        .map(|v| {
+            let mut m = m.clone();
+            m.version = 1 + v;
+            publisher.record(&rt, &m).unwrap()
+        })
+        .collect();
+    publisher.seal(batch.iter_mut()).unwrap();
+    batch.swap_remove(100)
 }
 
 /// CPU cost of mapping, validating, encoding and signing one row (no broker), in µs.
@@ -104,6 +114,18 @@ fn prepare_cost(env: &Env) -> (f64, f64, f64) {
 /// CPU seconds this process has used so far.
 fn own_cpu() -> f64 {
     govbus_tests::proc_cpu_secs(std::process::id())
+}
+
+/// CPU seconds RabbitMQ has used so far, and the machine's idle CPU seconds (all cores).
+fn broker_and_idle() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let idle = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(4)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 100.0;
+    (govbus_tests::proc_cpu_secs_named("beam.smp"), idle)
 }
 
 /// The plain publisher, written the way the best lapin user would (the adapter's own way, so
@@ -234,10 +256,27 @@ async fn main() {
     let (mut base, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let cpu0 = own_cpu();
+        let (rmq0, idle0) = broker_and_idle();
+        let t0 = Instant::now();
         let b = baseline(&env, &msg, window).await;
         let base_cpu = own_cpu() - cpu0;
+        let (rmq1, idle1) = broker_and_idle();
+        let base_wall = t0.elapsed().as_secs_f64();
         purge(&env).await;
+        let (rmq2, idle2) = broker_and_idle();
         let (a, peak, cpu, wall) = adapter_run(&env, &config, &csv, &round.to_string());
+        let (rmq3, idle3) = broker_and_idle();
+        let per = |s: f64| s * 1e6 / ROWS as f64;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "round {round} cpu per record: baseline client {:.1} µs + RabbitMQ {:.1} µs, machine idle {:.0}%; adapter {:.1} µs + RabbitMQ {:.1} µs, machine idle {:.0}%",
+            per(base_cpu),
+            per(rmq1 - rmq0),
+            100.0 * (idle1 - idle0) / (cores * base_wall),
+            per(cpu),
+            per(rmq3 - rmq2),
+            100.0 * (idle3 - idle2) / (cores * wall),
+        );
         assert_eq!(
             queue_count(&env.vhost, &wire::router_queue(0)).await as u64,
             ROWS,
