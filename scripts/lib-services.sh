@@ -83,6 +83,14 @@ ensure_rabbitmq() {
   local pport
   pport=$(url_port "$GOVBUS_RABBITMQ_PROMETHEUS_URL" 15692)
   ensure_plugin rabbitmq_prometheus "$host" "$pport" "$GOVBUS_RABBITMQ_PROMETHEUS_URL"
+  # Links between platforms are RabbitMQ shovels (`govbus provision`, tests/tests/platforms.rs);
+  # the plugins have no listener of their own to probe, so ask a local broker which are on.
+  if is_local "$host" && command -v rabbitmq-plugins >/dev/null 2>&1 \
+    && ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_shovel_management; then
+    say "enabling the RabbitMQ plugins rabbitmq_shovel and rabbitmq_shovel_management"
+    rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management >/dev/null \
+      || die "could not enable rabbitmq_shovel and rabbitmq_shovel_management"
+  fi
   say "RabbitMQ: $host:$port (management on port $mport, Prometheus on $pport)"
 }
 

@@ -30,6 +30,24 @@ pub const ROUTER_QUEUE_PREFIX: &str = "govbus.router.";
 /// Where messages the router cannot process end up.
 pub const ROUTER_DLQ: &str = "govbus.router.dlq";
 
+/// The ingest exchange's alternate exchange (fanout): what no binding takes lands in the
+/// queue of the same name, kept and counted (a shovel does not publish `mandatory`).
+pub const UNROUTED_EXCHANGE: &str = "govbus.unrouted";
+/// The queue of [`UNROUTED_EXCHANGE`].
+pub const UNROUTED_QUEUE: &str = "govbus.unrouted";
+/// The id a catalogue gives its own platform when it names none.
+pub const DEFAULT_PLATFORM_ID: &str = "city";
+
+/// The exchange the router publishes to for a linked platform: `govbus.platform.<id>`.
+pub fn platform_exchange(platform: &str) -> String {
+    format!("govbus.platform.{platform}")
+}
+
+/// The queue a linked platform's shovel reads: `platform.<id>`.
+pub fn platform_queue(platform: &str) -> String {
+    format!("platform.{platform}")
+}
+
 /// The queue a department reads its quarantined records from.
 pub fn quarantine_queue(department: &str) -> String {
     format!("quarantine.{department}")

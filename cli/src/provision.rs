@@ -145,6 +145,9 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     for r in &done.revoked {
         println!("revoked {r}");
     }
+    for l in &done.links {
+        println!("{l}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,6 +29,7 @@ fn entry(message_id: &str, version: i64) -> Entry {
         }),
         source_time_ms: None,
         replay: None,
+        to: None,
     }
 }
 

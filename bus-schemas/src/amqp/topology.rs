@@ -99,10 +99,38 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Re
     .await
 }
 
-/// The four exchanges, the routers' dead letters, and the queue through which the router
-/// counts quarantined rows. The partitions are [`declare_partitions`]'.
+/// The arguments of `govbus.ingest`: its alternate exchange `govbus.unrouted`.
+pub fn ingest_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(wire::UNROUTED_EXCHANGE.into()),
+    );
+    args
+}
+
+/// The exchanges, the routers' dead letters, the queue through which the router counts
+/// quarantined rows, and `govbus.unrouted` (the ingest exchange's alternate exchange: what no
+/// partition is bound for is kept there, not dropped). The partitions are
+/// [`declare_partitions`]'.
+///
+/// An ingest exchange declared before it had its alternate exchange cannot be redeclared
+/// with it (the broker refuses with PRECONDITION_FAILED and closes the channel): see
+/// docs/operators.md, "Unrouted messages".
 pub async fn declare_core(ch: &Channel) -> lapin::Result<()> {
-    exchange(ch, wire::INGEST_EXCHANGE, ExchangeKind::Topic).await?;
+    exchange(ch, wire::UNROUTED_EXCHANGE, ExchangeKind::Fanout).await?;
+    queue(ch, wire::UNROUTED_QUEUE, quorum_args(None)).await?;
+    bind(ch, wire::UNROUTED_QUEUE, wire::UNROUTED_EXCHANGE, "").await?;
+    ch.exchange_declare(
+        wire::INGEST_EXCHANGE.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        ingest_args(),
+    )
+    .await?;
     exchange(ch, wire::QUARANTINE_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(ch, wire::DELIVER_EXCHANGE, ExchangeKind::Direct).await?;
     exchange(ch, wire::DLX_EXCHANGE, ExchangeKind::Direct).await?;
@@ -165,6 +193,17 @@ pub async fn declare_partitions(
         }
     }
     Ok(())
+}
+
+/// The queue `platform.<id>` a linked platform's shovel reads (a quorum queue, no dead
+/// letters: a message stays until the other platform has confirmed it), and the exchange
+/// `govbus.platform.<id>` the router publishes to for that platform, bound `#`.
+pub async fn declare_platform(ch: &Channel, platform: &str) -> lapin::Result<()> {
+    let q = wire::platform_queue(platform);
+    let x = wire::platform_exchange(platform);
+    exchange(ch, &x, ExchangeKind::Topic).await?;
+    queue(ch, &q, quorum_args(None)).await?;
+    bind(ch, &q, &x, "#").await
 }
 
 /// A department's quarantine queue, bound to its own routing keys only.

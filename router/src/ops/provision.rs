@@ -78,6 +78,36 @@ pub fn router_permissions() -> Permissions {
     }
 }
 
+/// The permissions of the account a linked platform's shovel reads this platform's
+/// `platform.<id>` with: that queue only. Configure on it too, because RabbitMQ 3.10's shovel
+/// declares its source queue (with the queue's own arguments, so nothing changes).
+pub fn link_reader_permissions(platform: &str) -> Permissions {
+    let q = regex_escape(&wire::platform_queue(platform));
+    Permissions {
+        configure: format!("^{q}$"),
+        write: "^$".into(),
+        read: format!("^{q}$"),
+        topic_write: None,
+        quarantine_topic_write: None,
+    }
+}
+
+/// The permissions of the account the shovel from linked platform `source` writes this
+/// platform's `govbus.ingest` with: under `<source>.<item>.<shard>` only.
+pub fn link_writer_permissions(source: &str) -> Permissions {
+    Permissions {
+        configure: "^$".into(),
+        write: r"^govbus\.ingest$".into(),
+        read: "^$".into(),
+        topic_write: Some(format!(r"^{source}\.[a-z0-9_]+\.[0-9]{{1,2}}$")),
+        quarantine_topic_write: None,
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', r"\.")
+}
+
 fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -191,6 +221,42 @@ impl Management {
         Ok(())
     }
 
+    /// Declares (or replaces) a dynamic shovel in the vhost.
+    pub async fn put_shovel(&self, name: &str, value: Json) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("parameters/shovel/{}/{}", enc(&self.vhost), enc(name)),
+            Some(json!({ "value": value })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("declaring the shovel {name}: {e} (is the rabbitmq_shovel plugin enabled? `rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management`)"))
+    }
+
+    /// The state of the vhost's shovels, by name (`running`, `starting`, `terminated`…), from
+    /// the shovel management plugin.
+    pub async fn shovel_states(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        let list = self
+            .call(
+                reqwest::Method::GET,
+                &format!("shovels/{}", enc(&self.vhost)),
+                None,
+            )
+            .await?
+            .unwrap_or(Json::Null);
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some((
+                    s["name"].as_str()?.to_string(),
+                    s["state"].as_str().unwrap_or("unknown").to_string(),
+                ))
+            })
+            .collect())
+    }
+
     /// Deletes an account (its connections are closed by the broker).
     pub async fn delete_user(&self, name: &str) -> anyhow::Result<()> {
         self.call(
@@ -274,6 +340,8 @@ pub struct Provisioned {
     /// rewritten, password and everything else kept (after a token expiry or an id secret
     /// rotation).
     pub reissued: Vec<String>,
+    /// One line per link from a sending platform: its shovel declared, or what it waits for.
+    pub links: Vec<String>,
 }
 
 /// `text` (an env file) with each of `lines`' keys set: replaced in place where present,
@@ -398,6 +466,36 @@ pub async fn provision(
             workflow: workflow_lines(target, Role::Agency, a)?,
         });
     }
+    // Links (articles 32, 33): the account a linked platform's shovel reads our
+    // `platform.<id>` with, and the account the shovel from a sending platform writes our
+    // ingest with.
+    for p in catalogue.recipient_platforms() {
+        accounts.push(Account {
+            name: format!("{}link-{}", target.prefix, p.id),
+            file: out.join("links").join(format!("to-{}.env", p.id)),
+            permissions: link_reader_permissions(&p.id),
+            lines: vec![
+                ("GOVBUS_ROLE".into(), "link".into()),
+                ("GOVBUS_LINK_FROM".into(), catalogue.platform_id.clone()),
+                ("GOVBUS_LINK_TO".into(), p.id.clone()),
+                ("GOVBUS_QUEUE".into(), wire::platform_queue(&p.id)),
+            ],
+            workflow: Vec::new(),
+        });
+    }
+    for p in catalogue.source_platforms() {
+        accounts.push(Account {
+            name: format!("{}link-{}", target.prefix, p.id),
+            file: out.join("links").join(format!("into-{}.env", p.id)),
+            permissions: link_writer_permissions(&p.id),
+            lines: vec![
+                ("GOVBUS_ROLE".into(), "link".into()),
+                ("GOVBUS_LINK_FROM".into(), p.id.clone()),
+                ("GOVBUS_LINK_TO".into(), catalogue.platform_id.clone()),
+            ],
+            workflow: Vec::new(),
+        });
+    }
     accounts.push(Account {
         name: format!("{}govbus-router", target.prefix),
         file: out.join("router.env"),
@@ -460,14 +558,18 @@ pub async fn provision(
     let wanted: std::collections::HashSet<&str> =
         accounts.iter().map(|a| a.name.as_str()).collect();
     for user in m.managed_users().await? {
-        let ours = user
-            .strip_prefix(&target.prefix)
-            .is_some_and(|rest| rest.starts_with("dept-") || rest.starts_with("agency-"));
+        let ours = user.strip_prefix(&target.prefix).is_some_and(|rest| {
+            rest.starts_with("dept-") || rest.starts_with("agency-") || rest.starts_with("link-")
+        });
         if ours && !wanted.contains(user.as_str()) {
             m.delete_user(&user).await?;
             let rest = &user[target.prefix.len()..];
             let file = match rest.split_once('-') {
                 Some(("dept", id)) => out.join("departments").join(format!("{id}.env")),
+                Some(("link", _)) => {
+                    done.revoked.push(user);
+                    continue;
+                }
                 Some((_, id)) => out.join("agencies").join(format!("{id}.env")),
                 None => continue,
             };
@@ -475,7 +577,112 @@ pub async fn provision(
             done.revoked.push(user);
         }
     }
+    done.links = shovels(m, catalogue, target, out).await?;
     Ok(done)
+}
+
+/// The shovel's name for the link from platform `source`.
+pub fn shovel_name(prefix: &str, source: &str) -> String {
+    format!("{prefix}govbus-link-{source}")
+}
+
+/// Declares, on this broker, the shovel of each link from a sending platform (it pulls):
+/// from `platform.<this id>` on the sender, read with the account in
+/// `DIR/links/from-<sender>.env` (the file the sender's `govbus provision` wrote as
+/// `links/to-<this id>.env`), to this platform's `govbus.ingest`, keeping the routing key,
+/// written with this platform's link account, acknowledged at the source only once this
+/// broker has confirmed (`on-confirm`). A link whose file has not arrived yet is reported,
+/// not declared.
+async fn shovels(
+    m: &Management,
+    catalogue: &Catalogue,
+    target: &Target,
+    out: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut said = Vec::new();
+    for p in catalogue.source_platforms() {
+        let name = shovel_name(&target.prefix, &p.id);
+        let Some(link) = &p.link else {
+            said.push(format!(
+                "link from `{}`: no `link` in its catalogue entry; no shovel declared",
+                p.id
+            ));
+            continue;
+        };
+        let from_file = out.join("links").join(format!("from-{}.env", p.id));
+        let Ok(reader) = bus_schemas::envfile::read(&from_file) else {
+            said.push(format!(
+                "link from `{}`: waiting for {} (the file platform `{}`'s `govbus provision` writes as links/to-{}.env); no shovel declared yet",
+                p.id,
+                from_file.display(),
+                p.id,
+                catalogue.platform_id
+            ));
+            continue;
+        };
+        let (Some(ruser), Some(rpass)) =
+            (reader.get("GOVBUS_ACCOUNT"), reader.get("GOVBUS_PASSWORD"))
+        else {
+            anyhow::bail!(
+                "{}: GOVBUS_ACCOUNT or GOVBUS_PASSWORD is missing; copy the file platform `{}` wrote",
+                from_file.display(),
+                p.id
+            );
+        };
+        let into_file = out.join("links").join(format!("into-{}.env", p.id));
+        let writer = bus_schemas::envfile::read(&into_file)?;
+        let (Some(wuser), Some(wpass)) =
+            (writer.get("GOVBUS_ACCOUNT"), writer.get("GOVBUS_PASSWORD"))
+        else {
+            anyhow::bail!(
+                "{}: GOVBUS_ACCOUNT or GOVBUS_PASSWORD is missing",
+                into_file.display()
+            );
+        };
+        let (scheme, host) = link
+            .url
+            .split_once("://")
+            .ok_or_else(|| anyhow::anyhow!("platform `{}`: link.url has no scheme", p.id))?;
+        let host = host.trim_end_matches('/');
+        let src_uri = format!(
+            "{scheme}://{}:{}@{host}/{}",
+            enc(ruser),
+            enc(rpass),
+            enc(&link.vhost)
+        );
+        let dest_uri = format!(
+            "{}://{}:{}@{}/{}",
+            target.scheme,
+            enc(wuser),
+            enc(wpass),
+            target.host,
+            enc(&m.vhost)
+        );
+        m.put_shovel(
+            &name,
+            json!({
+                "src-protocol": "amqp091",
+                "src-uri": src_uri,
+                "src-queue": wire::platform_queue(&catalogue.platform_id),
+                "src-queue-args": {"x-queue-type": "quorum", "x-overflow": "reject-publish"},
+                "src-prefetch-count": 1000,
+                "dest-protocol": "amqp091",
+                "dest-uri": dest_uri,
+                "dest-exchange": wire::INGEST_EXCHANGE,
+                "ack-mode": "on-confirm",
+                "src-delete-after": "never",
+                "reconnect-delay": 2,
+            }),
+        )
+        .await?;
+        said.push(format!(
+            "link from `{}`: shovel `{name}` declared ({}/{} → this broker's govbus.ingest)",
+            p.id,
+            link.url,
+            wire::platform_queue(&catalogue.platform_id)
+        ));
+    }
+    Ok(said)
 }
 
 #[cfg(test)]
@@ -492,6 +699,17 @@ mod tests {
             p.quarantine_topic_write.unwrap(),
             r"^tax\.[a-z0-9_]+(\.count)?$"
         );
+        let r = link_reader_permissions("tianhe");
+        assert_eq!(
+            (r.configure.as_str(), r.write.as_str(), r.read.as_str()),
+            (r"^platform\.tianhe$", "^$", r"^platform\.tianhe$")
+        );
+        let w = link_writer_permissions("city");
+        assert_eq!(
+            (w.configure.as_str(), w.write.as_str(), w.read.as_str()),
+            ("^$", r"^govbus\.ingest$", "^$")
+        );
+        assert_eq!(w.topic_write.unwrap(), r"^city\.[a-z0-9_]+\.[0-9]{1,2}$");
         assert!(agency_permissions("a").read.starts_with('^'));
         assert!(agency_permissions("a").read.ends_with('$'));
         assert_eq!(enc("/"), "%2F");

@@ -13,5 +13,8 @@ pub async fn declare(ch: &Channel, routing: &Routing) -> lapin::Result<()> {
     for a in routing.catalogue.agency_ids() {
         topology::declare_agency(ch, a).await?;
     }
+    for p in routing.catalogue.recipient_platforms() {
+        topology::declare_platform(ch, &p.id).await?;
+    }
     Ok(())
 }

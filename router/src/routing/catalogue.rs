@@ -170,9 +170,78 @@ pub struct CatalogueFile {
     /// Shared items (article 30).
     #[serde(default, rename = "item")]
     pub items: Vec<Item>,
-    /// Grants of items to agencies.
+    /// Grants of items to agencies and to linked platforms.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
+    /// This platform's id among linked platforms (`city`, `tianhe`): the first word of the
+    /// routing keys it sends to another platform, and the audience of the batches it receives
+    /// from one. `city` when absent.
+    #[serde(default)]
+    pub platform_id: Option<String>,
+    /// The other platforms this one is linked to (articles 28, 32, 33): a recipient of grants,
+    /// a source of records, or both.
+    #[serde(default, rename = "platform")]
+    pub platforms: Vec<LinkedPlatform>,
+}
+
+/// Another platform (the city's, or a district's) this one exchanges records with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkedPlatform {
+    /// Id used in exchange, queue, account and routing-key names (`tianhe`).
+    pub id: String,
+    /// Name (`天河区政务数据共享平台`).
+    pub name: String,
+    /// Its region: a division code prefix (`440106`; the city's `4401`).
+    pub region: String,
+    /// Its broker, for the link's shovel (declared on this platform's broker when the other
+    /// platform sends here).
+    #[serde(default)]
+    pub link: Option<Link>,
+    /// Its workflow API base URL (applications across platforms, article 37).
+    #[serde(default)]
+    pub workflow_api: Option<String>,
+    /// Its platform signing keys (`GET /keys` there), when it sends records here: the
+    /// batches it sends are verified for the audience of this platform's id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyEntry>,
+    /// What it grants this platform, item by item, when it sends records here. An item
+    /// listed here names this platform among its `departments`; grants of it may narrow
+    /// these fields, identity and region, never widen them.
+    #[serde(default, rename = "item")]
+    pub items: Vec<SourceItem>,
+}
+
+/// Where another platform's broker is, as this platform's broker reaches it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// AMQP URL without credentials (`amqps://city-mq.example:5671`); the link account's
+    /// credentials are added from its provisioning file.
+    pub url: String,
+    /// Its vhost.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+/// An item another platform grants this one: what arrives from it, and the bound for this
+/// platform's own grants of the item.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceItem {
+    /// The item id (the same on both platforms).
+    pub id: String,
+    /// The fields the other platform grants (its delivery's projection).
+    pub fields: Vec<String>,
+    /// The identity mode it grants.
+    pub identity: Identity,
+    /// The region it grants, if limited.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// A responsible collecting department.
@@ -293,7 +362,8 @@ pub struct Grant {
     pub id: String,
     /// Revision, raised whenever the grant changes (deliveries carry it).
     pub revision: i64,
-    /// The receiving agency.
+    /// The receiving agency, or a linked platform (`platform = "tianhe"` says the same).
+    #[serde(alias = "platform")]
     pub agency: String,
     /// The item granted.
     pub item: String,
@@ -321,6 +391,7 @@ fn grant_problems(
     g: &Grant,
     agencies: &HashSet<&str>,
     items: &HashMap<String, (Item, Arc<RecordType>)>,
+    sources: &HashMap<String, (String, SourceItem)>,
 ) -> Vec<String> {
     let at = format!("grant `{}`", g.id);
     let mut problems = Vec::new();
@@ -329,7 +400,7 @@ fn grant_problems(
     }
     if !agencies.contains(g.agency.as_str()) {
         problems.push(format!(
-            "{at}: agency `{}` is not a listed agency",
+            "{at}: agency `{}` is not a listed agency or linked platform",
             g.agency
         ));
     }
@@ -407,6 +478,66 @@ fn grant_problems(
                 ));
         }
     }
+    if let Some((platform, bound)) = sources.get(&g.item) {
+        problems.extend(widening(&at, g, platform, bound));
+        if let (Some(_), Some(df)) = (&g.region, &item.division_field) {
+            if !field_within(df, &bound.fields) {
+                problems.push(format!(
+                    "{at}: has a region, but platform `{platform}` does not send the division field `{df}` of item `{}`",
+                    item.id
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Whether granted field `f` lies within `fields` (a nested field is within its whole
+/// top-level field).
+fn field_within(f: &str, fields: &[String]) -> bool {
+    fields
+        .iter()
+        .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
+}
+
+/// How a grant of an item another platform sends here would widen what that platform grants
+/// (fields, identity, region); empty when it narrows or keeps them.
+fn widening(at: &str, g: &Grant, platform: &str, bound: &SourceItem) -> Vec<String> {
+    let mut problems = Vec::new();
+    let wider: Vec<&str> = g
+        .fields
+        .iter()
+        .filter(|f| !field_within(f, &bound.fields))
+        .map(String::as_str)
+        .collect();
+    if !wider.is_empty() {
+        problems.push(format!(
+            "{at}: widens what platform `{platform}` grants of item `{}`: field(s) {} are not among its fields {}",
+            g.item,
+            wider.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+            bound.fields.join(", ")
+        ));
+    }
+    if bound.identity == Identity::Pseudonym && g.identity != Identity::Pseudonym {
+        problems.push(format!(
+            "{at}: widens what platform `{platform}` grants of item `{}`: identity `{}` where it grants `pseudonym`",
+            g.item,
+            g.identity.as_str()
+        ));
+    }
+    if let Some(r) = &bound.region {
+        if !g
+            .region
+            .as_deref()
+            .is_some_and(|gr| gr.starts_with(r.as_str()))
+        {
+            problems.push(format!(
+                "{at}: widens what platform `{platform}` grants of item `{}`: region {} where it grants only region `{r}` (give a region that starts with `{r}`)",
+                g.item,
+                g.region.as_deref().map_or("(none)".into(), |gr| format!("`{gr}`")),
+            ));
+        }
+    }
     problems
 }
 
@@ -428,6 +559,10 @@ pub struct Catalogue {
     pub items: HashMap<String, (Item, Arc<RecordType>)>,
     /// Item id → grants of it.
     pub grants_by_item: HashMap<String, Vec<Grant>>,
+    /// This platform's id (`platform_id`, `city` when absent).
+    pub platform_id: String,
+    /// Item id → the linked platform that sends it here, and what that platform grants.
+    pub sources: HashMap<String, (String, SourceItem)>,
 }
 
 /// Every problem found in a catalogue, one line each.
@@ -475,35 +610,74 @@ impl Catalogue {
             if d.keys.is_empty() {
                 problems.push(format!("{at}: no signing keys; add `keys = {{ \"<key id>\" = \"<public key>\" }}` from `govbus-adapter keygen`"));
             }
-            let mut dk = HashMap::new();
-            for (kid, entry) in &d.keys {
-                let key_at = format!("{at}: key `{kid}`");
-                if let (Some(f), Some(u)) = (entry.valid_from, entry.valid_until) {
-                    if u <= f {
-                        problems.push(format!("{key_at}: valid_until is not after valid_from"));
-                    }
-                }
-                if entry.revoked_reason.is_some() && entry.revoked_at.is_none() {
+            keys.insert(d.id.clone(), parse_keys(&at, &d.keys, &mut problems));
+        }
+        let platform_id = file
+            .platform_id
+            .clone()
+            .unwrap_or_else(|| wire::DEFAULT_PLATFORM_ID.into());
+        if !wire::valid_id(&platform_id) {
+            problems.push(format!(
+                "platform_id `{platform_id}`: must be lowercase letters, digits and _, starting with a letter"
+            ));
+        }
+        // Item id → (sending platform, what it grants here).
+        let mut sources: HashMap<String, (String, SourceItem)> = HashMap::new();
+        for lp in &file.platforms {
+            let at = format!("platform `{}`", lp.id);
+            if !wire::valid_id(&lp.id) {
+                problems.push(format!(
+                    "{at}: the id must be lowercase letters, digits and _, starting with a letter"
+                ));
+            }
+            if lp.id == platform_id {
+                problems.push(format!(
+                    "{at}: is this platform's own id (platform_id); list the other platforms"
+                ));
+            }
+            if keys.contains_key(&lp.id) || !seen.insert(("platform", lp.id.clone())) {
+                problems.push(format!(
+                    "{at}: listed twice, or the id of a department as well"
+                ));
+            }
+            if lp.region.is_empty()
+                || lp.region.len() > 6
+                || !lp.region.bytes().all(|b| b.is_ascii_digit())
+            {
+                problems.push(format!(
+                    "{at}: region `{}` must be a division code prefix of up to 6 digits",
+                    lp.region
+                ));
+            }
+            if let Some(l) = &lp.link {
+                if !(l.url.starts_with("amqp://") || l.url.starts_with("amqps://"))
+                    || l.url.contains('@')
+                {
                     problems.push(format!(
-                        "{key_at}: revoked_reason without revoked_at; give the revocation time"
+                        "{at}: link.url `{}` must be an amqp:// or amqps:// URL without credentials (the link account's come from its provisioning file)",
+                        l.url
                     ));
                 }
-                match parse_public_key(&entry.public) {
-                    Ok(key) => {
-                        dk.insert(
-                            kid.clone(),
-                            DepartmentKey {
-                                key,
-                                valid_from: entry.valid_from.map(|m| m.0),
-                                valid_until: entry.valid_until.map(|m| m.0),
-                                revoked_at: entry.revoked_at.map(|m| m.0),
-                            },
-                        );
-                    }
-                    Err(e) => problems.push(format!("{key_at} is {e}")),
+            }
+            if !lp.items.is_empty() && lp.keys.is_empty() {
+                problems.push(format!(
+                    "{at}: sends items but lists no platform keys; add `keys = {{ \"<key id>\" = \"<public key>\" }}` from its `GET /keys`"
+                ));
+            }
+            if !lp.keys.is_empty() {
+                keys.insert(lp.id.clone(), parse_keys(&at, &lp.keys, &mut problems));
+            }
+            for si in &lp.items {
+                if sources
+                    .insert(si.id.clone(), (lp.id.clone(), si.clone()))
+                    .is_some()
+                {
+                    problems.push(format!(
+                        "{at}: item `{}` is sent here by more than one platform, or listed twice",
+                        si.id
+                    ));
                 }
             }
-            keys.insert(d.id.clone(), dk);
         }
         for a in &file.agencies {
             let at = format!("agency `{}`", a.id);
@@ -527,7 +701,20 @@ impl Catalogue {
                 }
             }
         }
-        let agencies: HashSet<&str> = file.agencies.iter().map(|a| a.id.as_str()).collect();
+        for id in sources.keys() {
+            if !file.items.iter().any(|it| &it.id == id) {
+                let (p, _) = &sources[id];
+                problems.push(format!(
+                    "platform `{p}`: sends item `{id}`, which is not a listed item; add it with `departments = [\"{p}\"]`"
+                ));
+            }
+        }
+        let agencies: HashSet<&str> = file
+            .agencies
+            .iter()
+            .map(|a| a.id.as_str())
+            .chain(file.platforms.iter().map(|p| p.id.as_str()))
+            .collect();
         let mut items = HashMap::new();
         for it in &file.items {
             let at = format!("item `{}`", it.id);
@@ -543,9 +730,16 @@ impl Catalogue {
                 problems.push(format!("{at}: no responsible department"));
             }
             for d in &it.departments {
-                if !keys.contains_key(d) {
+                let from_platform = file.platforms.iter().any(|p| &p.id == d);
+                if !keys.contains_key(d) && !from_platform {
                     problems.push(format!(
-                        "{at}: responsible department `{d}` is not a listed department"
+                        "{at}: responsible department `{d}` is not a listed department or linked platform"
+                    ));
+                }
+                if from_platform && sources.get(&it.id).is_none_or(|(p, _)| p != d) {
+                    problems.push(format!(
+                        "{at}: platform `{d}` sends it, but its `[[platform.item]]` does not list `{}` (say which fields, identity and region it grants)",
+                        it.id
                     ));
                 }
             }
@@ -568,6 +762,9 @@ impl Catalogue {
                             ));
                         }
                     }
+                    if let Some((p, si)) = sources.get(&it.id) {
+                        problems.extend(source_item_problems(&at, p, si, it, rt));
+                    }
                     items.insert(it.id.clone(), (it.clone(), rt.clone()));
                 }
                 Err(_) => problems.push(format!(
@@ -583,7 +780,7 @@ impl Catalogue {
             if !grant_ids.insert(g.id.clone()) {
                 problems.push(format!("{at}: listed twice"));
             }
-            problems.extend(grant_problems(g, &agencies, &items));
+            problems.extend(grant_problems(g, &agencies, &items, &sources));
             grants_by_item
                 .entry(g.item.clone())
                 .or_default()
@@ -595,6 +792,8 @@ impl Catalogue {
                 keys,
                 items,
                 grants_by_item,
+                platform_id,
+                sources,
             })
         } else {
             Err(problems)
@@ -603,20 +802,20 @@ impl Catalogue {
 
     /// What is wrong with a grant against this catalogue (empty: it fits).
     pub fn check_grant(&self, g: &Grant) -> Vec<String> {
-        let agencies: HashSet<&str> = self.agency_ids().collect();
-        grant_problems(g, &agencies, &self.items)
+        let agencies: HashSet<&str> = self.recipient_ids().collect();
+        grant_problems(g, &agencies, &self.items, &self.sources)
     }
 
     /// Adds grants approved through the sharing workflow (kept in PostgreSQL, not in the
     /// file). One that no longer fits the catalogue (its agency or item gone, a field renamed)
     /// is left out and its problems returned, so a reload of the file never fails over it.
     pub fn add_grants(&mut self, grants: Vec<Grant>) -> Vec<String> {
-        let names: Vec<String> = self.file.agencies.iter().map(|a| a.id.clone()).collect();
+        let names: Vec<String> = self.recipient_ids().map(String::from).collect();
         let agencies: HashSet<&str> = names.iter().map(String::as_str).collect();
         let mut problems = Vec::new();
         let mut fit = Vec::new();
         for g in grants {
-            let mut p = grant_problems(&g, &agencies, &self.items);
+            let mut p = grant_problems(&g, &agencies, &self.items, &self.sources);
             if self.file.grants.iter().any(|f| f.id == g.id) {
                 p.push(format!(
                     "grant `{}`: the catalogue file has a grant with this id",
@@ -648,6 +847,108 @@ impl Catalogue {
     pub fn department_ids(&self) -> impl Iterator<Item = &str> {
         self.file.departments.iter().map(|d| d.id.as_str())
     }
+
+    /// Whoever a grant may name: the agencies and the linked platforms.
+    pub fn recipient_ids(&self) -> impl Iterator<Item = &str> {
+        self.agency_ids()
+            .chain(self.file.platforms.iter().map(|p| p.id.as_str()))
+    }
+
+    /// The linked platform `id`, if listed.
+    pub fn linked_platform(&self, id: &str) -> Option<&LinkedPlatform> {
+        self.file.platforms.iter().find(|p| p.id == id)
+    }
+
+    /// The linked platforms some grant names as recipient (this platform sends to them).
+    pub fn recipient_platforms(&self) -> impl Iterator<Item = &LinkedPlatform> {
+        self.file
+            .platforms
+            .iter()
+            .filter(|p| self.file.grants.iter().any(|g| g.agency == p.id))
+    }
+
+    /// The linked platforms that send records here.
+    pub fn source_platforms(&self) -> impl Iterator<Item = &LinkedPlatform> {
+        self.file.platforms.iter().filter(|p| !p.items.is_empty())
+    }
+}
+
+/// A list of signing keys (a department's, or a linked platform's), checked.
+fn parse_keys(
+    at: &str,
+    entries: &BTreeMap<String, KeyEntry>,
+    problems: &mut Vec<String>,
+) -> HashMap<String, DepartmentKey> {
+    let mut dk = HashMap::new();
+    for (kid, entry) in entries {
+        let key_at = format!("{at}: key `{kid}`");
+        if let (Some(f), Some(u)) = (entry.valid_from, entry.valid_until) {
+            if u <= f {
+                problems.push(format!("{key_at}: valid_until is not after valid_from"));
+            }
+        }
+        if entry.revoked_reason.is_some() && entry.revoked_at.is_none() {
+            problems.push(format!(
+                "{key_at}: revoked_reason without revoked_at; give the revocation time"
+            ));
+        }
+        match parse_public_key(&entry.public) {
+            Ok(key) => {
+                dk.insert(
+                    kid.clone(),
+                    DepartmentKey {
+                        key,
+                        valid_from: entry.valid_from.map(|m| m.0),
+                        valid_until: entry.valid_until.map(|m| m.0),
+                        revoked_at: entry.revoked_at.map(|m| m.0),
+                    },
+                );
+            }
+            Err(e) => problems.push(format!("{key_at} is {e}")),
+        }
+    }
+    dk
+}
+
+/// What is wrong with what a linked platform says it grants of an item: fields the record
+/// type lacks, a grant without the record key, a region without the division field.
+fn source_item_problems(
+    at: &str,
+    platform: &str,
+    si: &SourceItem,
+    it: &Item,
+    rt: &RecordType,
+) -> Vec<String> {
+    let at = format!("{at} (sent by platform `{platform}`)");
+    let mut problems = Vec::new();
+    let bad: Vec<&str> = si
+        .fields
+        .iter()
+        .filter(|f| rt.field_schema(f).is_none())
+        .map(String::as_str)
+        .collect();
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{at}: {} has no field {}",
+            rt.full_name,
+            bad.join(", ")
+        ));
+    }
+    for k in &rt.key {
+        if !field_within(k, &si.fields) {
+            problems.push(format!(
+                "{at}: the platform's fields must hold the record key `{k}`"
+            ));
+        }
+    }
+    if let Some(df) = &it.division_field {
+        if si.region.is_some() && !field_within(df, &si.fields) {
+            problems.push(format!(
+                "{at}: a region-limited grant, but its fields lack the division field `{df}`"
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -759,5 +1060,100 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`soon` is not a time"), "{e}");
+    }
+
+    /// A district's catalogue: what the city sends bounds the district's grants. A grant
+    /// within the bound passes; a wider identity, a whole record where the city sends one of
+    /// its fields, a region outside the city's, and an item the city is not said to send are
+    /// each refused, naming the grant or item.
+    #[test]
+    fn grants_of_what_another_platform_sends_only_narrow_it() {
+        let pk = "fDk9tIwV7QCegB+0umeHSADUow/rk19KcMAyEnfdxdg=";
+        let district = |fields: &str, identity: &str, region: &str, sent: &str| {
+            format!(
+                r#"platform_id = "tianhe"
+[[agency]]
+id = "civil"
+name = "天河区民政局"
+leader = {{ name = "a" }}
+sharing_officer = {{ name = "b" }}
+technical_officer = {{ name = "c" }}
+[[item]]
+id = "enterprise"
+name = "企业法人登记信息"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["city"]
+shared_from = 2016-01-01
+division_field = "division_code"
+[[platform]]
+id = "city"
+name = "广州市"
+region = "4401"
+keys = {{ "city-1" = "{pk}" }}
+[[platform.item]]
+id = "{sent}"
+fields = ["unified_social_credit_code", "name", "division_code", "legal_representative.name"]
+identity = "pseudonym"
+region = "440106"
+[[grant]]
+id = "civil-enterprise"
+revision = 1
+agency = "civil"
+item = "enterprise"
+fields = {fields}
+identity = "{identity}"
+legal_basis = "第三十七条"
+purpose = "p"
+valid_from = 2026-01-01
+region = "{region}"
+"#
+            )
+        };
+        let ok = district(
+            r#"["unified_social_credit_code", "legal_representative.name", "division_code"]"#,
+            "pseudonym",
+            "440106",
+            "enterprise",
+        );
+        let c = Catalogue::check(toml::from_str(&ok).unwrap()).unwrap();
+        assert_eq!(c.platform_id, "tianhe");
+        assert_eq!(c.sources["enterprise"].0, "city");
+        assert!(c.keys["city"].contains_key("city-1"));
+        assert_eq!(c.source_platforms().count(), 1);
+        assert_eq!(c.recipient_platforms().count(), 0);
+
+        let wide = district(
+            r#"["unified_social_credit_code", "legal_representative", "division_code"]"#,
+            "full",
+            "4401",
+            "enterprise",
+        );
+        let all = Catalogue::check(toml::from_str(&wide).unwrap())
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("grant `civil-enterprise`: widens what platform `city` grants of item `enterprise`: field(s) `legal_representative`"), "{all}");
+        assert!(
+            all.contains("identity `full` where it grants `pseudonym`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("region `4401` where it grants only region `440106`"),
+            "{all}"
+        );
+
+        let unsent = district(
+            r#"["unified_social_credit_code"]"#,
+            "pseudonym",
+            "440106",
+            "household",
+        );
+        let all = Catalogue::check(toml::from_str(&unsent).unwrap())
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("item `enterprise`: platform `city` sends it, but its `[[platform.item]]` does not list `enterprise`"), "{all}");
+        assert!(
+            all.contains("platform `city`: sends item `household`, which is not a listed item"),
+            "{all}"
+        );
     }
 }

@@ -35,6 +35,9 @@ pub struct CompiledItem {
     pub subjects: Vec<String>,
     /// …and top-level citizen ID number fields (the record key among them, where it is one).
     pub id_fields: Vec<String>,
+    /// When a linked platform sends the item: that platform's id and the projection it
+    /// encodes with (its grant's fields), whose schema the bodies it sends are written in.
+    pub source: Option<(String, Arc<Projection>)>,
 }
 
 /// A catalogue compiled for routing. Replaced whole on reload.
@@ -96,9 +99,14 @@ impl Routing {
                     projection: cache.get(rt, &g.fields)?,
                 });
             }
+            let source = match catalogue.sources.get(id) {
+                Some((platform, si)) => Some((platform.clone(), cache.get(rt, &si.fields)?)),
+                None => None,
+            };
             items.insert(
                 id.clone(),
                 CompiledItem {
+                    source,
                     item: item.clone(),
                     record_type: rt.clone(),
                     grants,

@@ -24,7 +24,7 @@ use crate::{
     routing::grants::{strip_union, CompiledGrant, Routing},
     routing::platform::Platform,
     routing::pseudonym::{Pseudonymizer, PSEUDONYM_ID_TYPE},
-    store::ledger::{DeptProof, Entry},
+    store::ledger::{DeptProof, Destination, Entry},
 };
 
 /// Why a message reaches nobody. Refused messages are acked, counted and kept with the reason.
@@ -217,18 +217,25 @@ impl Platform {
         let Some(ingest_id) = props.message_id().as_ref().map(|m| m.as_str()) else {
             return refused(Reason::Malformed, "no message_id");
         };
-        if dept != rk_dept || item_id != rk_item {
-            return refused(
-                Reason::Malformed,
-                format!("headers name {dept}.{item_id} but the routing key is {routing_key}"),
-            );
-        }
         let Some(item) = routing.items.get(rk_item) else {
             return refused(
                 Reason::UnknownItem,
                 format!("item `{rk_item}` is not in the catalogue"),
             );
         };
+        // From a linked platform, the department header names the department the record
+        // came from there; the routing key names the platform, whose batch it is.
+        let from_platform = item
+            .source
+            .as_ref()
+            .filter(|(p, _)| p == rk_dept)
+            .map(|(_, writer)| writer);
+        if (dept != rk_dept && from_platform.is_none()) || item_id != rk_item {
+            return refused(
+                Reason::Malformed,
+                format!("headers name {dept}.{item_id} but the routing key is {routing_key}"),
+            );
+        }
         if !item.item.departments.iter().any(|d| d == rk_dept) {
             return refused(
                 Reason::WrongDepartment,
@@ -255,14 +262,19 @@ impl Platform {
                 format!("key `{key_id}` of department `{rk_dept}` {why}"),
             );
         }
-        let proof = match seal::verify(&routing.verifier, &key.key, AUDIENCE_INGEST, props, body) {
+        // A department's batch is signed for `ingest`; a linked platform's for this platform.
+        let audience = match from_platform {
+            Some(_) => routing.catalogue.platform_id.as_str(),
+            None => AUDIENCE_INGEST,
+        };
+        let proof = match seal::verify(&routing.verifier, &key.key, audience, props, body) {
             Ok(p) => p,
             Err(e) => {
                 return refused(
                     Reason::BadSignature,
                     format!(
-                        "the batch signature does not verify with key `{key_id}` of department \
-                         `{rk_dept}` for the audience `{AUDIENCE_INGEST}`: {e}"
+                        "the batch signature does not verify with key `{key_id}` of `{rk_dept}` \
+                         for the audience `{audience}`: {e}"
                     ),
                 )
             }
@@ -273,7 +285,11 @@ impl Platform {
             leaf: proof.index,
             path: proof.path.concat(),
         };
-        let rt = &item.record_type;
+        // What the body is written in: the record type, or the sending platform's projection.
+        let rt = match from_platform {
+            Some(writer) => &writer.writer,
+            None => &item.record_type,
+        };
         let datum = match split_header(body) {
             Ok((fp, datum)) if fp == rt.fingerprint => datum,
             Ok((fp, _)) => {
@@ -299,7 +315,8 @@ impl Platform {
                 ),
             );
         }
-        let key_values: Vec<&str> = rt
+        let key_values: Vec<&str> = item
+            .record_type
             .key
             .iter()
             .map(|k| crate::routing::grants::string_at(&value, k).unwrap_or_default())
@@ -325,6 +342,9 @@ impl Platform {
                     op,
                     source_time_ms,
                     chain: i16::from(wire::partition_of(shard, self.partitions)),
+                    shard,
+                    this_platform: &routing.catalogue.platform_id,
+                    to_platform: routing.catalogue.linked_platform(&g.grant.agency).is_some(),
                 },
             ) {
                 Ok(mut p) => {
@@ -398,6 +418,11 @@ impl Platform {
             .with_timestamp(now_secs())
             .with_app_id(ShortString::from("govbus-router"))
             .with_headers(h);
+        // To a linked platform: its exchange, under `<this platform>.<item>.<shard>`.
+        let to = d.to_platform.then(|| Destination {
+            exchange: wire::platform_exchange(agency),
+            routing_key: wire::routing_key(d.this_platform, d.item, d.shard),
+        });
         Ok(Planned {
             entry: Entry {
                 agency: agency.to_string(),
@@ -417,11 +442,14 @@ impl Platform {
                 dept_proof: Some(d.proof.clone()),
                 source_time_ms: d.source_time_ms,
                 replay: None,
+                to: to.clone(),
             },
             needs_prior: false,
             message: OutgoingMessage {
-                exchange: wire::DELIVER_EXCHANGE.into(),
-                routing_key: agency.to_string(),
+                exchange: to
+                    .as_ref()
+                    .map_or(wire::DELIVER_EXCHANGE.into(), |t| t.exchange.clone()),
+                routing_key: to.map_or(agency.to_string(), |t| t.routing_key),
                 body,
                 properties: props,
             },
@@ -462,6 +490,12 @@ struct Delivered<'a> {
     version: i64,
     op: Op,
     source_time_ms: Option<i64>,
+    /// The record's shard (kept in the routing key a linked platform receives).
+    shard: u8,
+    /// This platform's id (the first word of that routing key).
+    this_platform: &'a str,
+    /// Whether the grant's recipient is a linked platform rather than an agency.
+    to_platform: bool,
 }
 
 fn now_secs() -> u64 {

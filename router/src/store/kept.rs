@@ -78,8 +78,16 @@ pub async fn kept_for(pool: &PgPool, agency: &str, limit: i64) -> sqlx::Result<V
         out.push(Kept {
             id: r.get(0),
             message: OutgoingMessage {
-                exchange: bus_schemas::wire::DELIVER_EXCHANGE.into(),
-                routing_key: entry.agency.clone(),
+                exchange: entry
+                    .to
+                    .as_ref()
+                    .map_or(bus_schemas::wire::DELIVER_EXCHANGE.into(), |t| {
+                        t.exchange.clone()
+                    }),
+                routing_key: entry
+                    .to
+                    .as_ref()
+                    .map_or(entry.agency.clone(), |t| t.routing_key.clone()),
                 body: r.get(3),
                 properties: props,
             },

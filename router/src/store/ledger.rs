@@ -51,6 +51,19 @@ pub struct Entry {
     /// record arrived.
     #[serde(default)]
     pub replay: Option<String>,
+    /// Where a delivery to a linked platform goes (`None`: the agency's queue through
+    /// `govbus.deliver`); kept with a delivery that waits, so its retry goes there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Destination>,
+}
+
+/// An exchange and routing key a delivery is published with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Destination {
+    /// The exchange (`govbus.platform.<id>`).
+    pub exchange: String,
+    /// The routing key (`<this platform>.<item>.<shard>`).
+    pub routing_key: String,
 }
 
 /// What the ledger keeps of a department's batch signature over an ingest message (DESIGN.md:
@@ -497,6 +510,7 @@ pub async fn verify(pool: &PgPool) -> sqlx::Result<Verified> {
                 }),
                 source_time_ms: None,
                 replay: r.get(16),
+                to: None,
             };
             let at: i64 = r.get(13);
             let stored_prev: Vec<u8> = r.get(14);
@@ -567,6 +581,7 @@ mod tests {
             }),
             source_time_ms: Some(1),
             replay: None,
+            to: None,
         }
     }
 

@@ -18,8 +18,9 @@ use bus_schemas::{
 pub use govbus_tests::Got;
 use govbus_tests::{free_port, workspace_root, Process, Services, TestDatabase, TestVhost};
 use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
-    BasicProperties,
+    BasicProperties, Connection, ConnectionProperties,
 };
 
 /// Partitioned routers (`tests/tests/partitions.rs`, the cluster fault tests).
@@ -1205,4 +1206,148 @@ pub fn batch_forgeries(
         elsewhere.clone(),
     ]);
     out
+}
+
+/// Deletes the test's accounts (accounts are per broker, not per vhost).
+pub struct Accounts(pub String);
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let s = Services::from_env();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let c = reqwest::Client::new();
+                let (u, p) = &s.management_auth;
+                let users: serde_json::Value = c
+                    .get(format!("{}/api/users", s.management_url))
+                    .basic_auth(u, Some(p))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                for user in users.as_array()? {
+                    let name = user["name"].as_str()?;
+                    if name.starts_with(&prefix) {
+                        let _ = c
+                            .delete(format!("{}/api/users/{name}", s.management_url))
+                            .basic_auth(u, Some(p))
+                            .send()
+                            .await;
+                    }
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// `govbus provision` of this world's catalogue into `accounts/`, accounts named with `prefix`.
+pub fn provision(w: &World, prefix: &str) -> String {
+    provision_with(w, prefix, &[])
+}
+
+pub fn provision_with(w: &World, prefix: &str, extra: &[&std::ffi::OsStr]) -> String {
+    let out = Process::command("govbus")
+        .args(["provision", "--catalogue"])
+        .arg(w.path("catalogue.toml"))
+        .arg("--out")
+        .arg(w.path("accounts"))
+        .arg("--platform-public-key")
+        .arg(w.path("platform/platform-test.pub"))
+        .args(["--amqp-url", &w.vhost.amqp_url, "--account-prefix", prefix])
+        .args(extra)
+        .env(
+            "GOVBUS__AMQP__MANAGEMENT_URL",
+            Services::from_env().management_url,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "provision: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A value of an account's env file.
+pub fn env_value(file: &Path, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("{key} not in {}", file.display()))
+}
+
+/// A connection with an account's env file.
+pub async fn connect(file: &Path) -> Connection {
+    Connection::connect(
+        &env_value(file, "GOVBUS__AMQP__URL"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Whether consuming `queue` is refused.
+pub async fn consume_refused(conn: &Connection, queue: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .basic_consume(
+            queue.into(),
+            "t".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    match r {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                e.to_string().contains("ACCESS_REFUSED") || e.to_string().contains("403"),
+                "{e}"
+            );
+            true
+        }
+    }
+}
+
+/// Whether publishing to `govbus.ingest` under `key` is refused.
+pub async fn publish_refused(conn: &Connection, key: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let r = async {
+        ch.basic_publish(
+            bus_schemas::wire::INGEST_EXCHANGE.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await?
+        .await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), r)
+        .await
+        .expect("a confirm or a channel error")
+    {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                e.to_string().contains("ACCESS_REFUSED") || e.to_string().contains("403"),
+                "{e}"
+            );
+            true
+        }
+    }
 }

@@ -1,0 +1,427 @@
+//! City and district platforms (articles 28, 32, 33): the city router publishes what its grant
+//! to the Tianhe platform allows to `govbus.platform.tianhe`, batch-signed for `tianhe`; a
+//! RabbitMQ shovel that `govbus provision` declares on Tianhe's side (with the link accounts'
+//! own credentials) carries it into Tianhe's ingest; Tianhe's router verifies the city's
+//! batches for its own audience and delivers under its own, narrower grant. Two platforms in
+//! two vhosts, each with its own database and router.
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    time::Duration,
+};
+
+use bus_schemas::{
+    amqp::OutgoingMessage, batch::Verifier, keys::parse_public_key, split_header, wire, Registry,
+};
+use common::{citizen, connect, consume_refused, provision, publish_refused, Accounts, Got, World};
+use govbus_tests::{unique_name, Process};
+use lapin::{
+    options::{QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use serde_json::Value as Json;
+
+/// The fields the city grants Tianhe, and those Tianhe grants its civil affairs bureau.
+const CITY_GRANTS: &str = r#"["citizen_id_number", "name", "sex", "status", "registered_town"]"#;
+const TIANHE_GRANTS: &str = r#"["citizen_id_number", "name", "registered_town"]"#;
+
+/// The city: its household item region-limited by `registered_town`, and a grant of it to
+/// the Tianhe platform for division 440106.
+fn city_catalogue(city: &World) {
+    city.edit(
+        "catalogue.toml",
+        "record_type = \"gov.gz.police.HouseholdRegistration\"\n",
+        "record_type = \"gov.gz.police.HouseholdRegistration\"\ndivision_field = \"registered_town\"\n",
+    );
+    let mut text = std::fs::read_to_string(city.path("catalogue.toml")).unwrap();
+    text.push_str(&format!(
+        r#"
+[[platform]]
+id = "tianhe"
+name = "天河区政务数据共享平台"
+region = "440106"
+
+[[grant]]
+id = "tianhe-household"
+revision = 1
+platform = "tianhe"
+item = "household"
+fields = {CITY_GRANTS}
+identity = "full"
+legal_basis = "《广州市政府信息共享管理规定》第三十二条"
+purpose = "天河区户籍人口服务"
+valid_from = 2026-01-01
+region = "440106"
+"#
+    ));
+    std::fs::write(city.path("catalogue.toml"), text).unwrap();
+}
+
+/// Tianhe's catalogue: the city platform as the source of `household` (its key, what it
+/// grants), and a grant of it to Tianhe's civil affairs bureau: `grant_fields` and
+/// `grant_region`.
+fn tianhe_catalogue(city: &World, grant_fields: &str, grant_region: &str) -> String {
+    let city_key = std::fs::read_to_string(city.path("platform/platform-test.pub")).unwrap();
+    let (host, vhost) = host_and_vhost(&city.vhost.amqp_url);
+    format!(
+        r#"platform_id = "tianhe"
+
+[[agency]]
+id = "civil"
+name = "天河区民政局"
+leader = {{ name = "分管领导(示例)" }}
+sharing_officer = {{ name = "共享专员(示例)" }}
+technical_officer = {{ name = "技术联系人(示例)" }}
+
+[[item]]
+id = "household"
+name = "户籍登记信息"
+record_type = "gov.gz.police.HouseholdRegistration"
+departments = ["city"]
+shared_from = 2016-01-01
+division_field = "registered_town"
+
+[[platform]]
+id = "city"
+name = "广州市政务信息共享平台"
+region = "4401"
+link = {{ url = "{scheme}://{host}", vhost = "{vhost}" }}
+keys = {{ "platform-test" = "{key}" }}
+
+[[platform.item]]
+id = "household"
+fields = {CITY_GRANTS}
+identity = "full"
+region = "440106"
+
+[[grant]]
+id = "civil-household"
+revision = 1
+agency = "civil"
+item = "household"
+fields = {grant_fields}
+identity = "full"
+legal_basis = "《广州市政府信息共享管理规定》第三十七条"
+purpose = "低保对象户籍核对"
+valid_from = 2026-01-01
+region = "{grant_region}"
+"#,
+        scheme = city.vhost.amqp_url.split_once("://").unwrap().0,
+        key = city_key.trim(),
+    )
+}
+
+/// `host:port` and the vhost name of a vhost's AMQP URL (credentials dropped).
+fn host_and_vhost(url: &str) -> (String, String) {
+    let rest = url.split_once("://").unwrap().1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let (host, path) = rest.split_once('/').unwrap();
+    let vhost = path.split('?').next().unwrap();
+    (
+        host.to_string(),
+        vhost.replace("%2f", "/").replace("%2F", "/"),
+    )
+}
+
+/// The police adapter's household records `0..n`: even ones registered in a Tianhe town
+/// (440106…), odd ones in Yuexiu (440104…).
+fn police_households(city: &World, n: u64) -> std::path::PathBuf {
+    let cfg = city.adapter_config(
+        "police",
+        "household",
+        "gov.gz.police.HouseholdRegistration",
+        Some("version"),
+        &[
+            ("citizen_id_number", "id"),
+            ("name", "name"),
+            ("sex", "sex|sex"),
+            ("status", "status|household_status"),
+            ("registered_town", "town"),
+        ],
+    );
+    let mut csv = String::from("id,name,sex,status,town,version,op\n");
+    for i in 0..n {
+        let town = if i % 2 == 0 { "440106001" } else { "440104002" };
+        csv.push_str(&format!("{},居民{i},男,正常,{town},1,U\n", citizen(i)));
+    }
+    city.drop_csv("police", "household.csv", &csv);
+    cfg
+}
+
+/// A delivery decoded with the writer schema its router serves, as JSON, with the written
+/// fields under `_written`.
+async fn open(w: &World, g: &Got) -> Json {
+    let full = Registry::standard()
+        .get("gov.gz.police.HouseholdRegistration")
+        .unwrap();
+    let (fp, datum) = split_header(&g.body).unwrap();
+    let schema: Json = reqwest::get(w.url(&format!("/schemas/{fp}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let writer = bus_schemas::RecordType::from_self_contained(schema, "served").unwrap();
+    let value = writer.decode_datum_as(full, datum).unwrap();
+    let mut json = full.value_to_json(&value).unwrap();
+    json["_written"] = Json::from(writer.leaf_paths());
+    json
+}
+
+fn public_key(w: &World) -> ed25519_dalek::VerifyingKey {
+    parse_public_key(
+        std::fs::read_to_string(w.path("platform/platform-test.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_both_grants_allow() {
+    const RECORDS: u64 = 5_000;
+    let mut city = World::new().await;
+    let mut tianhe = World::new().await;
+    city_catalogue(&city);
+    std::fs::write(
+        tianhe.path("catalogue.toml"),
+        tianhe_catalogue(&city, TIANHE_GRANTS, "440106"),
+    )
+    .unwrap();
+
+    // A district grant that widens the city's (a field the city does not send, a wider
+    // region) is refused by `govbus catalogue check`, naming both.
+    let widening = tianhe.path("widening.toml");
+    std::fs::write(
+        &widening,
+        tianhe_catalogue(
+            &city,
+            r#"["citizen_id_number", "name", "ethnicity"]"#,
+            "4401",
+        ),
+    )
+    .unwrap();
+    let out = Process::command("govbus")
+        .args(["catalogue", "check"])
+        .arg(&widening)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a widening grant passes the check: {said}"
+    );
+    assert!(
+        said.contains(
+            "widens what platform `city` grants of item `household`: field(s) `ethnicity`"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("region `4401` where it grants only region `440106`"),
+        "{said}"
+    );
+
+    city.start_router().await;
+    tianhe.start_router().await;
+
+    // The link accounts: the city's reads `platform.tianhe`, Tianhe's writes its ingest under
+    // `city.…`; Tianhe's provision declares the shovel once it has the city's file.
+    let prefix = format!("{}-", unique_name("l").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+    provision(&city, &prefix);
+    let to_tianhe = city.path("accounts/links/to-tianhe.env");
+    assert!(to_tianhe.exists(), "the city wrote no link file for Tianhe");
+    let first = provision(&tianhe, &prefix);
+    assert!(first.contains("waiting for"), "{first}");
+    std::fs::create_dir_all(tianhe.path("accounts/links")).unwrap();
+    std::fs::copy(&to_tianhe, tianhe.path("accounts/links/from-city.env")).unwrap();
+    let second = provision(&tianhe, &prefix);
+    assert!(second.contains("shovel"), "{second}");
+
+    // An independent consumer of what the city publishes for Tianhe.
+    let conn = city.vhost.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "copy.tianhe".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "copy.tianhe".into(),
+        wire::platform_exchange("tianhe").as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+
+    let cfg = police_households(&city, RECORDS);
+    city.run_adapter(&cfg);
+    let got = tianhe
+        .drain_until_delivered("agency.civil", (RECORDS / 2) as usize, 240)
+        .await;
+
+    // What the city sent Tianhe: only Tianhe's records, each under `city.household.<shard>`,
+    // batch-signed for `tianhe` and for no other audience.
+    let copies = city.drain("copy.tianhe", Duration::from_millis(500)).await;
+    assert_eq!(
+        copies.len() as u64,
+        RECORDS / 2,
+        "the city's deliveries to Tianhe"
+    );
+    let city_key = public_key(&city);
+    let verifier = Verifier::new();
+    for c in &copies {
+        let (platform, item, _) = wire::parse_routing_key(&c.routing_key).unwrap();
+        assert_eq!((platform, item), ("city", "household"), "{}", c.routing_key);
+        c.verify_batch(&verifier, &city_key, "tianhe").unwrap();
+        assert!(c
+            .verify_batch(&Verifier::new(), &city_key, "yuexiu")
+            .is_err());
+    }
+    let sent = open(&city, &copies[0]).await;
+    let written: BTreeSet<String> = serde_json::from_value(sent["_written"].clone()).unwrap();
+    let city_fields: BTreeSet<String> = serde_json::from_str(CITY_GRANTS).unwrap();
+    assert_eq!(
+        written, city_fields,
+        "the city sent exactly its grant's fields"
+    );
+
+    // What Tianhe's civil affairs bureau received: exactly the records of 440106, exactly the
+    // fields of Tianhe's grant, batch-signed by Tianhe's platform for `civil`.
+    let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
+    assert_eq!(unique.len() as u64, RECORDS / 2);
+    let tianhe_key = public_key(&tianhe);
+    let mut ids = BTreeSet::new();
+    let tianhe_fields: BTreeSet<String> = serde_json::from_str(TIANHE_GRANTS).unwrap();
+    for g in &got {
+        g.verify_batch(&verifier, &tianhe_key, "civil").unwrap();
+        assert_eq!(g.header_str(wire::header::GRANT), "civil-household");
+        let r = open(&tianhe, g).await;
+        let written: BTreeSet<String> = serde_json::from_value(r["_written"].clone()).unwrap();
+        assert_eq!(written, tianhe_fields);
+        assert!(r["registered_town"].as_str().unwrap().starts_with("440106"));
+        ids.insert(r["citizen_id_number"].as_str().unwrap().to_string());
+    }
+    let expected: BTreeSet<String> = (0..RECORDS).step_by(2).map(citizen).collect();
+    assert_eq!(ids, expected, "exactly the Tianhe records, each once");
+    assert_eq!(
+        tianhe.count(wire::UNROUTED_QUEUE).await,
+        0,
+        "nothing unrouted"
+    );
+    assert_eq!(
+        city.count(&wire::platform_queue("tianhe")).await,
+        0,
+        "the link drained"
+    );
+
+    // Both ledgers: the city's holds its deliveries to the platform, Tianhe's its own, with
+    // the city's batch proof kept as the source's; both verify.
+    let city_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE agency = 'tianhe'")
+        .fetch_one(&city.pg().await)
+        .await
+        .unwrap();
+    assert_eq!(city_rows as u64, RECORDS / 2);
+    let (rows, from_city): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE department = 'city' AND dept_key_id = 'platform-test') FROM ledger WHERE agency = 'civil'",
+    )
+    .fetch_one(&tianhe.pg().await)
+    .await
+    .unwrap();
+    assert_eq!((rows as u64, from_city as u64), (RECORDS / 2, RECORDS / 2));
+    city.verify_ledger();
+    tianhe.verify_ledger();
+
+    // Forgeries in Tianhe's ingest under `city.`: a batch signed with another key under the
+    // city's key id, and one the city signed for another district. Both refused as bad
+    // signatures, counted, and nothing more delivered.
+    let template = &copies[0];
+    let mut forged: Vec<OutgoingMessage> = tianhe.sealed_copies(
+        template,
+        "tianhe",
+        &tianhe.platform_signer("platform-test"),
+        "tianhe",
+        "forged-key",
+        1,
+    );
+    forged.extend(city.sealed_copies(
+        template,
+        "tianhe",
+        &city.platform_signer("platform-test"),
+        "yuexiu",
+        "forged-audience",
+        1,
+    ));
+    for m in &mut forged {
+        m.exchange = wire::INGEST_EXCHANGE.into();
+        m.routing_key = template.routing_key.clone();
+    }
+    tianhe.publish(&forged).await;
+    tianhe
+        .await_metric(
+            "govbus_router_refusals_total{reason=\"bad_signature\"} 2",
+            30,
+            "Tianhe's router counts both forgeries as bad signatures",
+        )
+        .await;
+    let refused: Vec<(String, String)> = sqlx::query_as(
+        "SELECT message_id, reason FROM refusals WHERE message_id LIKE 'forged%' ORDER BY message_id",
+    )
+    .fetch_all(&tianhe.pg().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        refused,
+        [
+            ("forged-audience-0".to_string(), "bad_signature".to_string()),
+            ("forged-key-0".to_string(), "bad_signature".to_string())
+        ]
+    );
+    assert!(tianhe
+        .drain("agency.civil", Duration::from_millis(500))
+        .await
+        .is_empty());
+
+    // The link accounts can do nothing else. The city's reads `platform.tianhe` and nothing
+    // else there, and writes nothing; Tianhe's writes its ingest under `city.<item>.<shard>`
+    // only (anchored: not `cityx.`, not another department's, not a three-digit shard) and
+    // reads nothing.
+    let reader = connect(&to_tianhe).await;
+    assert!(consume_refused(&reader, "agency.civil").await);
+    assert!(consume_refused(&reader, "govbus.router.0").await);
+    assert!(!consume_refused(&reader, &wire::platform_queue("tianhe")).await);
+    assert!(publish_refused(&reader, "city.household.1").await);
+    let writer = connect(&tianhe.path("accounts/links/into-city.env")).await;
+    for key in [
+        "police.household.1",
+        "cityx.household.1",
+        "city.household.100",
+        "city.household",
+        "xcity.household.1",
+    ] {
+        assert!(publish_refused(&writer, key).await, "{key} was allowed");
+    }
+    assert!(consume_refused(&writer, "agency.civil").await);
+    assert!(consume_refused(&writer, wire::UNROUTED_QUEUE).await);
+
+    // A reload with the widening grant is refused and counted; the grant in force stays.
+    std::fs::copy(&widening, tianhe.path("catalogue.toml")).unwrap();
+    tianhe
+        .await_metric(
+            "govbus_router_catalogue_refused_total 1",
+            30,
+            "Tianhe's router refuses a catalogue whose grant widens the city's",
+        )
+        .await;
+}
