@@ -75,12 +75,7 @@ pub fn run(cmd: PartitionsCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 };
                 println!("{p} partition(s)");
-                let (_, user, pass, host, vhost) = crate::provision::parse(cfg.amqp.first_url())?;
-                let base = cfg.amqp.management_url.clone().unwrap_or_else(|| {
-                    let h = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-                    format!("http://{h}:15672")
-                });
-                let m = router::ops::provision::Management::new(&base, (user, pass), &vhost);
+                let m = router::ops::provision::Management::for_amqp(&cfg.amqp)?;
                 let mut without = 0;
                 for n in 0..p {
                     let q = bus_schemas::wire::router_queue(n);

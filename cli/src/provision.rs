@@ -49,50 +49,7 @@ pub struct ProvisionArgs {
     platform_id_secret: Option<PathBuf>,
 }
 
-/// (scheme, user, password, host:port, vhost) of an AMQP URL.
-pub(crate) fn parse(url: &str) -> anyhow::Result<(String, String, String, String, String)> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        anyhow::anyhow!(
-            "`{}` is not an AMQP URL",
-            bus_schemas::amqp::config::redact(url)
-        )
-    })?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path = path.split('?').next().unwrap_or_default();
-    let (creds, host) = authority
-        .rsplit_once('@')
-        .unwrap_or(("guest:guest", authority));
-    let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:5672")
-    };
-    let vhost = if path.is_empty() {
-        "/".to_string()
-    } else {
-        decode(path)
-    };
-    Ok((scheme.to_string(), decode(user), decode(pass), host, vhost))
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use router::ops::provision::parse_amqp_url as parse;
 
 /// Provisions.
 pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {

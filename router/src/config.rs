@@ -219,6 +219,10 @@ pub struct Tunables {
     /// the result is the `govbus_router_ledger_verified` gauge.
     #[serde(default = "default_verify_every_secs")]
     pub verify_every_secs: u64,
+    /// How often the links to other platforms (shovel states, `platform.<id>` backlogs) and
+    /// `govbus.unrouted` are polled, in milliseconds.
+    #[serde(default = "default_link_poll_ms")]
+    pub link_poll_ms: u64,
     /// How often each agency whose ledger chain grew is sent a signed checkpoint of its head,
     /// in seconds (`govbus ledger checkpoint` sends them on demand).
     #[serde(default = "default_checkpoint_every_secs")]
@@ -272,6 +276,9 @@ fn default_watch_ms() -> u64 {
 }
 fn default_verify_every_secs() -> u64 {
     3600
+}
+fn default_link_poll_ms() -> u64 {
+    10_000
 }
 fn default_checkpoint_every_secs() -> u64 {
     3600
@@ -342,6 +349,7 @@ impl Default for Tunables {
             confirm_timeout_ms: default_confirm_timeout_ms(),
             watch_ms: default_watch_ms(),
             verify_every_secs: default_verify_every_secs(),
+            link_poll_ms: default_link_poll_ms(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
             refusal_body_bytes: default_refusal_body_bytes(),
             refusal_retention_days: default_refusal_retention_days(),

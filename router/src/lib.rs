@@ -76,6 +76,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         blocked: Mutex::new(blocked),
         health: health.clone(),
         tunables: cfg.router.clone(),
+        links: Mutex::new(Default::default()),
     });
     let calendar = match &cfg.workflow.calendar {
         Some(p) => Some(Arc::new(workflow::workdays::Calendar::load(p)?)),
@@ -154,6 +155,15 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         std::time::Duration::from_secs(cfg.workflow.deadline_check_secs.max(1)),
         background.clone(),
     ));
+    let links = tokio::spawn(ops::links::watch(
+        shared.clone(),
+        ops::provision::Management::for_amqp(&cfg.amqp)
+            .inspect_err(|e| tracing::warn!(error = %e, "no management API: links' shovel states are not watched"))
+            .ok(),
+        status::QueueProbe::new(Connector::new(cfg.amqp.clone(), "govbus-router-links")),
+        std::time::Duration::from_millis(cfg.router.link_poll_ms.max(100)),
+        background.clone(),
+    ));
     let draining = {
         let h = health.clone();
         let s = stop.clone();
@@ -164,7 +174,15 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
     };
     let result = pipeline::run::run(shared, connector, stop).await;
     background.cancel();
-    let _ = tokio::join!(retry, watch, upkeep, checkpoints, deadlines, database);
+    let _ = tokio::join!(
+        retry,
+        watch,
+        upkeep,
+        checkpoints,
+        deadlines,
+        database,
+        links
+    );
     draining.abort();
     http_stop.cancel();
     result

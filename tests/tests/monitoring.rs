@@ -74,11 +74,31 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
         "purpose = \"缴费单位核对\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\n",
     );
     assert!(text.contains("valid_until = 2099-12-31"));
+    // A linked platform the router sends to (the link gauges).
+    let text = text
+        + r#"
+[[platform]]
+id = "tianhe"
+name = "天河区政务数据共享平台"
+region = "440106"
+
+[[grant]]
+id = "tianhe-household"
+revision = 1
+platform = "tianhe"
+item = "household"
+fields = ["citizen_id_number", "name"]
+identity = "full"
+legal_basis = "《广州市政府信息共享管理规定》第三十二条"
+purpose = "天河区户籍人口服务"
+valid_from = 2026-01-01
+"#;
     std::fs::write(&cat, text).unwrap();
     let cfg = w.path("router.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[router]\n", "[router]\nverify_every_secs = 1\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[router]\n",
+        "[router]\nverify_every_secs = 1\nlink_poll_ms = 200\n",
+    );
     std::fs::write(&cfg, text).unwrap();
     w.start_router().await;
 
@@ -123,6 +143,8 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
         "the ledger was never verified",
     )
     .await;
+    w.await_metric("govbus_link_up", 60, "the link was never polled")
+        .await;
     w.await_metric(
         "govbus_router_ledger_rows_total",
         60,

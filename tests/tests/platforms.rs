@@ -224,6 +224,13 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         "{said}"
     );
 
+    for w in [&city, &tianhe] {
+        w.edit(
+            "router.toml",
+            "[router]\n",
+            "[router]\nlink_poll_ms = 200\n",
+        );
+    }
     city.start_router().await;
     tianhe.start_router().await;
 
@@ -414,6 +421,97 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     }
     assert!(consume_refused(&writer, "agency.civil").await);
     assert!(consume_refused(&writer, wire::UNROUTED_QUEUE).await);
+
+    // The links as operators see them: up on both sides, nothing waiting or unrouted.
+    tianhe
+        .await_metric(
+            "govbus_link_up{platform=\"city\",direction=\"from\"} 1",
+            30,
+            "Tianhe's router never saw the shovel from the city running",
+        )
+        .await;
+    city.await_metric(
+        "govbus_link_up{platform=\"tianhe\",direction=\"to\"} 1",
+        30,
+        "the city's router never saw Tianhe's shovel consume platform.tianhe",
+    )
+    .await;
+    city.await_metric(
+        "govbus_link_backlog{platform=\"tianhe\"} 0",
+        30,
+        "the city's router shows a backlog on the link",
+    )
+    .await;
+    tianhe
+        .await_metric("govbus_unrouted_messages 0", 30, "unrouted not counted")
+        .await;
+    let status: Json = reqwest::get(tianhe.api_url("/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["links"]["links"][0],
+        serde_json::json!({"platform": "city", "direction": "from", "state": "running", "backlog": null}),
+        "{status}"
+    );
+    let page = reqwest::get(tianhe.api_url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<td data-link=\"city\" data-field=\"state\">running</td>"),
+        "{page}"
+    );
+
+    // The shovel removed: the link is down on both sides, and the page says so.
+    let s = govbus_tests::Services::from_env();
+    let name = format!("{prefix}govbus-link-city");
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{}/api/parameters/shovel/{}/{name}",
+            s.management_url, tianhe.vhost.name
+        ))
+        .basic_auth(&s.management_auth.0, Some(&s.management_auth.1))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "deleting the shovel: {}",
+        r.status()
+    );
+    tianhe
+        .await_metric(
+            "govbus_link_up{platform=\"city\",direction=\"from\"} 0",
+            30,
+            "Tianhe's router did not see the shovel go",
+        )
+        .await;
+    city.await_metric(
+        "govbus_link_up{platform=\"tianhe\",direction=\"to\"} 0",
+        30,
+        "the city's router did not see platform.tianhe lose its consumer",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let status: Json = reqwest::get(tianhe.api_url("/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "link from city: missing"),
+        "{status}"
+    );
 
     // A reload with the widening grant is refused and counted; the grant in force stays.
     std::fs::copy(&widening, tianhe.path("catalogue.toml")).unwrap();

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod checkpoint;
 pub mod id_secret;
+pub mod links;
 pub mod partitions;
 pub mod provision;
 pub mod replay;

@@ -108,6 +108,51 @@ fn regex_escape(s: &str) -> String {
     s.replace('.', r"\.")
 }
 
+/// (scheme, user, password, host:port, vhost) of an AMQP URL.
+pub fn parse_amqp_url(url: &str) -> anyhow::Result<(String, String, String, String, String)> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        anyhow::anyhow!(
+            "`{}` is not an AMQP URL",
+            bus_schemas::amqp::config::redact(url)
+        )
+    })?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.split('?').next().unwrap_or_default();
+    let (creds, host) = authority
+        .rsplit_once('@')
+        .unwrap_or(("guest:guest", authority));
+    let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5672")
+    };
+    let vhost = if path.is_empty() {
+        "/".to_string()
+    } else {
+        decode(path)
+    };
+    Ok((scheme.to_string(), decode(user), decode(pass), host, vhost))
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -219,6 +264,17 @@ impl Management {
             }
         }
         Ok(())
+    }
+
+    /// The management API of the broker an AMQP config names, as its account, on its vhost:
+    /// `amqp.management_url` when set, else port 15672 of the first address's host.
+    pub fn for_amqp(cfg: &bus_schemas::amqp::config::AmqpConfig) -> anyhow::Result<Self> {
+        let (_, user, pass, host, vhost) = parse_amqp_url(cfg.first_url())?;
+        let base = cfg.management_url.clone().unwrap_or_else(|| {
+            let h = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            format!("http://{h}:15672")
+        });
+        Ok(Management::new(&base, (user, pass), &vhost))
     }
 
     /// Declares (or replaces) a dynamic shovel in the vhost.

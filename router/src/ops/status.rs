@@ -142,6 +142,9 @@ pub struct Status {
     /// Delivery rates over the last hour.
     #[serde(default)]
     pub rates: Rates,
+    /// The links to other platforms and `govbus.unrouted`, as last polled.
+    #[serde(default)]
+    pub links: crate::pipeline::shared::Links,
     /// Every warning of the page, one line each.
     pub warnings: Vec<String>,
 }
@@ -444,6 +447,25 @@ pub async fn compute(
         });
     }
     let partitions = partitions(pool, &depths, partition_count, &rates, &mut all_warnings).await?;
+    let links = shared.links.lock().expect("links lock").clone();
+    for l in &links.links {
+        if !l.up() {
+            all_warnings.push(format!(
+                "link {} {}: {}{}",
+                l.direction,
+                l.platform,
+                l.state.as_deref().unwrap_or("state unknown"),
+                l.backlog
+                    .map_or(String::new(), |b| format!(", {b} waiting"))
+            ));
+        }
+    }
+    if let Some(n) = links.unrouted.filter(|n| *n > 0) {
+        all_warnings.push(format!(
+            "{n} messages in {} (no partition took them: see docs/operators.md, \"Unrouted messages\")",
+            wire::UNROUTED_QUEUE
+        ));
+    }
     if !reachable {
         all_warnings.insert(0, "the broker did not answer: queue depths unknown".into());
     }
@@ -462,6 +484,7 @@ pub async fn compute(
         refusals,
         partitions,
         rates,
+        links,
         warnings: all_warnings,
     })
 }
@@ -754,7 +777,31 @@ ul.warnings{background:#fff1f0;border:1px solid #ffa39e;padding:.6em 1.6em;margi
             p.delivered_last_hour
         );
     }
-    h.push_str("</table>\n<h2>Delivery rate, last hour</h2>\n");
+    h.push_str("</table>\n<h2>Links to other platforms</h2>\n");
+    if s.links.links.is_empty() {
+        h.push_str("<p class=\"muted\" id=\"links\">None.</p>\n");
+    } else {
+        h.push_str("<table id=\"links\"><tr><th>platform</th><th>direction</th><th>state</th><th>backlog</th></tr>\n");
+        for l in &s.links.links {
+            let p = esc(&l.platform);
+            let _ = writeln!(
+                h,
+                "<tr{}><td>{p}</td><td>{}</td><td data-link=\"{p}\" data-field=\"state\">{}</td><td class=\"n\" data-link=\"{p}\" data-field=\"backlog\">{}</td></tr>",
+                if l.up() { "" } else { " class=\"warn\"" },
+                if l.direction == "from" { "records come from it" } else { "records go to it" },
+                esc(l.state.as_deref().unwrap_or("–")),
+                opt(&l.backlog)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    let _ = writeln!(
+        h,
+        "<p>Unrouted (in {}): <span id=\"unrouted\" data-field=\"unrouted\">{}</span></p>",
+        wire::UNROUTED_QUEUE,
+        opt(&s.links.unrouted)
+    );
+    h.push_str("<h2>Delivery rate, last hour</h2>\n");
     h.push_str(&rate_chart(
         "rate-by-partition",
         "Deliveries per minute by partition",
@@ -860,6 +907,24 @@ pub fn text(s: &Status) -> String {
             p.delivered_last_hour
         );
     }
+    if !s.links.links.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n{:<18} {:<5} {:<14} {:>9}",
+            "LINK", "DIR", "STATE", "BACKLOG"
+        );
+        for l in &s.links.links {
+            let _ = writeln!(
+                t,
+                "{:<18} {:<5} {:<14} {:>9}",
+                l.platform,
+                l.direction,
+                l.state.as_deref().unwrap_or("–"),
+                opt(&l.backlog)
+            );
+        }
+    }
+    let _ = writeln!(t, "unrouted: {}", opt(&s.links.unrouted));
     if !s.refusals.is_empty() {
         let _ = writeln!(
             t,
