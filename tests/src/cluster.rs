@@ -143,3 +143,60 @@ impl Cluster {
         }
     }
 }
+
+/// The district platform's own RabbitMQ node `scripts/test` starts for
+/// `tests/tests/faults_platforms.rs` (`scripts/lib-district.sh`).
+pub struct DistrictNode {
+    dir: PathBuf,
+    amqp_port: u16,
+    mgmt_port: u16,
+}
+
+impl DistrictNode {
+    pub fn from_env() -> DistrictNode {
+        let how = "this test needs the district node of scripts/lib-district.sh: run it through \
+                   scripts/test, or by hand: `. scripts/lib-services.sh; . scripts/lib-tls.sh; \
+                   . scripts/lib-cluster.sh; . scripts/lib-district.sh; start_district_node` and set \
+                   GOVBUS_TEST_DISTRICT_DIR=target/district GOVBUS_TEST_DISTRICT_PORT=5801 \
+                   GOVBUS_TEST_DISTRICT_MGMT_PORT=15801";
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: {how}"));
+        DistrictNode {
+            dir: var("GOVBUS_TEST_DISTRICT_DIR").into(),
+            amqp_port: var("GOVBUS_TEST_DISTRICT_PORT")
+                .parse()
+                .expect("GOVBUS_TEST_DISTRICT_PORT: a port"),
+            mgmt_port: var("GOVBUS_TEST_DISTRICT_MGMT_PORT")
+                .parse()
+                .expect("GOVBUS_TEST_DISTRICT_MGMT_PORT: a port"),
+        }
+    }
+
+    /// `rabbitmqctl` on the node, through `scripts/lib-district.sh`.
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .current_dir(crate::workspace_root())
+            .env("DISTRICT_DIR", &self.dir)
+            .arg("-c")
+            .arg(format!(
+                ". scripts/lib-services.sh && . scripts/lib-tls.sh && . scripts/lib-cluster.sh && . scripts/lib-district.sh && as_district cluster_ctl 1 {}",
+                args.join(" ")
+            ))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run bash ({e})"));
+        assert!(
+            out.status.success(),
+            "rabbitmqctl on the district node {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The node's broker settings (plain AMQP, guest: the node is the suite's own).
+    pub fn services(&self) -> Services {
+        let mut s = Services::from_env();
+        s.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port);
+        s.management_url = format!("http://127.0.0.1:{}", self.mgmt_port);
+        s.management_auth = ("guest".into(), "guest".into());
+        s.tls = Default::default();
+        s
+    }
+}

@@ -11,172 +11,21 @@ use std::{
     time::Duration,
 };
 
-use bus_schemas::{
-    amqp::OutgoingMessage, batch::Verifier, keys::parse_public_key, split_header, wire, Registry,
+use bus_schemas::{amqp::OutgoingMessage, batch::Verifier, wire};
+use common::{
+    connect, consume_refused,
+    platforms::{
+        city_catalogue, expected_tianhe, link, open, police_households, public_key,
+        tianhe_catalogue, tianhe_records, CITY_GRANTS, TIANHE_GRANTS,
+    },
+    publish_refused, Accounts, World,
 };
-use common::{citizen, connect, consume_refused, provision, publish_refused, Accounts, Got, World};
 use govbus_tests::{unique_name, Process};
 use lapin::{
     options::{QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use serde_json::Value as Json;
-
-/// The fields the city grants Tianhe, and those Tianhe grants its civil affairs bureau.
-const CITY_GRANTS: &str = r#"["citizen_id_number", "name", "sex", "status", "registered_town"]"#;
-const TIANHE_GRANTS: &str = r#"["citizen_id_number", "name", "registered_town"]"#;
-
-/// The city: its household item region-limited by `registered_town`, and a grant of it to
-/// the Tianhe platform for division 440106.
-fn city_catalogue(city: &World) {
-    city.edit(
-        "catalogue.toml",
-        "record_type = \"gov.gz.police.HouseholdRegistration\"\n",
-        "record_type = \"gov.gz.police.HouseholdRegistration\"\ndivision_field = \"registered_town\"\n",
-    );
-    let mut text = std::fs::read_to_string(city.path("catalogue.toml")).unwrap();
-    text.push_str(&format!(
-        r#"
-[[platform]]
-id = "tianhe"
-name = "天河区政务数据共享平台"
-region = "440106"
-
-[[grant]]
-id = "tianhe-household"
-revision = 1
-platform = "tianhe"
-item = "household"
-fields = {CITY_GRANTS}
-identity = "full"
-legal_basis = "《广州市政府信息共享管理规定》第三十二条"
-purpose = "天河区户籍人口服务"
-valid_from = 2026-01-01
-region = "440106"
-"#
-    ));
-    std::fs::write(city.path("catalogue.toml"), text).unwrap();
-}
-
-/// Tianhe's catalogue: the city platform as the source of `household` (its key, what it
-/// grants), and a grant of it to Tianhe's civil affairs bureau: `grant_fields` and
-/// `grant_region`.
-fn tianhe_catalogue(city: &World, grant_fields: &str, grant_region: &str) -> String {
-    let city_key = std::fs::read_to_string(city.path("platform/platform-test.pub")).unwrap();
-    let (host, vhost) = host_and_vhost(&city.vhost.amqp_url);
-    format!(
-        r#"platform_id = "tianhe"
-
-[[agency]]
-id = "civil"
-name = "天河区民政局"
-leader = {{ name = "分管领导(示例)" }}
-sharing_officer = {{ name = "共享专员(示例)" }}
-technical_officer = {{ name = "技术联系人(示例)" }}
-
-[[item]]
-id = "household"
-name = "户籍登记信息"
-record_type = "gov.gz.police.HouseholdRegistration"
-departments = ["city"]
-shared_from = 2016-01-01
-division_field = "registered_town"
-
-[[platform]]
-id = "city"
-name = "广州市政务信息共享平台"
-region = "4401"
-link = {{ url = "{scheme}://{host}", vhost = "{vhost}" }}
-keys = {{ "platform-test" = "{key}" }}
-
-[[platform.item]]
-id = "household"
-fields = {CITY_GRANTS}
-identity = "full"
-region = "440106"
-
-[[grant]]
-id = "civil-household"
-revision = 1
-agency = "civil"
-item = "household"
-fields = {grant_fields}
-identity = "full"
-legal_basis = "《广州市政府信息共享管理规定》第三十七条"
-purpose = "低保对象户籍核对"
-valid_from = 2026-01-01
-region = "{grant_region}"
-"#,
-        scheme = city.vhost.amqp_url.split_once("://").unwrap().0,
-        key = city_key.trim(),
-    )
-}
-
-/// `host:port` and the vhost name of a vhost's AMQP URL (credentials dropped).
-fn host_and_vhost(url: &str) -> (String, String) {
-    let rest = url.split_once("://").unwrap().1;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let (host, path) = rest.split_once('/').unwrap();
-    let vhost = path.split('?').next().unwrap();
-    (
-        host.to_string(),
-        vhost.replace("%2f", "/").replace("%2F", "/"),
-    )
-}
-
-/// The police adapter's household records `0..n`: even ones registered in a Tianhe town
-/// (440106…), odd ones in Yuexiu (440104…).
-fn police_households(city: &World, n: u64) -> std::path::PathBuf {
-    let cfg = city.adapter_config(
-        "police",
-        "household",
-        "gov.gz.police.HouseholdRegistration",
-        Some("version"),
-        &[
-            ("citizen_id_number", "id"),
-            ("name", "name"),
-            ("sex", "sex|sex"),
-            ("status", "status|household_status"),
-            ("registered_town", "town"),
-        ],
-    );
-    let mut csv = String::from("id,name,sex,status,town,version,op\n");
-    for i in 0..n {
-        let town = if i % 2 == 0 { "440106001" } else { "440104002" };
-        csv.push_str(&format!("{},居民{i},男,正常,{town},1,U\n", citizen(i)));
-    }
-    city.drop_csv("police", "household.csv", &csv);
-    cfg
-}
-
-/// A delivery decoded with the writer schema its router serves, as JSON, with the written
-/// fields under `_written`.
-async fn open(w: &World, g: &Got) -> Json {
-    let full = Registry::standard()
-        .get("gov.gz.police.HouseholdRegistration")
-        .unwrap();
-    let (fp, datum) = split_header(&g.body).unwrap();
-    let schema: Json = reqwest::get(w.url(&format!("/schemas/{fp}")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let writer = bus_schemas::RecordType::from_self_contained(schema, "served").unwrap();
-    let value = writer.decode_datum_as(full, datum).unwrap();
-    let mut json = full.value_to_json(&value).unwrap();
-    json["_written"] = Json::from(writer.leaf_paths());
-    json
-}
-
-fn public_key(w: &World) -> ed25519_dalek::VerifyingKey {
-    parse_public_key(
-        std::fs::read_to_string(w.path("platform/platform-test.pub"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_both_grants_allow() {
@@ -238,15 +87,8 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     // `city.…`; Tianhe's provision declares the shovel once it has the city's file.
     let prefix = format!("{}-", unique_name("l").replace('_', ""));
     let _cleanup = Accounts(prefix.clone());
-    provision(&city, &prefix);
+    link(&city, &tianhe, &prefix);
     let to_tianhe = city.path("accounts/links/to-tianhe.env");
-    assert!(to_tianhe.exists(), "the city wrote no link file for Tianhe");
-    let first = provision(&tianhe, &prefix);
-    assert!(first.contains("waiting for"), "{first}");
-    std::fs::create_dir_all(tianhe.path("accounts/links")).unwrap();
-    std::fs::copy(&to_tianhe, tianhe.path("accounts/links/from-city.env")).unwrap();
-    let second = provision(&tianhe, &prefix);
-    assert!(second.contains("shovel"), "{second}");
 
     // An independent consumer of what the city publishes for Tianhe.
     let conn = city.vhost.connect().await.unwrap();
@@ -308,20 +150,11 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     // fields of Tianhe's grant, batch-signed by Tianhe's platform for `civil`.
     let unique: HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
     assert_eq!(unique.len() as u64, RECORDS / 2);
-    let tianhe_key = public_key(&tianhe);
-    let mut ids = BTreeSet::new();
-    let tianhe_fields: BTreeSet<String> = serde_json::from_str(TIANHE_GRANTS).unwrap();
-    for g in &got {
-        g.verify_batch(&verifier, &tianhe_key, "civil").unwrap();
-        assert_eq!(g.header_str(wire::header::GRANT), "civil-household");
-        let r = open(&tianhe, g).await;
-        let written: BTreeSet<String> = serde_json::from_value(r["_written"].clone()).unwrap();
-        assert_eq!(written, tianhe_fields);
-        assert!(r["registered_town"].as_str().unwrap().starts_with("440106"));
-        ids.insert(r["citizen_id_number"].as_str().unwrap().to_string());
-    }
-    let expected: BTreeSet<String> = (0..RECORDS).step_by(2).map(citizen).collect();
-    assert_eq!(ids, expected, "exactly the Tianhe records, each once");
+    assert_eq!(
+        tianhe_records(&tianhe, &got).await,
+        expected_tianhe(RECORDS),
+        "exactly the Tianhe records, each once"
+    );
     assert_eq!(
         tianhe.count(wire::UNROUTED_QUEUE).await,
         0,

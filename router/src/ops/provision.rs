@@ -172,7 +172,11 @@ impl Management {
             base: base.trim_end_matches('/').to_string(),
             auth,
             vhost: vhost.to_string(),
-            client: reqwest::Client::new(),
+            // A broker that stops mid-request must not hang the caller (the link watcher polls).
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! test's keys), each test in its own vhost and database.
 #![allow(dead_code)]
 
+pub mod platforms;
+
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
@@ -483,6 +485,7 @@ pseudonym_secret_file = "platform/pseudonym-secret"
 
 [amqp]
 url = "{amqp}"
+management_url = "{management}"
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
 {tls}
@@ -505,6 +508,7 @@ calendar = "{calendar}"
 deadline_check_secs = 1
 "#,
                 amqp = w.vhost.amqp_url,
+                management = w.vhost.services.management_url,
                 tls = w.vhost.services.tls.config_lines(),
                 db = w.db.url,
                 port = w.http_port,
@@ -1266,7 +1270,7 @@ pub fn provision_with(w: &World, prefix: &str, extra: &[&std::ffi::OsStr]) -> St
         .args(extra)
         .env(
             "GOVBUS__AMQP__MANAGEMENT_URL",
-            Services::from_env().management_url,
+            &w.vhost.services.management_url,
         )
         .output()
         .unwrap();
