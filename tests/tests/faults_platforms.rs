@@ -10,7 +10,7 @@ use common::{
     metric,
     platforms::{
         city_catalogue, expected_tianhe, link, police_households, tianhe_catalogue, tianhe_records,
-        TIANHE_GRANTS,
+        DISTRICT, TIANHE_GRANTS,
     },
     Accounts, World,
 };
@@ -42,7 +42,7 @@ async fn a_district_broker_restarted_mid_stream_loses_nothing() {
     let cfg = police_households(&city, RECORDS);
     city.run_adapter(&cfg);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while city.count(&wire::platform_queue("tianhe")).await < (RECORDS / 2) as u32 {
+    while city.count(&wire::platform_queue(DISTRICT)).await < (RECORDS / 2) as u32 {
         assert!(
             Instant::now() < deadline,
             "the city never routed its records for Tianhe"
@@ -54,7 +54,7 @@ async fn a_district_broker_restarted_mid_stream_loses_nothing() {
     link(&city, &tianhe, &prefix);
     // The restart comes as soon as the shovel has started moving them.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while city.count(&wire::platform_queue("tianhe")).await == (RECORDS / 2) as u32 {
+    while city.count(&wire::platform_queue(DISTRICT)).await == (RECORDS / 2) as u32 {
         assert!(Instant::now() < deadline, "nothing crossed the link");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -63,7 +63,7 @@ async fn a_district_broker_restarted_mid_stream_loses_nothing() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let waiting = city.count(&wire::platform_queue("tianhe")).await;
+    let waiting = city.count(&wire::platform_queue(DISTRICT)).await;
     node.ctl(&["stop_app"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     node.ctl(&["start_app"]);
@@ -87,7 +87,7 @@ async fn a_district_broker_restarted_mid_stream_loses_nothing() {
         0,
         "nothing unrouted"
     );
-    assert_eq!(city.count(&wire::platform_queue("tianhe")).await, 0);
+    assert_eq!(city.count(&wire::platform_queue(DISTRICT)).await, 0);
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
         .fetch_one(&pool)
         .await

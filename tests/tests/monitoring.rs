@@ -78,14 +78,14 @@ async fn alerts_and_dashboard_use_metrics_that_exist() {
     let text = text
         + r#"
 [[platform]]
-id = "tianhe"
+id = "tianhe_district"
 name = "天河区政务数据共享平台"
 region = "440106"
 
 [[grant]]
-id = "tianhe-household"
+id = "tianhe-district-household"
 revision = 1
-platform = "tianhe"
+platform = "tianhe_district"
 item = "household"
 fields = ["citizen_id_number", "name"]
 identity = "full"

@@ -13,10 +13,10 @@ use std::{
 
 use bus_schemas::{amqp::OutgoingMessage, batch::Verifier, wire};
 use common::{
-    connect, consume_refused,
+    connect, consume_refused, env_value,
     platforms::{
         city_catalogue, expected_tianhe, link, open, police_households, public_key,
-        tianhe_catalogue, tianhe_records, CITY_GRANTS, TIANHE_GRANTS,
+        tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT, TIANHE_GRANTS,
     },
     publish_refused, Accounts, World,
 };
@@ -73,7 +73,20 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         "{said}"
     );
 
+    // The link accounts: the city's reads `platform.tianhe`, Tianhe's writes its ingest under
+    // `city.…`; Tianhe's provision declares the shovel once it has the city's file. Each
+    // router then runs as its own provisioned account (its permissions, and the management
+    // tag it reads shovel states with), not as the broker's administrator.
+    let prefix = format!("{}-", unique_name("l").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+    let tianhe_prefix = link(&city, &tianhe, &prefix);
     for w in [&city, &tianhe] {
+        let own = env_value(&w.path("accounts/router.env"), "GOVBUS__AMQP__URL");
+        w.edit(
+            "router.toml",
+            &format!("url = \"{}\"", w.vhost.amqp_url),
+            &format!("url = \"{own}\""),
+        );
         w.edit(
             "router.toml",
             "[router]\n",
@@ -82,13 +95,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     }
     city.start_router().await;
     tianhe.start_router().await;
-
-    // The link accounts: the city's reads `platform.tianhe`, Tianhe's writes its ingest under
-    // `city.…`; Tianhe's provision declares the shovel once it has the city's file.
-    let prefix = format!("{}-", unique_name("l").replace('_', ""));
-    let _cleanup = Accounts(prefix.clone());
-    link(&city, &tianhe, &prefix);
-    let to_tianhe = city.path("accounts/links/to-tianhe.env");
+    let to_tianhe = city.path(&format!("accounts/links/to-{DISTRICT}.env"));
 
     // An independent consumer of what the city publishes for Tianhe.
     let conn = city.vhost.connect().await.unwrap();
@@ -105,7 +112,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     .unwrap();
     ch.queue_bind(
         "copy.tianhe".into(),
-        wire::platform_exchange("tianhe").as_str().into(),
+        wire::platform_exchange(DISTRICT).as_str().into(),
         "#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
@@ -133,7 +140,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     for c in &copies {
         let (platform, item, _) = wire::parse_routing_key(&c.routing_key).unwrap();
         assert_eq!((platform, item), ("city", "household"), "{}", c.routing_key);
-        c.verify_batch(&verifier, &city_key, "tianhe").unwrap();
+        c.verify_batch(&verifier, &city_key, DISTRICT).unwrap();
         assert!(c
             .verify_batch(&Verifier::new(), &city_key, "yuexiu")
             .is_err());
@@ -161,14 +168,15 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         "nothing unrouted"
     );
     assert_eq!(
-        city.count(&wire::platform_queue("tianhe")).await,
+        city.count(&wire::platform_queue(DISTRICT)).await,
         0,
         "the link drained"
     );
 
     // Both ledgers: the city's holds its deliveries to the platform, Tianhe's its own, with
     // the city's batch proof kept as the source's; both verify.
-    let city_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE agency = 'tianhe'")
+    let city_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE agency = $1")
+        .bind(DISTRICT)
         .fetch_one(&city.pg().await)
         .await
         .unwrap();
@@ -191,7 +199,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         template,
         "tianhe",
         &tianhe.platform_signer("platform-test"),
-        "tianhe",
+        DISTRICT,
         "forged-key",
         1,
     );
@@ -240,7 +248,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
     let reader = connect(&to_tianhe).await;
     assert!(consume_refused(&reader, "agency.civil").await);
     assert!(consume_refused(&reader, "govbus.router.0").await);
-    assert!(!consume_refused(&reader, &wire::platform_queue("tianhe")).await);
+    assert!(!consume_refused(&reader, &wire::platform_queue(DISTRICT)).await);
     assert!(publish_refused(&reader, "city.household.1").await);
     let writer = connect(&tianhe.path("accounts/links/into-city.env")).await;
     for key in [
@@ -264,13 +272,13 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         )
         .await;
     city.await_metric(
-        "govbus_link_up{platform=\"tianhe\",direction=\"to\"} 1",
+        &format!("govbus_link_up{{platform=\"{DISTRICT}\",direction=\"to\"}} 1"),
         30,
         "the city's router never saw Tianhe's shovel consume platform.tianhe",
     )
     .await;
     city.await_metric(
-        "govbus_link_backlog{platform=\"tianhe\"} 0",
+        &format!("govbus_link_backlog{{platform=\"{DISTRICT}\"}} 0"),
         30,
         "the city's router shows a backlog on the link",
     )
@@ -302,7 +310,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
 
     // The shovel removed: the link is down on both sides, and the page says so.
     let s = govbus_tests::Services::from_env();
-    let name = format!("{prefix}govbus-link-city");
+    let name = format!("{tianhe_prefix}govbus-link-city");
     let r = reqwest::Client::new()
         .delete(format!(
             "{}/api/parameters/shovel/{}/{name}",
@@ -325,7 +333,7 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
         )
         .await;
     city.await_metric(
-        "govbus_link_up{platform=\"tianhe\",direction=\"to\"} 0",
+        &format!("govbus_link_up{{platform=\"{DISTRICT}\",direction=\"to\"}} 0"),
         30,
         "the city's router did not see platform.tianhe lose its consumer",
     )

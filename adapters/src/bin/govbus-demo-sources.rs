@@ -54,11 +54,13 @@ const SURNAMES: &[&str] = &["陈", "黄", "李", "梁", "林", "张", "刘", "�
 const GIVEN: &[&str] = &[
     "伟", "芳", "娜", "敏", "静", "强", "磊", "洋", "艳", "杰", "涛", "明",
 ];
+/// (division, town (街道) code, police station): the town is written as its code, so a
+/// district's grant can select its records by the division prefix (`registered_town`).
 const TOWNS: &[(&str, &str, &str)] = &[
-    ("440106", "石牌街道", "石牌派出所"),
-    ("440104", "北京街道", "北京街派出所"),
-    ("440111", "棠景街道", "棠景派出所"),
-    ("440105", "滨江街道", "滨江派出所"),
+    ("440106", "440106001", "石牌派出所"),
+    ("440104", "440104001", "北京街派出所"),
+    ("440111", "440111001", "棠景派出所"),
+    ("440105", "440105001", "滨江派出所"),
 ];
 const DIVISIONS: &[(&str, &str)] = &[("440106", "广州市天河区"), ("440104", "广州市越秀区")];
 

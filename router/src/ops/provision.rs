@@ -16,6 +16,10 @@ use crate::{routing::catalogue::Catalogue, workflow::token::Role};
 
 /// Tag on every account govbus manages (revocation touches no other account).
 pub const MANAGED_TAG: &str = "govbus-managed";
+/// The router account's tags: managed, and `monitoring`, so it may read the shovel states of
+/// the links it watches through the management API (RabbitMQ answers "Not monitor user" to
+/// anything less; monitoring reads every vhost's statistics, and changes nothing).
+pub const ROUTER_TAGS: &str = "govbus-managed,monitoring";
 
 /// The management API of one broker, for one vhost.
 #[derive(Debug, Clone)]
@@ -70,9 +74,9 @@ pub fn agency_permissions(id: &str) -> Permissions {
 /// The router's permissions: it declares the topology, consumes ingest, writes deliveries.
 pub fn router_permissions() -> Permissions {
     Permissions {
-        configure: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
-        write: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
-        read: r"^(govbus\..*|agency\..*|quarantine\..*)$".into(),
+        configure: r"^(govbus\..*|agency\..*|quarantine\..*|platform\..*)$".into(),
+        write: r"^(govbus\..*|agency\..*|quarantine\..*|platform\..*)$".into(),
+        read: r"^(govbus\..*|agency\..*|quarantine\..*|platform\..*)$".into(),
         topic_write: None,
         quarantine_topic_write: None,
     }
@@ -234,11 +238,11 @@ impl Management {
     }
 
     /// Creates or updates an account with a password.
-    pub async fn put_user(&self, name: &str, password: &str) -> anyhow::Result<()> {
+    pub async fn put_user(&self, name: &str, password: &str, tags: &str) -> anyhow::Result<()> {
         self.call(
             reqwest::Method::PUT,
             &format!("users/{}", enc(name)),
-            Some(json!({"password": password, "tags": MANAGED_TAG})),
+            Some(json!({"password": password, "tags": tags})),
         )
         .await
         .map(|_| ())
@@ -477,6 +481,8 @@ struct Account {
     lines: Vec<(String, String)>,
     /// The workflow lines (router URL, API token), rewritten in an existing file too.
     workflow: Vec<(String, String)>,
+    /// The account's tags (the router's also reads shovel states through the management API).
+    tags: &'static str,
 }
 
 /// Creates, updates and revokes accounts; writes `DIR/departments/<id>.env`,
@@ -499,6 +505,7 @@ pub async fn provision(
                 ("GOVBUS_QUARANTINE_QUEUE".into(), wire::quarantine_queue(d)),
             ],
             workflow: workflow_lines(target, Role::Department, d)?,
+            tags: MANAGED_TAG,
         });
     }
     for a in catalogue.agency_ids() {
@@ -524,6 +531,7 @@ pub async fn provision(
                 ),
             ],
             workflow: workflow_lines(target, Role::Agency, a)?,
+            tags: MANAGED_TAG,
         });
     }
     // Links (articles 32, 33): the account a linked platform's shovel reads our
@@ -541,6 +549,7 @@ pub async fn provision(
                 ("GOVBUS_QUEUE".into(), wire::platform_queue(&p.id)),
             ],
             workflow: Vec::new(),
+            tags: MANAGED_TAG,
         });
     }
     for p in catalogue.source_platforms() {
@@ -554,6 +563,7 @@ pub async fn provision(
                 ("GOVBUS_LINK_TO".into(), catalogue.platform_id.clone()),
             ],
             workflow: Vec::new(),
+            tags: MANAGED_TAG,
         });
     }
     accounts.push(Account {
@@ -562,6 +572,7 @@ pub async fn provision(
         permissions: router_permissions(),
         lines: vec![("GOVBUS_ROLE".into(), "router".into())],
         workflow: Vec::new(),
+        tags: ROUTER_TAGS,
     });
     let mut done = Provisioned::default();
     for acc in &accounts {
@@ -577,14 +588,20 @@ pub async fn provision(
             done.reissued.push(acc.name.clone());
         }
         let created = match (&existing, exists) {
-            (Some(_), true) => false,
+            (Some(p), true) => {
+                if acc.tags != MANAGED_TAG {
+                    // Same password; tags an earlier version did not give (the router's).
+                    m.put_user(&acc.name, p, acc.tags).await?;
+                }
+                false
+            }
             (Some(p), false) => {
-                m.put_user(&acc.name, p).await?;
+                m.put_user(&acc.name, p, acc.tags).await?;
                 true
             }
             (None, _) => {
                 let p = new_password()?;
-                m.put_user(&acc.name, &p).await?;
+                m.put_user(&acc.name, &p, acc.tags).await?;
                 let mut text = format!(
                     "# govbus account {} (written by `govbus provision`; keep it secret, mode 0600)\n",
                     acc.name

@@ -635,9 +635,14 @@ impl Catalogue {
                     "{at}: is this platform's own id (platform_id); list the other platforms"
                 ));
             }
-            if keys.contains_key(&lp.id) || !seen.insert(("platform", lp.id.clone())) {
+            // Grants name agencies and platforms alike, and exchanges, queues and accounts
+            // are named by id: one namespace.
+            if keys.contains_key(&lp.id)
+                || file.agencies.iter().any(|a| a.id == lp.id)
+                || !seen.insert(("platform", lp.id.clone()))
+            {
                 problems.push(format!(
-                    "{at}: listed twice, or the id of a department as well"
+                    "{at}: listed twice, or also the id of a department or an agency; give the platform an id of its own"
                 ));
             }
             if lp.region.is_empty()
@@ -1153,6 +1158,19 @@ region = "{region}"
         assert!(all.contains("item `enterprise`: platform `city` sends it, but its `[[platform.item]]` does not list `enterprise`"), "{all}");
         assert!(
             all.contains("platform `city`: sends item `household`, which is not a listed item"),
+            "{all}"
+        );
+
+        // Grants name agencies and platforms alike: a platform cannot share an agency's id.
+        let clash =
+            sample() + "\n[[platform]]\nid = \"tianhe\"\nname = \"天河\"\nregion = \"440106\"\n";
+        let all = Catalogue::check(toml::from_str(&clash).unwrap())
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains(
+                "platform `tianhe`: listed twice, or also the id of a department or an agency"
+            ),
             "{all}"
         );
     }

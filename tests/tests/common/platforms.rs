@@ -7,6 +7,10 @@ use serde_json::Value as Json;
 
 use super::{citizen, provision, Got, World};
 
+/// The Tianhe district platform's id (the example catalogue's agency `tianhe` is another
+/// recipient: one namespace).
+pub const DISTRICT: &str = "tianhe_district";
+
 /// The fields the city grants Tianhe, and those Tianhe grants its civil affairs bureau.
 pub const CITY_GRANTS: &str =
     r#"["citizen_id_number", "name", "sex", "status", "registered_town"]"#;
@@ -24,14 +28,14 @@ pub fn city_catalogue(city: &World) {
     text.push_str(&format!(
         r#"
 [[platform]]
-id = "tianhe"
+id = "{DISTRICT}"
 name = "天河区政务数据共享平台"
 region = "440106"
 
 [[grant]]
 id = "tianhe-household"
 revision = 1
-platform = "tianhe"
+platform = "{DISTRICT}"
 item = "household"
 fields = {CITY_GRANTS}
 identity = "full"
@@ -51,7 +55,7 @@ pub fn tianhe_catalogue(city: &World, grant_fields: &str, grant_region: &str) ->
     let city_key = std::fs::read_to_string(city.path("platform/platform-test.pub")).unwrap();
     let (host, vhost) = host_and_vhost(&city.vhost.amqp_url);
     format!(
-        r#"platform_id = "tianhe"
+        r#"platform_id = "{DISTRICT}"
 
 [[agency]]
 id = "civil"
@@ -164,12 +168,16 @@ pub fn public_key(w: &World) -> ed25519_dalek::VerifyingKey {
     .unwrap()
 }
 
-/// Links the two with `govbus provision` on both sides (accounts named with `prefix`): the
-/// city writes `links/to-tianhe.env`, which Tianhe's operator copies to
-/// `links/from-city.env`, and Tianhe's provision then declares the shovel.
-pub fn link(city: &World, tianhe: &World, prefix: &str) {
+/// Links the two with `govbus provision` on both sides: the city writes
+/// `links/to-tianhe.env`, which Tianhe's operator copies to `links/from-city.env`, and
+/// Tianhe's provision then declares the shovel. The city's accounts are named with `prefix`,
+/// Tianhe's with `<prefix>t-` (on one broker, two platforms' `agency-civil` and
+/// `govbus-router` would otherwise be one account). Returns Tianhe's prefix.
+pub fn link(city: &World, tianhe: &World, prefix: &str) -> String {
     provision(city, prefix);
-    let to_tianhe = city.path("accounts/links/to-tianhe.env");
+    let tianhe_prefix = format!("{prefix}t-");
+    let prefix = tianhe_prefix.as_str();
+    let to_tianhe = city.path(&format!("accounts/links/to-{DISTRICT}.env"));
     assert!(to_tianhe.exists(), "the city wrote no link file for Tianhe");
     let first = provision(tianhe, prefix);
     assert!(first.contains("waiting for"), "{first}");
@@ -177,6 +185,7 @@ pub fn link(city: &World, tianhe: &World, prefix: &str) {
     std::fs::copy(&to_tianhe, tianhe.path("accounts/links/from-city.env")).unwrap();
     let second = provision(tianhe, prefix);
     assert!(second.contains("shovel"), "{second}");
+    tianhe_prefix
 }
 
 /// The citizen ID numbers of the records Tianhe's agency got, checking each: signed by
