@@ -292,6 +292,18 @@ impl Platform {
         };
         let datum = match split_header(body) {
             Ok((fp, datum)) if fp == rt.fingerprint => datum,
+            Ok((fp, _)) if from_platform.is_some() => {
+                return refused(
+                    Reason::UnknownSchema,
+                    format!(
+                        "fingerprint {fp} is not the projection ({}) of {} to the fields the \
+                         catalogue says platform `{rk_dept}` grants of item `{rk_item}`: its grant \
+                         to this platform changed; make `[[platform.item]]` fields the same as \
+                         that grant's",
+                        rt.fingerprint, item.record_type.full_name
+                    ),
+                );
+            }
             Ok((fp, _)) => {
                 return refused(
                     Reason::UnknownSchema,
