@@ -15,8 +15,8 @@ use bus_schemas::{amqp::OutgoingMessage, batch::Verifier, wire};
 use common::{
     connect, consume_refused, env_value,
     platforms::{
-        city_catalogue, expected_tianhe, link, open, police_households, public_key,
-        tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT, TIANHE_GRANTS,
+        city_catalogue, expected_tianhe, host_and_vhost, link, open, open_as, police_households,
+        public_key, tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT, TIANHE_GRANTS,
     },
     publish_refused, Accounts, World,
 };
@@ -363,4 +363,149 @@ async fn a_city_record_reaches_a_district_agency_through_the_link_and_only_as_bo
             "Tianhe's router refuses a catalogue whose grant widens the city's",
         )
         .await;
+}
+
+/// Records go up the same way (article 33): Tianhe's commerce bureau publishes enterprise
+/// registrations as Tianhe's item `tianhe_enterprise`; Tianhe grants the city platform some of
+/// their fields; the city lists Tianhe as that item's source and pulls with a shovel on its own
+/// broker; the city's hrss gets exactly the fields of the city's narrower grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_records_reach_a_city_agency_the_same_way_up() {
+    const RECORDS: u64 = 400;
+    let mut city = World::new().await;
+    let mut tianhe = World::new().await;
+    let up_fields =
+        r#"["unified_social_credit_code", "name", "division_code", "registered_address"]"#;
+    let commerce_key =
+        std::fs::read_to_string(tianhe.path("keys/commerce/commerce-2026.pub")).unwrap();
+    let tianhe_key = std::fs::read_to_string(tianhe.path("platform/platform-test.pub")).unwrap();
+    let (host, tianhe_vhost) = host_and_vhost(&tianhe.vhost.amqp_url);
+    let scheme = tianhe.vhost.amqp_url.split_once("://").unwrap().0;
+    // Tianhe: its own commerce bureau and item, granted to the city platform.
+    let mut text = tianhe_catalogue(&city, TIANHE_GRANTS, "440106");
+    text.push_str(&format!(
+        r#"
+[[department]]
+id = "commerce"
+name = "天河区市场监督管理局"
+keys = {{ "commerce-2026" = "{key}" }}
+
+[[item]]
+id = "tianhe_enterprise"
+name = "天河区企业登记信息"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["commerce"]
+shared_from = 2016-01-01
+division_field = "division_code"
+
+[[grant]]
+id = "city-tianhe-enterprise"
+revision = 1
+platform = "city"
+item = "tianhe_enterprise"
+fields = {up_fields}
+identity = "full"
+legal_basis = "《广州市政府信息共享管理规定》第三十三条"
+purpose = "全市企业服务"
+valid_from = 2026-01-01
+"#,
+        key = commerce_key.trim()
+    ));
+    std::fs::write(tianhe.path("catalogue.toml"), text).unwrap();
+    // The city: Tianhe as the item's source, and a narrower grant to its hrss.
+    let mut text = std::fs::read_to_string(city.path("catalogue.toml")).unwrap();
+    text.push_str(&format!(
+        r#"
+[[item]]
+id = "tianhe_enterprise"
+name = "天河区企业登记信息"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["{DISTRICT}"]
+shared_from = 2016-01-01
+division_field = "division_code"
+
+[[platform]]
+id = "{DISTRICT}"
+name = "天河区政务数据共享平台"
+region = "440106"
+link = {{ url = "{scheme}://{host}", vhost = "{tianhe_vhost}" }}
+keys = {{ "platform-test" = "{key}" }}
+
+[[platform.item]]
+id = "tianhe_enterprise"
+fields = {up_fields}
+identity = "full"
+
+[[grant]]
+id = "hrss-tianhe-enterprise"
+revision = 1
+agency = "hrss"
+item = "tianhe_enterprise"
+fields = ["unified_social_credit_code", "name"]
+identity = "full"
+legal_basis = "《广州市政府信息共享管理规定》第三十三条"
+purpose = "社会保险登记核验"
+valid_from = 2026-01-01
+"#,
+        key = tianhe_key.trim()
+    ));
+    std::fs::write(city.path("catalogue.toml"), text).unwrap();
+
+    // Linked the other way: Tianhe's provision writes links/to-city.env, the city's operator
+    // copies it to links/from-<district>.env, and the city's provision declares the shovel.
+    let prefix = format!("{}-", unique_name("u").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+    let tianhe_prefix = format!("{prefix}t-");
+    common::provision(&tianhe, &tianhe_prefix);
+    let first = common::provision(&city, &prefix);
+    assert!(first.contains("waiting for"), "{first}");
+    std::fs::create_dir_all(city.path("accounts/links")).unwrap();
+    std::fs::copy(
+        tianhe.path("accounts/links/to-city.env"),
+        city.path(&format!("accounts/links/from-{DISTRICT}.env")),
+    )
+    .unwrap();
+    let second = common::provision(&city, &prefix);
+    assert!(second.contains("shovel"), "{second}");
+    city.start_router().await;
+    tianhe.start_router().await;
+
+    let cfg = tianhe.commerce_as("tianhe_enterprise", 0, RECORDS);
+    tianhe.run_adapter(&cfg);
+    let got = city
+        .drain_until_delivered("agency.hrss", RECORDS as usize, 120)
+        .await;
+    let city_pk = public_key(&city);
+    let verifier = Verifier::new();
+    let mut codes = BTreeSet::new();
+    for g in &got {
+        g.verify_batch(&verifier, &city_pk, "hrss").unwrap();
+        assert_eq!(g.header_str(wire::header::ITEM), "tianhe_enterprise");
+        let r = open_as(&city, g, "gov.gz.commerce.EnterpriseRegistration").await;
+        let written: BTreeSet<String> = serde_json::from_value(r["_written"].clone()).unwrap();
+        assert_eq!(
+            written,
+            BTreeSet::from(["unified_social_credit_code".to_string(), "name".to_string()])
+        );
+        codes.insert(
+            r["unified_social_credit_code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let expected: BTreeSet<String> = (0..RECORDS).map(common::uscc).collect();
+    assert_eq!(codes, expected, "every Tianhe enterprise, once");
+    // What crossed: batches Tianhe signed for the city, kept as the source's proof.
+    let (rows, from_tianhe): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE department = $1) FROM ledger WHERE agency = 'hrss' AND item = 'tianhe_enterprise'",
+    )
+    .bind(DISTRICT)
+    .fetch_one(&city.pg().await)
+    .await
+    .unwrap();
+    assert_eq!((rows as u64, from_tianhe as u64), (RECORDS, RECORDS));
+    assert_eq!(city.count(wire::UNROUTED_QUEUE).await, 0);
+    city.verify_ledger();
+    tianhe.verify_ledger();
 }

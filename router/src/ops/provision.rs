@@ -535,11 +535,12 @@ pub async fn provision(
         });
     }
     // Links (articles 32, 33): the account a linked platform's shovel reads our
-    // `platform.<id>` with, and the account the shovel from a sending platform writes our
-    // ingest with.
+    // `platform.<id>` with (`link-to-<id>`), and the account the shovel from a sending
+    // platform writes our ingest with (`link-from-<id>`): two accounts when a platform both
+    // sends here and receives from here.
     for p in catalogue.recipient_platforms() {
         accounts.push(Account {
-            name: format!("{}link-{}", target.prefix, p.id),
+            name: format!("{}link-to-{}", target.prefix, p.id),
             file: out.join("links").join(format!("to-{}.env", p.id)),
             permissions: link_reader_permissions(&p.id),
             lines: vec![
@@ -554,7 +555,7 @@ pub async fn provision(
     }
     for p in catalogue.source_platforms() {
         accounts.push(Account {
-            name: format!("{}link-{}", target.prefix, p.id),
+            name: format!("{}link-from-{}", target.prefix, p.id),
             file: out.join("links").join(format!("into-{}.env", p.id)),
             permissions: link_writer_permissions(&p.id),
             lines: vec![
@@ -716,13 +717,21 @@ async fn shovels(
                 into_file.display()
             );
         };
-        let (scheme, host) = link
+        let (scheme, rest) = link
             .url
             .split_once("://")
             .ok_or_else(|| anyhow::anyhow!("platform `{}`: link.url has no scheme", p.id))?;
+        // Query options (amqps: `cacertfile`, `verify=verify_peer`, `server_name_indication`)
+        // go after the vhost, as the shovel's URI syntax wants them.
+        let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
         let host = host.trim_end_matches('/');
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         let src_uri = format!(
-            "{scheme}://{}:{}@{host}/{}",
+            "{scheme}://{}:{}@{host}/{}{query}",
             enc(ruser),
             enc(rpass),
             enc(&link.vhost)

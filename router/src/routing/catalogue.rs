@@ -216,8 +216,9 @@ pub struct LinkedPlatform {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
-    /// AMQP URL without credentials (`amqps://city-mq.example:5671`); the link account's
-    /// credentials are added from its provisioning file.
+    /// AMQP URL without credentials or vhost (`amqps://city-mq.example:5671`, with the
+    /// shovel's TLS options as a query: `?cacertfile=/etc/rabbitmq/city-ca.pem&verify=verify_peer`);
+    /// the link account's credentials are added from its provisioning file.
     pub url: String,
     /// Its vhost.
     #[serde(default = "default_vhost")]

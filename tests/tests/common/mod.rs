@@ -802,9 +802,14 @@ listen = "127.0.0.1:0"
 
     /// Commerce enterprise registrations `from..to`: even ones in Tianhe (440106), odd in Yuexiu.
     pub fn commerce(&self, from: u64, to: u64) -> PathBuf {
+        self.commerce_as("enterprise", from, to)
+    }
+
+    /// [`Self::commerce`], published as catalogue item `item`.
+    pub fn commerce_as(&self, item: &str, from: u64, to: u64) -> PathBuf {
         let cfg = self.adapter_config(
             "commerce",
-            "enterprise",
+            item,
             "gov.gz.commerce.EnterpriseRegistration",
             Some("version"),
             &[

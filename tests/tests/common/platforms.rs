@@ -142,9 +142,12 @@ pub fn police_households(city: &World, n: u64) -> std::path::PathBuf {
 /// A delivery decoded with the writer schema its router serves, as JSON, with the written
 /// fields under `_written`.
 pub async fn open(w: &World, g: &Got) -> Json {
-    let full = Registry::standard()
-        .get("gov.gz.police.HouseholdRegistration")
-        .unwrap();
+    open_as(w, g, "gov.gz.police.HouseholdRegistration").await
+}
+
+/// [`open`] for a record of type `record_type`.
+pub async fn open_as(w: &World, g: &Got, record_type: &str) -> Json {
+    let full = Registry::standard().get(record_type).unwrap();
     let (fp, datum) = split_header(&g.body).unwrap();
     let schema: Json = reqwest::get(w.url(&format!("/schemas/{fp}")))
         .await
