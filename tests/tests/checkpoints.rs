@@ -85,8 +85,15 @@ async fn agencies_keep_signed_chain_heads_that_catch_a_rewritten_ledger() {
     }
     let (ok, text) = verify(&w, &dir);
     assert!(ok, "{text}");
+    // Every file the tails kept was checked: one per agency at least (its current head), more
+    // when a router slowed by a busy machine sent a checkpoint before the last deliveries.
+    let kept: usize = heads
+        .iter()
+        .map(|(agency, _)| std::fs::read_dir(dir.join(agency)).unwrap().count())
+        .sum();
+    assert!(kept >= heads.len(), "{kept} checkpoint files");
     assert!(
-        text.contains(&format!("checkpoints ok: {} checkpoint(s)", heads.len())),
+        text.contains(&format!("checkpoints ok: {kept} checkpoint(s)")),
         "{text}"
     );
 
