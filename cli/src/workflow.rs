@@ -58,9 +58,6 @@ pub enum WorkflowCommand {
         /// …and the data needed, described.
         #[arg(long)]
         outside_data: Option<String>,
-        /// The data is another district's: that district platform's division code (forwarded).
-        #[arg(long)]
-        district: Option<String>,
         /// `full` or `pseudonym` identity.
         #[arg(long, default_value = "full")]
         identity: String,
@@ -316,7 +313,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
         let role = role.as_deref().ok_or_else(|| missing("--role"))?;
         let subject = subject.as_deref().ok_or_else(|| missing("--subject"))?;
         let role = Role::parse(role).ok_or_else(|| {
-            anyhow::anyhow!("role `{role}`: use coordinator, operator, agency or department")
+            anyhow::anyhow!("role `{role}`: use coordinator, operator, agency, department or platform (another platform's id)")
         })?;
         anyhow::ensure!(*days >= 1, "--days must be at least 1");
         let secret = bus_schemas::keys::load_secret_as(platform_id_secret, "--platform-id-secret")?;
@@ -342,7 +339,6 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                     fields,
                     outside_department,
                     outside_data,
-                    district,
                     identity,
                     legal_basis,
                     purpose,
@@ -360,7 +356,6 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                             "item": item.clone().unwrap_or_default(), "fields": fields,
                             "identity": identity, "legal_basis": legal_basis, "purpose": purpose,
                             "valid_until": valid_until, "outside_catalogue": outside,
-                            "district": district,
                         })),
                     )
                     .await

@@ -84,9 +84,31 @@ pub struct WorkflowConfig {
     /// one the workflow API answers 503 and says to set this.
     #[serde(default)]
     pub calendar: Option<PathBuf>,
-    /// How often unanswered applications are checked against their deadline, in seconds.
+    /// How often unanswered applications are checked against their deadline (and those
+    /// forwarded to another platform followed there), in seconds.
     #[serde(default = "default_deadline_check_secs")]
     pub deadline_check_secs: u64,
+    /// API tokens other platforms issued to this one (`govbus workflow token --role platform
+    /// --subject <this platform's id>` there), by their id in `[[platform]]`: this platform
+    /// forwards its agencies' applications for their items with them (article 37).
+    /// `GOVBUS__WORKFLOW__PLATFORM_TOKENS__<ID>` sets one from the environment.
+    #[serde(default)]
+    pub platform_tokens: std::collections::BTreeMap<String, PlatformToken>,
+    /// CA certificates (PEM) the other platforms' workflow APIs are verified with, besides
+    /// the system's.
+    #[serde(default)]
+    pub platform_ca_file: Option<PathBuf>,
+}
+
+/// A token another platform issued; never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct PlatformToken(pub String);
+
+impl std::fmt::Debug for PlatformToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlatformToken(…)")
+    }
 }
 
 fn default_deadline_check_secs() -> u64 {
@@ -98,6 +120,8 @@ impl Default for WorkflowConfig {
         WorkflowConfig {
             calendar: None,
             deadline_check_secs: default_deadline_check_secs(),
+            platform_tokens: Default::default(),
+            platform_ca_file: None,
         }
     }
 }
@@ -419,9 +443,10 @@ impl RouterConfig {
             }
         }
         if let Some(cal) = &mut cfg.workflow.calendar {
-            if cal.is_relative() {
-                *cal = base.join(&*cal);
-            }
+            rebase(cal);
+        }
+        if let Some(ca) = &mut cfg.workflow.platform_ca_file {
+            rebase(ca);
         }
         for p in [&mut cfg.api.tls_cert_file, &mut cfg.api.tls_key_file]
             .into_iter()

@@ -97,6 +97,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
             &cfg.platform.id_secret_file,
             "platform.id_secret_file",
         )?),
+        platforms: workflow::platforms::client(&cfg.workflow)?,
     });
     let http_stop = CancellationToken::new();
     let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;

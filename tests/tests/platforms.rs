@@ -509,3 +509,297 @@ valid_from = 2026-01-01
     city.verify_ledger();
     tianhe.verify_ledger();
 }
+
+/// `METHOD /api<path>` on `w`'s workflow API with `token`: (status, JSON).
+async fn api(w: &World, method: &str, path: &str, token: &str, body: Option<Json>) -> (u16, Json) {
+    let mut r = reqwest::Client::new()
+        .request(method.parse().unwrap(), w.api_url(&format!("/api{path}")))
+        .timeout(Duration::from_secs(60))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Json::Null))
+}
+
+/// The actions of an application's recorded steps.
+async fn actions(w: &World, id: i64, token: &str) -> (Json, Vec<String>) {
+    let (s, v) = api(w, "GET", &format!("/applications/{id}"), token, None).await;
+    assert_eq!(s, 200, "{v}");
+    let acts = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}",
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    (v["application"].clone(), acts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_made_at_tianhe_is_answered_by_city_commerce_and_put_in_force_on_both() {
+    const RECORDS: u64 = 200;
+    let mut city = World::new().await;
+    let mut tianhe = World::new().await;
+    city_catalogue(&city);
+    // Tianhe lists the city's enterprise item, which the city does not send it yet: its agencies
+    // may apply for it through the city's workflow API.
+    let mut text = tianhe_catalogue(&city, TIANHE_GRANTS, "440106").replace(
+        "region = \"4401\"\n",
+        &format!(
+            "region = \"4401\"\nworkflow_api = \"{}\"\n",
+            city.api_url("")
+        ),
+    );
+    text.push_str(
+        r#"
+[[item]]
+id = "enterprise"
+name = "企业法人登记信息"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["city"]
+shared_from = 2016-01-01
+division_field = "division_code"
+"#,
+    );
+    std::fs::write(tianhe.path("catalogue.toml"), text).unwrap();
+    let prefix = format!("{}-", unique_name("a").replace('_', ""));
+    let _cleanup = Accounts(prefix.clone());
+    link(&city, &tianhe, &prefix);
+    // The city issues Tianhe a platform token; Tianhe's router forwards with it.
+    let platform_token = city.api_token("platform", DISTRICT);
+    tianhe.edit(
+        "router.toml",
+        "deadline_check_secs = 1\n",
+        &format!("deadline_check_secs = 1\nplatform_tokens = {{ city = \"{platform_token}\" }}\n"),
+    );
+    city.start_router().await;
+    tianhe.start_router().await;
+
+    // The city's enterprises exist before anyone applies; Tianhe gets none of them.
+    let cfg = city.commerce_as("enterprise", 0, RECORDS);
+    city.run_adapter(&cfg);
+    city.settle(Duration::from_millis(500)).await;
+    assert_eq!(tianhe.count("agency.civil").await, 0);
+
+    let civil = tianhe.api_token("agency", "civil");
+    let commerce = city.api_token("department", "commerce");
+    // Bad applications are refused where they are made, or by the city, and leave nothing.
+    let ask = |fields: &[&str]| {
+        Some(serde_json::json!({
+            "item": "enterprise", "fields": fields, "legal_basis": "x", "purpose": "y"
+        }))
+    };
+    let (s, v) = api(
+        &tianhe,
+        "POST",
+        "/applications",
+        &civil,
+        ask(&["unified_social_credit_code", "turnover"]),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("turnover"), "{v}");
+    let (s, v) = api(
+        &tianhe,
+        "POST",
+        "/applications",
+        &civil,
+        ask(&["unified_social_credit_code", "name"]),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("platform `city` refused it")
+            && v["error"]
+                .as_str()
+                .unwrap()
+                .contains("division field `division_code`"),
+        "{v}"
+    );
+    // A platform the city does not list cannot apply there, whatever its token says.
+    let stranger = city.api_token("platform", "haizhu_district");
+    let (s, v) = api(
+        &city,
+        "POST",
+        "/applications",
+        &stranger,
+        Some(serde_json::json!({
+            "item": "enterprise", "fields": ["unified_social_credit_code"], "on_behalf": "civil",
+            "legal_basis": "x", "purpose": "y"
+        })),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+
+    // Tianhe's civil affairs bureau applies at Tianhe; the application is forwarded.
+    let (s, app) = api(&tianhe, "POST", "/applications", &civil, Some(serde_json::json!({
+        "item": "enterprise",
+        "fields": ["unified_social_credit_code", "name", "division_code"],
+        "legal_basis": "《广州市政府信息共享管理规定》第三十七条", "purpose": "低保对象经营情况核对"
+    }))).await;
+    assert_eq!(s, 201, "{app}");
+    assert_eq!(app["forwarded_to"], "city");
+    let id = app["id"].as_i64().unwrap();
+    let remote = app["remote_id"]
+        .as_i64()
+        .expect("the city's application id");
+    let pool = tianhe.pg().await;
+    let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM applications")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(apps, 1, "a refused application was kept at Tianhe");
+
+    // At the city: Tianhe applies for its agency, limited to Tianhe's region; city commerce
+    // sees it and approves fewer fields than asked.
+    let (s, list) = api(&city, "GET", "/applications", &commerce, None).await;
+    assert_eq!(s, 200);
+    let there = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"].as_i64() == Some(remote))
+        .expect("city commerce sees the forwarded application")
+        .clone();
+    assert_eq!(
+        (
+            there["agency"].as_str(),
+            there["on_behalf"].as_str(),
+            there["region"].as_str()
+        ),
+        (Some(DISTRICT), Some("civil"), Some("440106"))
+    );
+    let (s, v) = api(
+        &city,
+        "POST",
+        &format!("/applications/{remote}/answer"),
+        &commerce,
+        Some(serde_json::json!({
+            "decision": "approve", "fields": ["unified_social_credit_code", "division_code"],
+            "note": "同意，名称另行申请"
+        })),
+    )
+    .await;
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (200, Some("partially_granted")),
+        "{v}"
+    );
+
+    // Tianhe follows it: the grant is in force on both platforms and the city's existing
+    // enterprises of 440106 reach Tianhe's agency, with only the granted fields.
+    let got = tianhe
+        .drain_until_delivered("agency.civil", (RECORDS / 2) as usize, 120)
+        .await;
+    let key = public_key(&tianhe);
+    let verifier = Verifier::new();
+    let granted = BTreeSet::from([
+        "unified_social_credit_code".to_string(),
+        "division_code".to_string(),
+    ]);
+    let mut codes = BTreeSet::new();
+    for g in &got {
+        g.verify_batch(&verifier, &key, "civil").unwrap();
+        assert_eq!(g.header_str(wire::header::ITEM), "enterprise");
+        let r = open_as(&tianhe, g, "gov.gz.commerce.EnterpriseRegistration").await;
+        let written: BTreeSet<String> = serde_json::from_value(r["_written"].clone()).unwrap();
+        assert_eq!(written, granted);
+        assert_eq!(r["division_code"], "440106");
+        codes.insert(
+            r["unified_social_credit_code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let expected: BTreeSet<String> = (0..RECORDS).step_by(2).map(common::uscc).collect();
+    assert_eq!(codes, expected, "every Tianhe enterprise of the city, once");
+
+    // Both records show the state, the outcome and each other's steps.
+    let (mine, steps) = actions(&tianhe, id, &civil).await;
+    assert_eq!(
+        (mine["state"].as_str(), mine["outcome"].as_str()),
+        (Some("closed"), Some("partially_granted")),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["granted_fields"],
+        serde_json::json!(["unified_social_credit_code", "division_code"])
+    );
+    for want in [
+        "civil|applied",
+        "govbus|forwarded",
+        "city:commerce|partially_granted",
+        "govbus|in force",
+    ] {
+        assert!(
+            steps.iter().any(|s| s == want),
+            "{want} not among Tianhe's steps {steps:?}"
+        );
+    }
+    let (theirs, steps) = actions(&city, remote, &commerce).await;
+    assert_eq!(theirs["state"], "closed");
+    for want in [
+        "commerce|partially_granted",
+        &format!("{DISTRICT}|confirmed"),
+    ] {
+        assert!(
+            steps.iter().any(|s| s == want),
+            "{want} not among the city's steps {steps:?}"
+        );
+    }
+    // The city's grant is to the platform, limited to its region; Tianhe's to its agency,
+    // within what the city sends.
+    let (fields, region, in_force): (Vec<String>, Option<String>, bool) = sqlx::query_as(
+        "SELECT fields, region, in_force FROM workflow_grants WHERE agency = $1 AND item = 'enterprise'",
+    )
+    .bind(DISTRICT)
+    .fetch_one(&city.pg().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (fields.len(), region.as_deref(), in_force),
+        (2, Some("440106"), true)
+    );
+    let (agency, region): (String, Option<String>) =
+        sqlx::query_as("SELECT agency, region FROM workflow_grants WHERE item = 'enterprise'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (agency.as_str(), region.as_deref()),
+        ("civil", Some("440106"))
+    );
+
+    // Live: a new enterprise of Tianhe reaches its agency through the grant in force.
+    let cfg = city.commerce_as("enterprise", RECORDS, RECORDS + 2);
+    city.run_adapter(&cfg);
+    let live = tianhe.drain_until_delivered("agency.civil", 1, 60).await;
+    let r = open_as(&tianhe, &live[0], "gov.gz.commerce.EnterpriseRegistration").await;
+    assert_eq!(
+        r["unified_social_credit_code"],
+        common::uscc(RECORDS).as_str()
+    );
+    assert_eq!(tianhe.count(wire::UNROUTED_QUEUE).await, 0);
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM refusals")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused, 0,
+        "Tianhe refused records the city sent before it took the item"
+    );
+    city.verify_ledger();
+    tianhe.verify_ledger();
+}

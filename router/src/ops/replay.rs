@@ -126,8 +126,8 @@ async fn replay_alone(
     let (platform, pool, routing) = (cx.platform, cx.pool, &cx.routing);
     let cat = &routing.catalogue;
     anyhow::ensure!(
-        cat.agency_ids().any(|a| a == agency),
-        "agency {agency} is not in the catalogue {}",
+        cat.recipient_ids().any(|a| a == agency),
+        "agency {agency} is not in the catalogue {} (as an agency or a linked platform)",
         cx.catalogue.display()
     );
     anyhow::ensure!(

@@ -35,6 +35,9 @@ pub async fn load(
     pool: &sqlx::PgPool,
 ) -> anyhow::Result<Routing> {
     let mut catalogue = Catalogue::load(path)?;
+    for p in catalogue.add_sources(store::grants::sources(pool).await?) {
+        tracing::warn!(problem = %p, "what another platform granted through the workflow no longer fits the catalogue; it is not in force");
+    }
     for p in catalogue.add_grants(stored) {
         tracing::warn!(problem = %p, "a grant approved through the workflow no longer fits the catalogue; it is not in force");
     }

@@ -665,9 +665,10 @@ impl Catalogue {
                     ));
                 }
             }
-            if !lp.items.is_empty() && lp.keys.is_empty() {
+            let responsible = file.items.iter().any(|it| it.departments.contains(&lp.id));
+            if (!lp.items.is_empty() || responsible) && lp.keys.is_empty() {
                 problems.push(format!(
-                    "{at}: sends items but lists no platform keys; add `keys = {{ \"<key id>\" = \"<public key>\" }}` from its `GET /keys`"
+                    "{at}: sends items (or is responsible for one) but lists no platform keys; add `keys = {{ \"<key id>\" = \"<public key>\" }}` from its `GET /keys`"
                 ));
             }
             if !lp.keys.is_empty() {
@@ -742,9 +743,15 @@ impl Catalogue {
                         "{at}: responsible department `{d}` is not a listed department or linked platform"
                     ));
                 }
-                if from_platform && sources.get(&it.id).is_none_or(|(p, _)| p != d) {
+                // An item of another platform that does not send it yet is one agencies here
+                // may apply for there (article 37): its workflow API answers.
+                let applicable = file
+                    .platforms
+                    .iter()
+                    .any(|p| &p.id == d && p.workflow_api.is_some());
+                if from_platform && !applicable && sources.get(&it.id).is_none_or(|(p, _)| p != d) {
                     problems.push(format!(
-                        "{at}: platform `{d}` sends it, but its `[[platform.item]]` does not list `{}` (say which fields, identity and region it grants)",
+                        "{at}: platform `{d}` sends it, but its `[[platform.item]]` does not list `{}` (say which fields, identity and region it grants; or give the platform a `workflow_api` to apply for the item there)",
                         it.id
                     ));
                 }
@@ -844,6 +851,50 @@ impl Catalogue {
         problems
     }
 
+    /// Adds what other platforms grant this one through applications made here (kept in
+    /// PostgreSQL: item, platform, and what it grants). One that no longer fits (the platform
+    /// or item gone, the item listed as sent by another) is left out and its problems returned.
+    pub fn add_sources(&mut self, stored: Vec<(String, SourceItem)>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (platform, si) in stored {
+            let at = format!(
+                "item `{}` (granted by platform `{platform}` through the workflow)",
+                si.id
+            );
+            let Some((it, rt)) = self.items.get(&si.id) else {
+                problems.push(format!("{at}: not a listed item"));
+                continue;
+            };
+            if !it.departments.contains(&platform) {
+                problems.push(format!(
+                    "{at}: the item lists `{}` as responsible",
+                    it.departments.join(", ")
+                ));
+                continue;
+            }
+            if let Some((p, _)) = self.sources.get(&si.id) {
+                problems.push(format!("{at}: the catalogue file already has platform `{p}`'s `[[platform.item]]` for it"));
+                continue;
+            }
+            let p = source_item_problems(&at, &platform, &si, it, rt);
+            if !p.is_empty() {
+                problems.extend(p);
+                continue;
+            }
+            let Some(lp) = self.file.platforms.iter_mut().find(|p| p.id == platform) else {
+                problems.push(format!("{at}: platform `{platform}` is not listed"));
+                continue;
+            };
+            if lp.keys.is_empty() {
+                problems.push(format!("{at}: platform `{platform}` lists no keys"));
+                continue;
+            }
+            lp.items.push(si.clone());
+            self.sources.insert(si.id.clone(), (platform, si));
+        }
+        problems
+    }
+
     /// The agency ids.
     pub fn agency_ids(&self) -> impl Iterator<Item = &str> {
         self.file.agencies.iter().map(|a| a.id.as_str())
@@ -873,9 +924,23 @@ impl Catalogue {
             .filter(|p| self.file.grants.iter().any(|g| g.agency == p.id))
     }
 
-    /// The linked platforms that send records here.
+    /// The linked platforms that send records here, or are responsible for an item agencies
+    /// here may apply for there (the link is there before the first grant).
     pub fn source_platforms(&self) -> impl Iterator<Item = &LinkedPlatform> {
-        self.file.platforms.iter().filter(|p| !p.items.is_empty())
+        self.file.platforms.iter().filter(|p| {
+            !p.items.is_empty()
+                || self
+                    .file
+                    .items
+                    .iter()
+                    .any(|it| it.departments.contains(&p.id))
+        })
+    }
+
+    /// The linked platform responsible for `item`, if another platform's item.
+    pub fn item_platform(&self, item: &str) -> Option<&LinkedPlatform> {
+        let (it, _) = self.items.get(item)?;
+        it.departments.iter().find_map(|d| self.linked_platform(d))
     }
 }
 
@@ -1160,6 +1225,105 @@ region = "{region}"
         assert!(
             all.contains("platform `city`: sends item `household`, which is not a listed item"),
             "{all}"
+        );
+
+        // An item of the city's that it does not send yet: agencies here may apply for it when
+        // the city has a workflow API; what the city then grants (stored) bounds the grants.
+        let applicable = |api: &str| {
+            format!(
+                r#"platform_id = "tianhe"
+[[item]]
+id = "enterprise"
+name = "企业法人登记信息"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["city"]
+shared_from = 2016-01-01
+division_field = "division_code"
+[[platform]]
+id = "city"
+name = "广州市"
+region = "4401"
+keys = {{ "city-1" = "{pk}" }}
+{api}
+"#
+            )
+        };
+        let all = Catalogue::check(toml::from_str(&applicable("")).unwrap())
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("or give the platform a `workflow_api`"),
+            "{all}"
+        );
+        let mut c = Catalogue::check(
+            toml::from_str(&applicable(r#"workflow_api = "https://city.example""#)).unwrap(),
+        )
+        .unwrap();
+        assert!(c.sources.is_empty());
+        assert_eq!(
+            c.source_platforms().count(),
+            1,
+            "the link is there before any grant"
+        );
+        assert_eq!(c.item_platform("enterprise").unwrap().id, "city");
+        let source = |fields: &[&str], region: Option<&str>| SourceItem {
+            id: "enterprise".into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            identity: Identity::Full,
+            region: region.map(String::from),
+        };
+        // A region without the division field, and an item the city is not responsible for,
+        // are left out, saying why.
+        let p = c.add_sources(vec![
+            (
+                "city".into(),
+                source(&["unified_social_credit_code"], Some("440106")),
+            ),
+            (
+                "haizhu".into(),
+                source(&["unified_social_credit_code"], None),
+            ),
+        ]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("lack the division field"), "{p:?}");
+        assert!(p[1].contains("lists `city` as responsible"), "{p:?}");
+        assert!(c.sources.is_empty());
+        let p = c.add_sources(vec![(
+            "city".into(),
+            source(
+                &["unified_social_credit_code", "division_code"],
+                Some("440106"),
+            ),
+        )]);
+        assert!(p.is_empty(), "{p:?}");
+        let grant = |fields: &str, region: &str| -> Grant {
+            toml::from_str(&format!(
+                r#"id = "app-1"
+revision = 1
+agency = "civil"
+item = "enterprise"
+fields = {fields}
+identity = "full"
+legal_basis = "第三十七条"
+purpose = "p"
+valid_from = 2026-12-01
+region = "{region}"
+"#
+            ))
+            .unwrap()
+        };
+        let within = grant(
+            r#"["unified_social_credit_code", "division_code"]"#,
+            "440106",
+        );
+        let wider = grant(r#"["unified_social_credit_code", "name"]"#, "440106");
+        let mut agencies = HashSet::new();
+        agencies.insert("civil");
+        assert!(grant_problems(&within, &agencies, &c.items, &c.sources).is_empty());
+        let p = grant_problems(&wider, &agencies, &c.items, &c.sources).join("\n");
+        assert!(
+            p.contains("widens what platform `city` grants of item `enterprise`: field(s) `name`"),
+            "{p}"
         );
 
         // Grants name agencies and platforms alike: a platform cannot share an agency's id.

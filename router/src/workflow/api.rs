@@ -5,6 +5,8 @@
 //! - `POST /api/applications/{id}/answer` (responsible department): approve (fewer fields
 //!   allowed) or refuse with a reason.
 //! - `POST /api/applications/{id}/resolve` (coordinator): mediation or decision.
+//! - `POST /api/applications/{id}/confirm` (another platform): it takes the item it was
+//!   granted; the grant comes into force (see [`super::platforms`]).
 //! - `GET /api/outcomes` (any token): closed applications, published to all.
 //! - `POST /api/disputes` (agency): dispute a delivered record by `message_id`.
 //!   `GET /api/disputes`, `GET /api/disputes/{id}` (with its steps and report).
@@ -94,6 +96,15 @@ async fn resolve(
     Ok(Json(wf.resolve(&actor, id, req).await?).into_response())
 }
 
+async fn confirm(
+    State(wf): Wf,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, WorkflowError> {
+    let actor = wf.authenticate(bearer(&h)).await?;
+    Ok(Json(wf.confirm(&actor, id).await?).into_response())
+}
+
 async fn outcomes(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
     wf.authenticate(bearer(&h)).await?;
     Ok(Json(wf.outcomes().await?).into_response())
@@ -161,6 +172,7 @@ pub fn routes(wf: Arc<Workflow>) -> Router {
         .route("/api/applications/{id}", get(one))
         .route("/api/applications/{id}/answer", post(answer))
         .route("/api/applications/{id}/resolve", post(resolve))
+        .route("/api/applications/{id}/confirm", post(confirm))
         .route("/api/outcomes", get(outcomes))
         .route("/api/disputes", get(disputes).post(open_dispute))
         .route("/api/contacts", get(contacts).post(report_contacts))

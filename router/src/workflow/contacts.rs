@@ -134,7 +134,7 @@ impl Workflow {
             match actor.role {
                 Role::Agency => Some(actor.subject.as_str()),
                 Role::Coordinator | Role::Operator => None,
-                Role::Department => return Err(WorkflowError::Forbidden(
+                Role::Department | Role::Platform => return Err(WorkflowError::Forbidden(
                     "agencies' contacts are for the agency itself, the coordinator and operators"
                         .into(),
                 )),

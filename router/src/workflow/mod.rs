@@ -12,6 +12,7 @@
 pub mod api;
 pub mod contacts;
 pub mod disputes;
+pub mod platforms;
 pub mod token;
 pub mod workdays;
 
@@ -113,16 +114,24 @@ pub struct Application {
     pub grant_due: Option<NaiveDate>,
     /// For a request outside the catalogue: the data asked for (`item` is empty).
     pub outside_catalogue: Option<String>,
-    /// The district platform the application was forwarded to.
+    /// The platform the application was forwarded to (article 37): its id in `[[platform]]`.
     pub forwarded_to: Option<String>,
-    /// That platform's 5 working days end.
+    /// Applications recorded before forwarding was real: the 5 working days the other
+    /// platform had (no longer set).
     pub forward_due: Option<NaiveDate>,
+    /// Forwarded by another platform: the agency there it applies for (`agency` is that
+    /// platform).
+    pub on_behalf: Option<String>,
+    /// The region a grant to another platform is limited to (that platform's).
+    pub region: Option<String>,
+    /// Forwarded to another platform: the application's id there.
+    pub remote_id: Option<i64>,
 }
 
 /// `SELECT <every application column> FROM applications <rest>`, as a literal.
 macro_rules! select_applications {
     ($rest:literal) => {
-        concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due, outside_catalogue, forwarded_to, forward_due FROM applications ", $rest)
+        concat!("SELECT id, agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, outcome, granted_fields, answered_on, escalated_on, escalation, closed_on, closed_by, grant_due, outside_catalogue, forwarded_to, forward_due, on_behalf, region, remote_id FROM applications ", $rest)
     };
 }
 
@@ -153,10 +162,9 @@ pub struct ApplyRequest {
     /// A request for data outside the catalogue: the department asked and the data needed.
     #[serde(default)]
     pub outside_catalogue: Option<OutsideCatalogue>,
-    /// The data is another district's: the division code of that district's platform
-    /// (`440106`); the application is recorded as forwarded to it.
+    /// From another platform (its platform token): the agency there the application is for.
     #[serde(default)]
-    pub district: Option<String>,
+    pub on_behalf: Option<String>,
     /// `full` (default) or `pseudonym`.
     #[serde(default)]
     pub identity: Option<Identity>,
@@ -219,6 +227,8 @@ pub struct Workflow {
     pub calendar: Option<Arc<Calendar>>,
     /// API tokens.
     pub tokens: TokenKey,
+    /// The client other platforms' workflow APIs are called with ([`platforms::client`]).
+    pub platforms: reqwest::Client,
 }
 
 impl Workflow {
@@ -320,13 +330,18 @@ impl Workflow {
 
     /// An agency applies.
     pub async fn apply(&self, actor: &Actor, req: ApplyRequest) -> Result<Application> {
-        if actor.role != Role::Agency {
+        if actor.role != Role::Agency && actor.role != Role::Platform {
             return Err(WorkflowError::Forbidden(
-                "only an agency applies for catalogue items (use the agency's token)".into(),
+                "only an agency applies for catalogue items (use the agency's token), or another platform for one of its agencies".into(),
             ));
         }
         let cal = self.calendar()?;
         if let Some(o) = req.outside_catalogue.clone() {
+            if actor.role == Role::Platform {
+                return Err(WorkflowError::Invalid(
+                    "another platform forwards applications for catalogue items only".into(),
+                ));
+            }
             return self.apply_outside(actor, &req, o).await;
         }
         let today = today_in_shanghai();
@@ -345,7 +360,12 @@ impl Workflow {
             ));
         }
         let identity = req.identity.unwrap_or(Identity::Full);
-        let candidate = grant_of(
+        // From another platform: the grant asked for is to that platform, limited to its region.
+        let (on_behalf, region) = match actor.role {
+            Role::Platform => platforms::applying_platform(cat, &actor.subject, &req, item)?,
+            _ => (None, None),
+        };
+        let mut candidate = grant_of(
             "application",
             &actor.subject,
             &req.item,
@@ -356,15 +376,32 @@ impl Workflow {
             today.max(item.shared_from.0),
             req.valid_until,
         );
+        candidate.region = region.clone();
+        // Another platform's item arrives limited to what it grants here: so is the agency's.
+        if let Some((_, si)) = cat.sources.get(&req.item) {
+            candidate.region = si.region.clone();
+        }
         let problems = cat.check_grant(&candidate);
         if !problems.is_empty() {
             return Err(WorkflowError::Invalid(problems.join("; ")));
+        }
+        if actor.role == Role::Platform {
+            platforms::keeps_division(cat, &candidate)?;
+            platforms::check_receives(cat, &candidate)?;
+        }
+        // Another platform's item: applied for there (article 37).
+        if let Some(p) = cat.item_platform(&req.item) {
+            if actor.role == Role::Agency {
+                let p = p.clone();
+                drop(routing);
+                return self.apply_there(actor, &req, identity, &p).await;
+            }
         }
         let due = cal.add_working_days(today, ANSWER_WORKING_DAYS);
         // The application, its first step and its forwarding in one transaction: a bad
         // district leaves no application behind.
         let mut tx = self.pool().begin().await?;
-        let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted') RETURNING id")
+        let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, on_behalf, region) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted', $11, $12) RETURNING id")
             .bind(&actor.subject)
             .bind(&req.item)
             .bind(&item.departments)
@@ -375,22 +412,31 @@ impl Workflow {
             .bind(req.valid_until)
             .bind(today)
             .bind(due)
+            .bind(&on_behalf)
+            .bind(&region)
             .fetch_one(&mut *tx)
             .await?;
         Self::event(
             &mut tx,
             id,
-            "agency",
+            actor.role.as_str(),
             &actor.subject,
             "applied",
-            &format!(
-                "{} field(s) of {}; answer due {due}",
-                req.fields.len(),
-                req.item
-            ),
+            &match &on_behalf {
+                Some(a) => format!(
+                    "{} field(s) of {} for its agency {a}; handed to {} at once; answer due {due}",
+                    req.fields.len(),
+                    req.item,
+                    item.departments.join(", ")
+                ),
+                None => format!(
+                    "{} field(s) of {}; answer due {due}",
+                    req.fields.len(),
+                    req.item
+                ),
+            },
         )
         .await?;
-        self.forward(&mut tx, id, req.district.as_deref()).await?;
         tx.commit().await?;
         tracing::info!(application = id, agency = %actor.subject, item = %req.item, %due, "application received");
         self.load(id).await
@@ -455,43 +501,8 @@ impl Workflow {
             ),
         )
         .await?;
-        self.forward(&mut tx, id, req.district.as_deref()).await?;
         tx.commit().await?;
         self.load(id).await
-    }
-
-    /// Records an application for another district's data as forwarded to that district's
-    /// platform, with its own 5 working days.
-    async fn forward(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        id: i64,
-        district: Option<&str>,
-    ) -> Result<()> {
-        let Some(d) = district else { return Ok(()) };
-        if d.len() != 6 || !d.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(WorkflowError::Invalid(format!(
-                "district `{d}`: give the 6-digit division code of the district's platform (440106)"
-            )));
-        }
-        let due = self
-            .calendar()?
-            .add_working_days(today_in_shanghai(), DELIVERY_WORKING_DAYS);
-        sqlx::query("UPDATE applications SET forwarded_to = $2, forward_due = $3 WHERE id = $1")
-            .bind(id)
-            .bind(d)
-            .bind(due)
-            .execute(&mut *tx)
-            .await?;
-        Self::event(
-            tx,
-            id,
-            "platform",
-            "govbus",
-            "forwarded",
-            &format!("to the platform of district {d}; it has until {due} (5 working days)"),
-        )
-        .await
     }
 
     /// A responsible department answers.
@@ -737,7 +748,7 @@ impl Workflow {
             .items
             .get(&app.item)
             .map_or(today, |(i, _)| today.max(i.shared_from.0));
-        let g = grant_of(
+        let mut g = grant_of(
             &format!("app-{}", app.id),
             &app.agency,
             &app.item,
@@ -748,10 +759,19 @@ impl Workflow {
             from,
             app.valid_until,
         );
+        g.region = app.region.clone();
         let problems = routing.catalogue.check_grant(&g);
         if !problems.is_empty() {
             return Err(WorkflowError::Invalid(problems.join("; ")));
         }
+        // To another platform: in force once it confirms it takes the item (its source), or
+        // at once when a grant it holds already covers this one.
+        let to_platform = routing.catalogue.linked_platform(&app.agency).is_some();
+        if to_platform {
+            platforms::keeps_division(&routing.catalogue, &g)?;
+        }
+        let covering = platforms::covering(&routing.catalogue, &g).map(|c| c.id.clone());
+        drop(routing);
         let outcome = if fields.len() < app.fields.len() {
             "partially_granted"
         } else {
@@ -775,19 +795,9 @@ impl Workflow {
             tx.rollback().await?;
             return Err(self.moved_on(app.id).await);
         }
-        sqlx::query("INSERT INTO workflow_grants (id, application, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(&g.id)
-            .bind(app.id)
-            .bind(&g.agency)
-            .bind(&g.item)
-            .bind(fields)
-            .bind(identity.as_str())
-            .bind(&g.legal_basis)
-            .bind(&g.purpose)
-            .bind(from)
-            .bind(app.valid_until)
-            .execute(&mut *tx)
-            .await?;
+        if !(to_platform && covering.is_some()) {
+            insert_grant(&mut tx, &g, app.id, !to_platform).await?;
+        }
         let action = if by == "department" {
             outcome.to_string()
         } else {
@@ -802,6 +812,24 @@ impl Workflow {
             &format!("{}; {note}", fields.join(", ")),
         )
         .await?;
+        if to_platform {
+            let step = match &covering {
+                Some(c) => format!("platform {} already receives these fields under grant {c}; it delivers them to its agency", app.agency),
+                None => format!("the grant to platform {} comes into force when it confirms it takes the item; the item's records are then sent to it", app.agency),
+            };
+            Self::event(
+                &mut tx,
+                app.id,
+                "platform",
+                "govbus",
+                "awaiting the platform",
+                &step,
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(application = app.id, platform = %app.agency, item = %app.item, outcome, "grant to another platform approved; awaiting its confirmation");
+            return self.load(app.id).await;
+        }
         tx.commit().await?;
         tracing::info!(application = app.id, agency = %app.agency, item = %app.item, outcome, "grant approved; putting it in force");
         if let Err(e) = crate::pipeline::reload::apply(
@@ -860,11 +888,12 @@ impl Workflow {
     /// step (the suite once did, between the two), and a crash never leaves one.
     pub async fn escalate_overdue(&self) -> Result<Vec<i64>> {
         let today = today_in_shanghai();
+        // One forwarded to another platform runs by that platform's deadlines (mirrored here).
         let ids: Vec<(i64, NaiveDate)> = sqlx::query_as(
             "WITH up AS (
                  UPDATE applications SET state = 'escalated', escalated_on = $1,
                         escalation = 'no answer within 10 working days'
-                  WHERE state = 'submitted' AND answer_due < $1
+                  WHERE state = 'submitted' AND answer_due < $1 AND remote_id IS NULL
               RETURNING id, answer_due),
              ev AS (
                  INSERT INTO application_events (application, role, actor, action, note)
@@ -946,7 +975,7 @@ async fn record_event(
 
 fn may_see(actor: &Actor, app: &Application) -> bool {
     match actor.role {
-        Role::Agency => app.agency == actor.subject,
+        Role::Agency | Role::Platform => app.agency == actor.subject,
         Role::Department => app.departments.contains(&actor.subject),
         Role::Coordinator | Role::Operator => true,
     }
@@ -985,6 +1014,32 @@ fn grant_of(
     }
 }
 
+/// Stores a grant approved through the workflow, in force at once or (`in_force` false) when
+/// the platform it names confirms.
+async fn insert_grant(
+    tx: &mut sqlx::PgConnection,
+    g: &Grant,
+    application: i64,
+    in_force: bool,
+) -> Result<()> {
+    sqlx::query("INSERT INTO workflow_grants (id, application, agency, item, fields, identity, legal_basis, purpose, valid_from, valid_until, region, in_force) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        .bind(&g.id)
+        .bind(application)
+        .bind(&g.agency)
+        .bind(&g.item)
+        .bind(&g.fields)
+        .bind(g.identity.as_str())
+        .bind(&g.legal_basis)
+        .bind(&g.purpose)
+        .bind(g.valid_from.0)
+        .bind(g.valid_until.map(|d| d.0))
+        .bind(&g.region)
+        .bind(in_force)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// The states from which a step by `by` (`department`, `mediation`, `decision`) may close or
 /// change an application: every state change is conditional on it.
 fn from_states(by: &str) -> Vec<&'static str> {
@@ -1013,6 +1068,7 @@ pub async fn deadlines(
             if let Err(e) = wf.settle_disputes().await {
                 tracing::warn!(error = %e, "cannot check disputes now; retrying");
             }
+            wf.follow_forwarded().await;
         };
         if let Err(e) =
             crate::store::jobs::once(&wf.shared.pool, crate::store::jobs::Job::Deadlines, round)

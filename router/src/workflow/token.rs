@@ -24,6 +24,9 @@ pub enum Role {
     Coordinator,
     /// A platform operator: reads everything.
     Operator,
+    /// Another platform (subject: its id in this catalogue's `[[platform]]`): forwards its
+    /// agencies' applications for this platform's items (article 37) and follows them.
+    Platform,
 }
 
 impl Role {
@@ -34,6 +37,7 @@ impl Role {
             Role::Department => "department",
             Role::Coordinator => "coordinator",
             Role::Operator => "operator",
+            Role::Platform => "platform",
         }
     }
 
@@ -44,6 +48,7 @@ impl Role {
             "department" => Role::Department,
             "coordinator" => Role::Coordinator,
             "operator" => Role::Operator,
+            "platform" => Role::Platform,
             _ => return None,
         })
     }

@@ -1,0 +1,578 @@
+//! Applications across platforms (article 37). An agency applies at its own platform for an
+//! item another platform keeps (the item lists that platform among its `departments`); its
+//! platform forwards the application to the other's workflow API with the platform token that
+//! platform issued it (`workflow.platform_tokens`), and follows it there:
+//!
+//! - **There** the application names the forwarding platform as applicant and the agency as
+//!   `on_behalf`; it is handed to the item's departments at once and answered by that
+//!   platform's working days. An approval stores a grant to the forwarding platform, limited
+//!   to its region, that comes into force when the platform confirms it takes the item
+//!   (`POST /api/applications/{id}/confirm`); the item's records are then replayed to it. A
+//!   grant it already holds that covers the fields puts nothing new in force.
+//! - **Here** every `workflow.deadline_check_secs` the platform mirrors the other's steps and
+//!   state into its own record of the application. On approval it stores, in one transaction,
+//!   what the other grants it (its source of the item, unless the catalogue or an earlier
+//!   approval already has one) and the agency's grant (the approved fields, identity and
+//!   region: within the source, never wider), reloads, and confirms there. When the source
+//!   was already here, it replays the records it holds to the agency itself.
+//!
+//! Nothing is sent before the receiving platform can take it: a record arriving before its
+//! source is in force would be refused.
+use chrono::NaiveDate;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{
+    grant_of, insert_grant, token::Actor, Application, ApplyRequest, Event, Result, Workflow,
+    WorkflowError, ANSWER_WORKING_DAYS,
+};
+use crate::{
+    config::WorkflowConfig,
+    routing::catalogue::{Catalogue, Grant, Identity, Item, LinkedPlatform},
+};
+use bus_schemas::validate::today_in_shanghai;
+
+/// The client other platforms' workflow APIs are called with (their CA from
+/// `workflow.platform_ca_file` besides the system's roots).
+pub fn client(cfg: &WorkflowConfig) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(p) = &cfg.platform_ca_file {
+        let pem = std::fs::read(p).map_err(|e| {
+            anyhow::anyhow!("cannot read workflow.platform_ca_file {}: {e}", p.display())
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "workflow.platform_ca_file {} is not a PEM certificate: {e}",
+                p.display()
+            )
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    Ok(b.build()?)
+}
+
+/// For an application forwarded by platform `subject`: the agency it is for, and the region
+/// its grant is limited to (the platform's, when the item has a division field).
+pub(super) fn applying_platform(
+    cat: &Catalogue,
+    subject: &str,
+    req: &ApplyRequest,
+    item: &Item,
+) -> Result<(Option<String>, Option<String>)> {
+    let Some(p) = cat.linked_platform(subject) else {
+        return Err(WorkflowError::Forbidden(format!(
+            "platform `{subject}` is not among this catalogue's [[platform]] entries; its token \
+             is accepted once the operator lists it"
+        )));
+    };
+    let Some(agency) = req.on_behalf.clone().filter(|a| !a.trim().is_empty()) else {
+        return Err(WorkflowError::Invalid(
+            "a platform forwards an application of one of its agencies: name it in `on_behalf`"
+                .into(),
+        ));
+    };
+    if cat.item_platform(&item.id).is_some() {
+        return Err(WorkflowError::Invalid(format!(
+            "item `{}` is another platform's here ({}): apply there",
+            item.id,
+            item.departments.join(", ")
+        )));
+    }
+    Ok((
+        Some(agency),
+        item.division_field.as_ref().map(|_| p.region.clone()),
+    ))
+}
+
+/// A grant to a platform limited to its region carries the item's division field: the platform
+/// delivers by region too, and refuses a source without it.
+pub(super) fn keeps_division(cat: &Catalogue, g: &Grant) -> Result<()> {
+    let Some((item, _)) = cat.items.get(&g.item) else {
+        return Ok(());
+    };
+    match (&g.region, &item.division_field) {
+        (Some(_), Some(df))
+            if !g
+                .fields
+                .iter()
+                .any(|f| f == df || df.starts_with(&format!("{f}."))) =>
+        {
+            Err(WorkflowError::Invalid(format!(
+                "a grant to platform `{}` is limited to its region: its fields must hold item `{}`'s division field `{df}`",
+                g.agency, g.item
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether grant `e` already gives everything `g` asks (same recipient and item).
+fn covers(e: &Grant, g: &Grant, today: NaiveDate) -> bool {
+    e.in_force(today)
+        && g.fields.iter().all(|f| {
+            e.fields
+                .iter()
+                .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
+        })
+        && (e.identity == Identity::Full || g.identity == Identity::Pseudonym)
+        && e.region
+            .as_deref()
+            .is_none_or(|r| g.region.as_deref().is_some_and(|gr| gr.starts_with(r)))
+}
+
+/// A grant in force to `g`'s recipient for `g`'s item that already covers it.
+pub(super) fn covering<'c>(cat: &'c Catalogue, g: &Grant) -> Option<&'c Grant> {
+    let today = today_in_shanghai();
+    cat.grants_by_item
+        .get(&g.item)?
+        .iter()
+        .find(|e| e.agency == g.agency && covers(e, g, today))
+}
+
+/// A platform receives one projection of an item (what its source is decoded with): one that
+/// already receives the item may ask for what its grant covers, not more.
+pub(super) fn check_receives(cat: &Catalogue, g: &Grant) -> Result<()> {
+    let held: Vec<&Grant> = cat
+        .grants_by_item
+        .get(&g.item)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.agency == g.agency)
+        .collect();
+    if held.is_empty() || covering(cat, g).is_some() {
+        return Ok(());
+    }
+    Err(WorkflowError::Invalid(format!(
+        "platform `{}` already receives item `{}` under grant {} ({}, identity {}): an \
+         application through it can ask for those fields only; a wider grant to the platform \
+         is a change of that grant in this platform's catalogue (ask its coordinator)",
+        g.agency,
+        g.item,
+        held.iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        held[0].fields.join(", "),
+        held[0].identity.as_str()
+    )))
+}
+
+/// A forwarded application as the other platform answers `GET /api/applications/{id}`.
+#[derive(serde::Deserialize)]
+struct Remote {
+    application: Application,
+    events: Vec<Event>,
+}
+
+impl Workflow {
+    /// `method <workflow_api>/api<path>` on platform `p` with the token it issued this one.
+    async fn call_platform(
+        &self,
+        p: &LinkedPlatform,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let Some(base) = p.workflow_api.as_deref() else {
+            return Err(WorkflowError::Invalid(format!(
+                "platform `{}` has no workflow_api in the catalogue: applications for its items cannot be forwarded until the operator adds it",
+                p.id
+            )));
+        };
+        let Some(token) = self.cfg.workflow.platform_tokens.get(&p.id) else {
+            return Err(WorkflowError::Unavailable(format!(
+                "this platform holds no token for platform `{0}`'s workflow API: set \
+                 workflow.platform_tokens.{0} (GOVBUS__WORKFLOW__PLATFORM_TOKENS__{1}) to the \
+                 token its operator issued (`govbus workflow token --role platform --subject {2}`)",
+                p.id,
+                p.id.to_uppercase(),
+                self.shared.routing().catalogue.platform_id
+            )));
+        };
+        let url = format!("{}/api{path}", base.trim_end_matches('/'));
+        let mut r = self.platforms.request(method, &url).bearer_auth(&token.0);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.map_err(|e| {
+            tracing::warn!(platform = %p.id, error = %e, "cannot reach another platform's workflow API");
+            WorkflowError::Unavailable(format!(
+                "platform `{}`'s workflow API ({base}) cannot be reached now; retry",
+                p.id
+            ))
+        })?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        let said = v["error"].as_str().unwrap_or("no reason given").to_string();
+        Err(match status.as_u16() {
+            400 => WorkflowError::Invalid(format!("platform `{}` refused it: {said}", p.id)),
+            401 | 403 => WorkflowError::Unavailable(format!(
+                "platform `{}` does not accept this platform's token ({status}: {said}); ask its operator for a new one",
+                p.id
+            )),
+            404 => WorkflowError::NotFound(format!("platform `{}`: {said}", p.id)),
+            409 => WorkflowError::Conflict(format!("platform `{}`: {said}", p.id)),
+            _ => WorkflowError::Unavailable(format!(
+                "platform `{}` answered {status}: {said}; retry",
+                p.id
+            )),
+        })
+    }
+
+    /// An agency here applies for platform `p`'s item: recorded here and forwarded there in
+    /// one step (a refusal there, or no answer, leaves nothing here).
+    pub(super) async fn apply_there(
+        &self,
+        actor: &Actor,
+        req: &ApplyRequest,
+        identity: Identity,
+        p: &LinkedPlatform,
+    ) -> Result<Application> {
+        let today = today_in_shanghai();
+        let due = self
+            .calendar()?
+            .add_working_days(today, ANSWER_WORKING_DAYS);
+        let mut tx = self.pool().begin().await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO applications (agency, item, departments, fields, identity, legal_basis, purpose, valid_until, submitted_on, answer_due, state, forwarded_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted', $3[1]) RETURNING id")
+            .bind(&actor.subject)
+            .bind(&req.item)
+            .bind(vec![p.id.clone()])
+            .bind(&req.fields)
+            .bind(identity.as_str())
+            .bind(&req.legal_basis)
+            .bind(&req.purpose)
+            .bind(req.valid_until)
+            .bind(today)
+            .bind(due)
+            .fetch_one(&mut *tx)
+            .await?;
+        Self::event(
+            &mut tx,
+            id,
+            "agency",
+            &actor.subject,
+            "applied",
+            &format!(
+                "{} field(s) of {}, kept by platform {}",
+                req.fields.len(),
+                req.item,
+                p.id
+            ),
+        )
+        .await?;
+        let there = self
+            .call_platform(
+                p,
+                Method::POST,
+                "/applications",
+                Some(json!({
+                    "item": req.item, "fields": req.fields, "identity": identity.as_str(),
+                    "legal_basis": req.legal_basis, "purpose": req.purpose,
+                    "valid_until": req.valid_until, "on_behalf": actor.subject,
+                })),
+            )
+            .await?;
+        let remote: Application = serde_json::from_value(there).map_err(|e| {
+            WorkflowError::Unavailable(format!(
+                "platform `{}` answered with no application ({e}); retry",
+                p.id
+            ))
+        })?;
+        sqlx::query("UPDATE applications SET remote_id = $2, answer_due = $3, remote_events = 1 WHERE id = $1")
+            .bind(id)
+            .bind(remote.id)
+            .bind(remote.answer_due)
+            .execute(&mut *tx)
+            .await?;
+        Self::event(
+            &mut tx,
+            id,
+            "platform",
+            "govbus",
+            "forwarded",
+            &format!(
+                "to platform {} as its application {}; its departments ({}) answer by {} (its working days)",
+                p.id,
+                remote.id,
+                remote.departments.join(", "),
+                remote.answer_due
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(application = id, platform = %p.id, remote = remote.id, item = %req.item, "application forwarded to another platform");
+        self.load(id).await
+    }
+
+    /// Platform `actor` confirms it takes the item it was granted through application `id`:
+    /// the grant comes into force and the item's records are replayed to it. Confirming again
+    /// changes nothing.
+    pub async fn confirm(&self, actor: &Actor, id: i64) -> Result<Application> {
+        if actor.role != super::Role::Platform {
+            return Err(WorkflowError::Forbidden(
+                "only the platform an application was granted to confirms it".into(),
+            ));
+        }
+        let app = self.load(id).await?;
+        if app.agency != actor.subject {
+            return Err(WorkflowError::NotFound(format!(
+                "no application {id} of yours"
+            )));
+        }
+        if app.state != "closed" || app.outcome.as_deref() == Some("refused") {
+            return Err(WorkflowError::Conflict(format!(
+                "application {id} is {}{}: there is no grant to confirm",
+                app.state,
+                app.outcome
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let mut tx = self.pool().begin().await?;
+        let changed = sqlx::query(
+            "UPDATE workflow_grants SET in_force = true WHERE application = $1 AND NOT in_force",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(app);
+        }
+        Self::event(
+            &mut tx,
+            id,
+            "platform",
+            &actor.subject,
+            "confirmed",
+            "the platform takes the item: the grant is in force and the item's records are sent to it",
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(application = id, platform = %app.agency, item = %app.item, "another platform confirmed its grant; putting it in force");
+        self.put_in_force(id).await;
+        self.spawn_replay(id, app.agency.clone(), app.item.clone());
+        self.load(id).await
+    }
+
+    /// Reloads the routing tables with the grants stored now.
+    async fn put_in_force(&self, id: i64) {
+        if let Err(e) = crate::pipeline::reload::apply(
+            &self.shared,
+            &self.cfg.catalogue,
+            &self.cache,
+            &self.connector,
+        )
+        .await
+        {
+            tracing::error!(error = %format!("{e:#}"), application = id, "the grant is stored but the catalogue could not be reloaded; it takes effect at the next reload");
+        }
+    }
+
+    /// Follows every application forwarded to another platform that is not settled here yet.
+    pub async fn follow_forwarded(&self) {
+        let open: Vec<(i64, i32)> = match sqlx::query_as(
+            "SELECT id, remote_events FROM applications WHERE remote_id IS NOT NULL AND NOT remote_confirmed ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read forwarded applications now; retrying");
+                return;
+            }
+        };
+        for (id, seen) in open {
+            if let Err(e) = self.follow(id, seen).await {
+                tracing::warn!(application = id, error = %e, "cannot follow a forwarded application now; retrying");
+            }
+        }
+    }
+
+    /// Mirrors application `id`'s steps and state from the platform it was forwarded to, and
+    /// puts an approval in force here.
+    async fn follow(&self, id: i64, seen: i32) -> Result<()> {
+        let app = self.load(id).await?;
+        let (Some(platform), Some(remote_id)) = (app.forwarded_to.clone(), app.remote_id) else {
+            return Ok(());
+        };
+        let Some(p) = self
+            .shared
+            .routing()
+            .catalogue
+            .linked_platform(&platform)
+            .cloned()
+        else {
+            return Err(WorkflowError::Invalid(format!(
+                "platform `{platform}` is no longer in the catalogue"
+            )));
+        };
+        let v = self
+            .call_platform(&p, Method::GET, &format!("/applications/{remote_id}"), None)
+            .await?;
+        let there: Remote = serde_json::from_value(v).map_err(|e| {
+            WorkflowError::Unavailable(format!("platform `{platform}` answered oddly: {e}"))
+        })?;
+        let r = &there.application;
+        let mut tx = self.pool().begin().await?;
+        // Its steps after the first (the application itself, recorded here already).
+        for e in there.events.iter().skip(seen.max(1) as usize) {
+            Self::event(
+                &mut tx,
+                id,
+                &e.role,
+                &format!("{platform}:{}", e.actor),
+                &e.action,
+                &e.note,
+            )
+            .await?;
+        }
+        let closed_here = app.state == "closed";
+        sqlx::query("UPDATE applications SET remote_events = $2, answer_due = $3, answered_on = $4, escalated_on = $5, escalation = $6, state = CASE WHEN state = 'closed' THEN state ELSE $7 END WHERE id = $1")
+            .bind(id)
+            .bind(there.events.len().max(seen as usize) as i32)
+            .bind(r.answer_due)
+            .bind(r.answered_on)
+            .bind(r.escalated_on)
+            .bind(&r.escalation)
+            .bind(if r.state == "closed" { &app.state } else { &r.state })
+            .execute(&mut *tx)
+            .await?;
+        if r.state != "closed" {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let granted = r.outcome.as_deref() != Some("refused");
+        // Whether this application brought the item's source here (its records then come
+        // from the other platform's replay, not from this one's).
+        let mut new_source: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM platform_sources WHERE application = $1)",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !closed_here {
+            sqlx::query("UPDATE applications SET state = 'closed', outcome = $2, granted_fields = $3, closed_on = $4, closed_by = $5, grant_due = $6, remote_confirmed = NOT $7 WHERE id = $1")
+                .bind(id)
+                .bind(&r.outcome)
+                .bind(&r.granted_fields)
+                .bind(r.closed_on)
+                .bind(&r.closed_by)
+                .bind(r.grant_due)
+                .bind(granted)
+                .execute(&mut *tx)
+                .await?;
+            if granted {
+                new_source = self.store_grant_here(&mut tx, &app, r, &platform).await?;
+            }
+        }
+        tx.commit().await?;
+        if !granted {
+            return Ok(());
+        }
+        if !closed_here {
+            self.put_in_force(id).await;
+        }
+        // Confirmed there: its grant comes into force and it replays the records, which reach
+        // the agency through the new source. With a source here already, the records are
+        // here: replay them to the agency.
+        self.call_platform(
+            &p,
+            Method::POST,
+            &format!("/applications/{remote_id}/confirm"),
+            None,
+        )
+        .await?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE applications SET remote_confirmed = true WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Self::event(
+            &mut tx,
+            id,
+            "platform",
+            "govbus",
+            "in force",
+            &format!(
+                "the grant is in force here and confirmed to platform {platform}; {}",
+                if new_source {
+                    "it sends the item's records"
+                } else {
+                    "the records this platform holds are replayed to the agency"
+                }
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        if !new_source {
+            self.spawn_replay(id, app.agency.clone(), app.item.clone());
+        }
+        Ok(())
+    }
+
+    /// Stores what platform `platform` granted through application `app` (`r` there): its
+    /// source of the item unless there is one, and the agency's grant. Whether the source is new.
+    async fn store_grant_here(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        app: &Application,
+        r: &Application,
+        platform: &str,
+    ) -> Result<bool> {
+        let fields = r.granted_fields.clone().unwrap_or_default();
+        let identity = Identity::from_stored(&r.identity);
+        let routing = self.shared.routing();
+        let existing = routing.catalogue.sources.get(&app.item).cloned();
+        let stored_source: Option<(Vec<String>, String, Option<String>)> =
+            sqlx::query_as("SELECT fields, identity, region FROM platform_sources WHERE item = $1")
+                .bind(&app.item)
+                .fetch_optional(&mut *tx)
+                .await?;
+        // The agency's grant lies within what arrives: the source in force, else this grant.
+        let region = match (&existing, &stored_source) {
+            (Some((_, si)), _) => si.region.clone(),
+            (None, Some((_, _, region))) => region.clone(),
+            (None, None) => r.region.clone(),
+        };
+        let new_source = existing.is_none() && stored_source.is_none();
+        if new_source {
+            sqlx::query("INSERT INTO platform_sources (item, platform, fields, identity, region, application) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&app.item)
+                .bind(platform)
+                .bind(&fields)
+                .bind(identity.as_str())
+                .bind(&r.region)
+                .bind(app.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let from = routing
+            .catalogue
+            .items
+            .get(&app.item)
+            .map_or(today_in_shanghai(), |(i, _)| {
+                today_in_shanghai().max(i.shared_from.0)
+            });
+        let mut g = grant_of(
+            &format!("app-{}", app.id),
+            &app.agency,
+            &app.item,
+            &fields,
+            identity,
+            &app.legal_basis,
+            &app.purpose,
+            from,
+            app.valid_until,
+        );
+        g.region = region;
+        drop(routing);
+        insert_grant(tx, &g, app.id, true).await?;
+        Ok(new_source)
+    }
+}
