@@ -567,6 +567,13 @@ record_type = "gov.gz.commerce.EnterpriseRegistration"
 departments = ["city"]
 shared_from = 2016-01-01
 division_field = "division_code"
+
+[[agency]]
+id = "health"
+name = "天河区卫生健康局"
+leader = { name = "分管领导(示例)" }
+sharing_officer = { name = "共享专员(示例)" }
+technical_officer = { name = "技术联系人(示例)" }
 "#,
     );
     std::fs::write(tianhe.path("catalogue.toml"), text).unwrap();
@@ -800,6 +807,97 @@ division_field = "division_code"
         refused, 0,
         "Tianhe refused records the city sent before it took the item"
     );
+
+    // Households: the city already sends Tianhe its grant's fields. Tianhe's health bureau
+    // asks for more than that grant and is refused at Tianhe; asking within it, city police
+    // answer, nothing new comes into force at the city, and Tianhe replays the households it
+    // holds to the bureau.
+    const HOUSEHOLDS: u64 = 40;
+    let cfg = police_households(&city, HOUSEHOLDS);
+    city.run_adapter(&cfg);
+    let civil_households = tianhe
+        .drain_until_delivered("agency.civil", (HOUSEHOLDS / 2) as usize, 60)
+        .await;
+    assert_eq!(civil_households.len() as u64, HOUSEHOLDS / 2);
+    let health = tianhe.api_token("agency", "health");
+    let police = city.api_token("department", "police");
+    let household = |fields: &[&str]| {
+        Some(serde_json::json!({
+            "item": "household", "fields": fields, "legal_basis": "《广州市政府信息共享管理规定》第三十七条",
+            "purpose": "家庭医生签约核对"
+        }))
+    };
+    let (s, v) = api(
+        &tianhe,
+        "POST",
+        "/applications",
+        &health,
+        household(&["citizen_id_number", "name", "ethnicity"]),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("widens what platform `city` grants"),
+        "{v}"
+    );
+    let (s, app) = api(
+        &tianhe,
+        "POST",
+        "/applications",
+        &health,
+        household(&["citizen_id_number", "name", "registered_town"]),
+    )
+    .await;
+    assert_eq!(s, 201, "{app}");
+    let (hid, hremote) = (
+        app["id"].as_i64().unwrap(),
+        app["remote_id"].as_i64().unwrap(),
+    );
+    let (s, v) = api(
+        &city,
+        "POST",
+        &format!("/applications/{hremote}/answer"),
+        &police,
+        Some(serde_json::json!({ "decision": "approve", "note": "同意" })),
+    )
+    .await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("granted")), "{v}");
+    let got = tianhe
+        .drain_until_delivered("agency.health", (HOUSEHOLDS / 2) as usize, 60)
+        .await;
+    let items: BTreeSet<String> = got
+        .iter()
+        .map(|g| {
+            g.verify_batch(&verifier, &key, "health").unwrap();
+            g.header_str(wire::header::ITEM).to_string()
+        })
+        .collect();
+    assert_eq!(items, BTreeSet::from(["household".to_string()]));
+    let (_, steps) = actions(&city, hremote, &police).await;
+    assert!(
+        steps.iter().any(|s| s == "govbus|awaiting the platform"),
+        "{steps:?}"
+    );
+    let city_grants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workflow_grants WHERE item = 'household'")
+            .fetch_one(&city.pg().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        city_grants, 0,
+        "the city's grant to Tianhe already covered it"
+    );
+    let (mine, steps) = actions(&tianhe, hid, &health).await;
+    assert_eq!(mine["outcome"], "granted");
+    assert!(
+        steps.iter().any(|s| s == "city:police|granted"),
+        "{steps:?}"
+    );
+    // Replayed here to health alone: civil, which holds the households, gets none again.
+    assert_eq!(tianhe.count("agency.civil").await, 0);
     city.verify_ledger();
     tianhe.verify_ledger();
 }
