@@ -580,8 +580,12 @@ technical_officer = { name = "技术联系人(示例)" }
     let prefix = format!("{}-", unique_name("a").replace('_', ""));
     let _cleanup = Accounts(prefix.clone());
     link(&city, &tianhe, &prefix);
-    // The city issues Tianhe a platform token; Tianhe's router forwards with it.
-    let platform_token = city.api_token("platform", DISTRICT);
+    // The city's link file for Tianhe carries the platform token Tianhe's router forwards with.
+    let platform_token = env_value(
+        &city.path(&format!("accounts/links/to-{DISTRICT}.env")),
+        "GOVBUS_API_TOKEN",
+    );
+    assert!(platform_token.starts_with("gbt2.platform.tianhe_district."));
     tianhe.edit(
         "router.toml",
         "deadline_check_secs = 1\n",

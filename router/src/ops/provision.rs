@@ -537,8 +537,11 @@ pub async fn provision(
     // Links (articles 32, 33): the account a linked platform's shovel reads our
     // `platform.<id>` with (`link-to-<id>`), and the account the shovel from a sending
     // platform writes our ingest with (`link-from-<id>`): two accounts when a platform both
-    // sends here and receives from here.
-    for p in catalogue.recipient_platforms() {
+    // sends here and receives from here. Every listed platform gets its reader, so the link
+    // is there before a first grant to it comes through the workflow (article 37); its file
+    // carries the platform token that platform forwards applications here with
+    // (`GOVBUS_API_TOKEN`, role platform), for its `workflow.platform_tokens`.
+    for p in &catalogue.file.platforms {
         accounts.push(Account {
             name: format!("{}link-to-{}", target.prefix, p.id),
             file: out.join("links").join(format!("to-{}.env", p.id)),
@@ -549,7 +552,7 @@ pub async fn provision(
                 ("GOVBUS_LINK_TO".into(), p.id.clone()),
                 ("GOVBUS_QUEUE".into(), wire::platform_queue(&p.id)),
             ],
-            workflow: Vec::new(),
+            workflow: workflow_lines(target, Role::Platform, &p.id)?,
             tags: MANAGED_TAG,
         });
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use bus_schemas::{keys::parse_public_key, split_header, Registry};
 use serde_json::Value as Json;
 
-use super::{citizen, provision, Got, World};
+use super::{citizen, provision, provision_with, Got, World};
 
 /// The Tianhe district platform's id (the example catalogue's agency `tianhe` is another
 /// recipient: one namespace).
@@ -177,7 +177,13 @@ pub fn public_key(w: &World) -> ed25519_dalek::VerifyingKey {
 /// Tianhe's with `<prefix>t-` (on one broker, two platforms' `agency-civil` and
 /// `govbus-router` would otherwise be one account). Returns Tianhe's prefix.
 pub fn link(city: &World, tianhe: &World, prefix: &str) -> String {
-    provision(city, prefix);
+    // With the city's id secret: the link file carries Tianhe's platform token.
+    let secret = city.path("platform/id-secret");
+    provision_with(
+        city,
+        prefix,
+        &["--platform-id-secret".as_ref(), secret.as_os_str()],
+    );
     let tianhe_prefix = format!("{prefix}t-");
     let prefix = tianhe_prefix.as_str();
     let to_tianhe = city.path(&format!("accounts/links/to-{DISTRICT}.env"));
