@@ -26,7 +26,7 @@ use sqlx::{PgPool, Row};
 use crate::{
     config::RouterConfig,
     pipeline::shared::Shared,
-    routing::catalogue::{Date, Grant, Identity},
+    routing::catalogue::{Catalogue, Date, Grant, Identity, Item},
     routing::grants::ProjectionCache,
     workflow::workdays::Calendar,
 };
@@ -362,7 +362,7 @@ impl Workflow {
         let identity = req.identity.unwrap_or(Identity::Full);
         // From another platform: the grant asked for is to that platform, limited to its region.
         let (on_behalf, region) = match actor.role {
-            Role::Platform => platforms::applying_platform(cat, &actor.subject, &req, item)?,
+            Role::Platform => applying_platform(cat, &actor.subject, &req, item)?,
             _ => (None, None),
         };
         let mut candidate = grant_of(
@@ -386,8 +386,8 @@ impl Workflow {
             return Err(WorkflowError::Invalid(problems.join("; ")));
         }
         if actor.role == Role::Platform {
-            platforms::keeps_division(cat, &candidate)?;
-            platforms::check_receives(cat, &candidate)?;
+            keeps_division(cat, &candidate)?;
+            check_receives(cat, &candidate)?;
         }
         // Another platform's item: applied for there (article 37).
         if let Some(p) = cat.item_platform(&req.item) {
@@ -768,9 +768,9 @@ impl Workflow {
         // at once when a grant it holds already covers this one.
         let to_platform = routing.catalogue.linked_platform(&app.agency).is_some();
         if to_platform {
-            platforms::keeps_division(&routing.catalogue, &g)?;
+            keeps_division(&routing.catalogue, &g)?;
         }
-        let covering = platforms::covering(&routing.catalogue, &g).map(|c| c.id.clone());
+        let covering = covering(&routing.catalogue, &g).map(|c| c.id.clone());
         drop(routing);
         let outcome = if fields.len() < app.fields.len() {
             "partially_granted"
@@ -1012,6 +1012,115 @@ fn grant_of(
         valid_until: until.map(Date),
         region: None,
     }
+}
+
+// Applications from another platform (article 37; the forwarding and following are in
+// `platforms`).
+
+/// For an application forwarded by platform `subject`: the agency it is for, and the region
+/// its grant is limited to (the platform's, when the item has a division field).
+fn applying_platform(
+    cat: &Catalogue,
+    subject: &str,
+    req: &ApplyRequest,
+    item: &Item,
+) -> Result<(Option<String>, Option<String>)> {
+    let Some(p) = cat.linked_platform(subject) else {
+        return Err(WorkflowError::Forbidden(format!(
+            "platform `{subject}` is not among this catalogue's [[platform]] entries; its token \
+             is accepted once the operator lists it"
+        )));
+    };
+    let Some(agency) = req.on_behalf.clone().filter(|a| !a.trim().is_empty()) else {
+        return Err(WorkflowError::Invalid(
+            "a platform forwards an application of one of its agencies: name it in `on_behalf`"
+                .into(),
+        ));
+    };
+    if cat.item_platform(&item.id).is_some() {
+        return Err(WorkflowError::Invalid(format!(
+            "item `{}` is another platform's here ({}): apply there",
+            item.id,
+            item.departments.join(", ")
+        )));
+    }
+    Ok((
+        Some(agency),
+        item.division_field.as_ref().map(|_| p.region.clone()),
+    ))
+}
+
+/// A grant to a platform limited to its region carries the item's division field: the platform
+/// delivers by region too, and refuses a source without it.
+fn keeps_division(cat: &Catalogue, g: &Grant) -> Result<()> {
+    let Some((item, _)) = cat.items.get(&g.item) else {
+        return Ok(());
+    };
+    match (&g.region, &item.division_field) {
+        (Some(_), Some(df))
+            if !g
+                .fields
+                .iter()
+                .any(|f| f == df || df.starts_with(&format!("{f}."))) =>
+        {
+            Err(WorkflowError::Invalid(format!(
+                "a grant to platform `{}` is limited to its region: its fields must hold item `{}`'s division field `{df}`",
+                g.agency, g.item
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether grant `e` already gives everything `g` asks (same recipient and item).
+fn covers(e: &Grant, g: &Grant, today: NaiveDate) -> bool {
+    e.in_force(today)
+        && g.fields.iter().all(|f| {
+            e.fields
+                .iter()
+                .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
+        })
+        && (e.identity == Identity::Full || g.identity == Identity::Pseudonym)
+        && e.region
+            .as_deref()
+            .is_none_or(|r| g.region.as_deref().is_some_and(|gr| gr.starts_with(r)))
+}
+
+/// A grant in force to `g`'s recipient for `g`'s item that already covers it.
+fn covering<'c>(cat: &'c Catalogue, g: &Grant) -> Option<&'c Grant> {
+    let today = today_in_shanghai();
+    cat.grants_by_item
+        .get(&g.item)?
+        .iter()
+        .find(|e| e.agency == g.agency && covers(e, g, today))
+}
+
+/// A platform receives one projection of an item (what its source is decoded with): one that
+/// already receives the item may ask for what its grant covers, not more.
+fn check_receives(cat: &Catalogue, g: &Grant) -> Result<()> {
+    let held: Vec<&Grant> = cat
+        .grants_by_item
+        .get(&g.item)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.agency == g.agency)
+        .collect();
+    if held.is_empty() || covering(cat, g).is_some() {
+        return Ok(());
+    }
+    Err(WorkflowError::Invalid(format!(
+        "platform `{}` already receives item `{}` under grant {} ({}, identity {}): an \
+         application through it can ask for those fields only; a wider grant to the platform \
+         is a change of that grant in this platform's catalogue (ask its coordinator)",
+        g.agency,
+        g.item,
+        held.iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        held[0].fields.join(", "),
+        held[0].identity.as_str()
+    )))
 }
 
 /// Stores a grant approved through the workflow, in force at once or (`in_force` false) when

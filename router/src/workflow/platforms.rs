@@ -18,7 +18,6 @@
 //!
 //! Nothing is sent before the receiving platform can take it: a record arriving before its
 //! source is in force would be refused.
-use chrono::NaiveDate;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -28,7 +27,7 @@ use super::{
 };
 use crate::{
     config::WorkflowConfig,
-    routing::catalogue::{Catalogue, Grant, Identity, Item, LinkedPlatform},
+    routing::catalogue::{Identity, LinkedPlatform},
 };
 use bus_schemas::validate::today_in_shanghai;
 
@@ -49,112 +48,6 @@ pub fn client(cfg: &WorkflowConfig) -> anyhow::Result<reqwest::Client> {
         b = b.add_root_certificate(cert);
     }
     Ok(b.build()?)
-}
-
-/// For an application forwarded by platform `subject`: the agency it is for, and the region
-/// its grant is limited to (the platform's, when the item has a division field).
-pub(super) fn applying_platform(
-    cat: &Catalogue,
-    subject: &str,
-    req: &ApplyRequest,
-    item: &Item,
-) -> Result<(Option<String>, Option<String>)> {
-    let Some(p) = cat.linked_platform(subject) else {
-        return Err(WorkflowError::Forbidden(format!(
-            "platform `{subject}` is not among this catalogue's [[platform]] entries; its token \
-             is accepted once the operator lists it"
-        )));
-    };
-    let Some(agency) = req.on_behalf.clone().filter(|a| !a.trim().is_empty()) else {
-        return Err(WorkflowError::Invalid(
-            "a platform forwards an application of one of its agencies: name it in `on_behalf`"
-                .into(),
-        ));
-    };
-    if cat.item_platform(&item.id).is_some() {
-        return Err(WorkflowError::Invalid(format!(
-            "item `{}` is another platform's here ({}): apply there",
-            item.id,
-            item.departments.join(", ")
-        )));
-    }
-    Ok((
-        Some(agency),
-        item.division_field.as_ref().map(|_| p.region.clone()),
-    ))
-}
-
-/// A grant to a platform limited to its region carries the item's division field: the platform
-/// delivers by region too, and refuses a source without it.
-pub(super) fn keeps_division(cat: &Catalogue, g: &Grant) -> Result<()> {
-    let Some((item, _)) = cat.items.get(&g.item) else {
-        return Ok(());
-    };
-    match (&g.region, &item.division_field) {
-        (Some(_), Some(df))
-            if !g
-                .fields
-                .iter()
-                .any(|f| f == df || df.starts_with(&format!("{f}."))) =>
-        {
-            Err(WorkflowError::Invalid(format!(
-                "a grant to platform `{}` is limited to its region: its fields must hold item `{}`'s division field `{df}`",
-                g.agency, g.item
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Whether grant `e` already gives everything `g` asks (same recipient and item).
-fn covers(e: &Grant, g: &Grant, today: NaiveDate) -> bool {
-    e.in_force(today)
-        && g.fields.iter().all(|f| {
-            e.fields
-                .iter()
-                .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
-        })
-        && (e.identity == Identity::Full || g.identity == Identity::Pseudonym)
-        && e.region
-            .as_deref()
-            .is_none_or(|r| g.region.as_deref().is_some_and(|gr| gr.starts_with(r)))
-}
-
-/// A grant in force to `g`'s recipient for `g`'s item that already covers it.
-pub(super) fn covering<'c>(cat: &'c Catalogue, g: &Grant) -> Option<&'c Grant> {
-    let today = today_in_shanghai();
-    cat.grants_by_item
-        .get(&g.item)?
-        .iter()
-        .find(|e| e.agency == g.agency && covers(e, g, today))
-}
-
-/// A platform receives one projection of an item (what its source is decoded with): one that
-/// already receives the item may ask for what its grant covers, not more.
-pub(super) fn check_receives(cat: &Catalogue, g: &Grant) -> Result<()> {
-    let held: Vec<&Grant> = cat
-        .grants_by_item
-        .get(&g.item)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.agency == g.agency)
-        .collect();
-    if held.is_empty() || covering(cat, g).is_some() {
-        return Ok(());
-    }
-    Err(WorkflowError::Invalid(format!(
-        "platform `{}` already receives item `{}` under grant {} ({}, identity {}): an \
-         application through it can ask for those fields only; a wider grant to the platform \
-         is a change of that grant in this platform's catalogue (ask its coordinator)",
-        g.agency,
-        g.item,
-        held.iter()
-            .map(|e| e.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        held[0].fields.join(", "),
-        held[0].identity.as_str()
-    )))
 }
 
 /// A forwarded application as the other platform answers `GET /api/applications/{id}`.
