@@ -70,7 +70,8 @@ ssl_options.versions.2 = tlsv1.2
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $TLS_MGMT_PORT
 CONF
-  echo '[rabbitmq_management].' >"$TLS_DIR/enabled_plugins"
+  # The shovel plugins: tests/tests/platforms.rs links two platforms over TLS too.
+  echo '[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management].' >"$TLS_DIR/enabled_plugins"
   say "starting a TLS-only RabbitMQ node of the suite's own ($TLS_NODE, amqps on $TLS_AMQPS_PORT)"
   tls_env "$sbin/rabbitmq-server" -detached >"$TLS_DIR/log/start.out" 2>&1 \
     || die "the TLS RabbitMQ node did not start; see $TLS_DIR/log"

@@ -76,6 +76,17 @@ impl Services {
     }
 }
 
+/// A connection to `url` (an account's own), with the suite's TLS files when it runs over TLS.
+pub async fn connect_url(url: &str) -> anyhow::Result<lapin::Connection> {
+    Ok(lapin::Connection::connect_with_config(
+        url,
+        lapin::ConnectionProperties::default(),
+        AmqpTls::from_env().lapin()?,
+        lapin::runtime::default_runtime()?,
+    )
+    .await?)
+}
+
 /// The TLS files of an `amqps://` broker (`GOVBUS__AMQP__TLS_CA_FILE`, `…_CERT_FILE`,
 /// `…_KEY_FILE`), passed on to every program and connection a test makes.
 #[derive(Debug, Clone, Default)]

@@ -15,8 +15,9 @@ use bus_schemas::{amqp::OutgoingMessage, batch::Verifier, wire};
 use common::{
     connect, consume_refused, env_value,
     platforms::{
-        city_catalogue, expected_tianhe, host_and_vhost, link, open, open_as, police_households,
-        public_key, tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT, TIANHE_GRANTS,
+        city_catalogue, expected_tianhe, host_and_vhost, link, link_url, open, open_as,
+        police_households, public_key, tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT,
+        TIANHE_GRANTS,
     },
     publish_refused, Accounts, World,
 };
@@ -379,8 +380,8 @@ async fn district_records_reach_a_city_agency_the_same_way_up() {
     let commerce_key =
         std::fs::read_to_string(tianhe.path("keys/commerce/commerce-2026.pub")).unwrap();
     let tianhe_key = std::fs::read_to_string(tianhe.path("platform/platform-test.pub")).unwrap();
-    let (host, tianhe_vhost) = host_and_vhost(&tianhe.vhost.amqp_url);
-    let scheme = tianhe.vhost.amqp_url.split_once("://").unwrap().0;
+    let (_, tianhe_vhost) = host_and_vhost(&tianhe.vhost.amqp_url);
+    let tianhe_url = link_url(&tianhe);
     // Tianhe: its own commerce bureau and item, granted to the city platform.
     let mut text = tianhe_catalogue(&city, TIANHE_GRANTS, "440106");
     text.push_str(&format!(
@@ -428,7 +429,7 @@ division_field = "division_code"
 id = "{DISTRICT}"
 name = "天河区政务数据共享平台"
 region = "440106"
-link = {{ url = "{scheme}://{host}", vhost = "{tianhe_vhost}" }}
+link = {{ url = "{tianhe_url}", vhost = "{tianhe_vhost}" }}
 keys = {{ "platform-test" = "{key}" }}
 
 [[platform.item]]

@@ -22,7 +22,7 @@ use govbus_tests::{free_port, workspace_root, Process, Services, TestDatabase, T
 use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
-    BasicProperties, Connection, ConnectionProperties,
+    BasicProperties, Connection,
 };
 
 /// Partitioned routers (`tests/tests/partitions.rs`, the cluster fault tests).
@@ -1298,12 +1298,9 @@ pub fn env_value(file: &Path, key: &str) -> String {
 
 /// A connection with an account's env file.
 pub async fn connect(file: &Path) -> Connection {
-    Connection::connect(
-        &env_value(file, "GOVBUS__AMQP__URL"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap()
+    govbus_tests::connect_url(&env_value(file, "GOVBUS__AMQP__URL"))
+        .await
+        .unwrap()
 }
 
 /// Whether consuming `queue` is refused.

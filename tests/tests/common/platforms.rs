@@ -53,7 +53,7 @@ region = "440106"
 /// `grant_region`.
 pub fn tianhe_catalogue(city: &World, grant_fields: &str, grant_region: &str) -> String {
     let city_key = std::fs::read_to_string(city.path("platform/platform-test.pub")).unwrap();
-    let (host, vhost) = host_and_vhost(&city.vhost.amqp_url);
+    let (_, vhost) = host_and_vhost(&city.vhost.amqp_url);
     format!(
         r#"platform_id = "{DISTRICT}"
 
@@ -76,7 +76,7 @@ division_field = "registered_town"
 id = "city"
 name = "广州市政务信息共享平台"
 region = "4401"
-link = {{ url = "{scheme}://{host}", vhost = "{vhost}" }}
+link = {{ url = "{url}", vhost = "{vhost}" }}
 keys = {{ "platform-test" = "{key}" }}
 
 [[platform.item]]
@@ -97,9 +97,23 @@ purpose = "低保对象户籍核对"
 valid_from = 2026-01-01
 region = "{grant_region}"
 "#,
-        scheme = city.vhost.amqp_url.split_once("://").unwrap().0,
+        url = link_url(city),
         key = city_key.trim(),
     )
+}
+
+/// The `link.url` a platform's catalogue names `w`'s broker with: scheme and `host:port`, and
+/// over TLS (`GOVBUS__AMQP__TLS_CA_FILE` set, as in scripts/test's TLS step) the shovel's TLS
+/// options, verifying the broker's certificate against that CA.
+pub fn link_url(w: &World) -> String {
+    let (host, _) = host_and_vhost(&w.vhost.amqp_url);
+    let scheme = w.vhost.amqp_url.split_once("://").unwrap().0;
+    match std::env::var("GOVBUS__AMQP__TLS_CA_FILE") {
+        Ok(ca) if scheme == "amqps" => {
+            format!("{scheme}://{host}?cacertfile={ca}&verify=verify_peer&server_name_indication=localhost")
+        }
+        _ => format!("{scheme}://{host}"),
+    }
 }
 
 /// `host:port` and the vhost name of a vhost's AMQP URL (credentials dropped).
