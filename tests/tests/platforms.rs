@@ -15,9 +15,9 @@ use bus_schemas::{amqp::OutgoingMessage, batch::Verifier, wire};
 use common::{
     connect, consume_refused, env_value,
     platforms::{
-        city_catalogue, expected_tianhe, host_and_vhost, link, link_url, open, open_as,
-        police_households, public_key, tianhe_catalogue, tianhe_records, CITY_GRANTS, DISTRICT,
-        TIANHE_GRANTS,
+        agency_entry, city_catalogue, enterprise_item, expected_tianhe, host_and_vhost, link,
+        link_url, open, open_as, police_households, public_key, tianhe_catalogue, tianhe_records,
+        CITY_GRANTS, DISTRICT, TIANHE_GRANTS,
     },
     publish_refused, Accounts, World,
 };
@@ -390,15 +390,7 @@ async fn district_records_reach_a_city_agency_the_same_way_up() {
 id = "commerce"
 name = "天河区市场监督管理局"
 keys = {{ "commerce-2026" = "{key}" }}
-
-[[item]]
-id = "tianhe_enterprise"
-name = "天河区企业登记信息"
-record_type = "gov.gz.commerce.EnterpriseRegistration"
-departments = ["commerce"]
-shared_from = 2016-01-01
-division_field = "division_code"
-
+{item}
 [[grant]]
 id = "city-tianhe-enterprise"
 revision = 1
@@ -410,21 +402,14 @@ legal_basis = "《广州市政府信息共享管理规定》第三十三条"
 purpose = "全市企业服务"
 valid_from = 2026-01-01
 "#,
-        key = commerce_key.trim()
+        key = commerce_key.trim(),
+        item = enterprise_item("tianhe_enterprise", "天河区企业登记信息", "commerce"),
     ));
     std::fs::write(tianhe.path("catalogue.toml"), text).unwrap();
     // The city: Tianhe as the item's source, and a narrower grant to its hrss.
     let mut text = std::fs::read_to_string(city.path("catalogue.toml")).unwrap();
     text.push_str(&format!(
-        r#"
-[[item]]
-id = "tianhe_enterprise"
-name = "天河区企业登记信息"
-record_type = "gov.gz.commerce.EnterpriseRegistration"
-departments = ["{DISTRICT}"]
-shared_from = 2016-01-01
-division_field = "division_code"
-
+        r#"{item}
 [[platform]]
 id = "{DISTRICT}"
 name = "天河区政务数据共享平台"
@@ -448,7 +433,8 @@ legal_basis = "《广州市政府信息共享管理规定》第三十三条"
 purpose = "社会保险登记核验"
 valid_from = 2026-01-01
 "#,
-        key = tianhe_key.trim()
+        key = tianhe_key.trim(),
+        item = enterprise_item("tianhe_enterprise", "天河区企业登记信息", DISTRICT),
     ));
     std::fs::write(city.path("catalogue.toml"), text).unwrap();
 
@@ -559,24 +545,8 @@ async fn an_application_made_at_tianhe_is_answered_by_city_commerce_and_put_in_f
             city.api_url("")
         ),
     );
-    text.push_str(
-        r#"
-[[item]]
-id = "enterprise"
-name = "企业法人登记信息"
-record_type = "gov.gz.commerce.EnterpriseRegistration"
-departments = ["city"]
-shared_from = 2016-01-01
-division_field = "division_code"
-
-[[agency]]
-id = "health"
-name = "天河区卫生健康局"
-leader = { name = "分管领导(示例)" }
-sharing_officer = { name = "共享专员(示例)" }
-technical_officer = { name = "技术联系人(示例)" }
-"#,
-    );
+    text.push_str(&enterprise_item("enterprise", "企业法人登记信息", "city"));
+    text.push_str(&agency_entry("health", "天河区卫生健康局"));
     std::fs::write(tianhe.path("catalogue.toml"), text).unwrap();
     let prefix = format!("{}-", unique_name("a").replace('_', ""));
     let _cleanup = Accounts(prefix.clone());

@@ -495,7 +495,7 @@ fn grant_problems(
 
 /// Whether granted field `f` lies within `fields` (a nested field is within its whole
 /// top-level field).
-fn field_within(f: &str, fields: &[String]) -> bool {
+pub fn field_within(f: &str, fields: &[String]) -> bool {
     fields
         .iter()
         .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
@@ -540,6 +540,24 @@ fn widening(at: &str, g: &Grant, platform: &str, bound: &SourceItem) -> Vec<Stri
         }
     }
     problems
+}
+
+impl SourceItem {
+    /// The bound grant `e` sets: its fields, identity and region.
+    pub fn of_grant(e: &Grant) -> Self {
+        SourceItem {
+            id: e.item.clone(),
+            fields: e.fields.clone(),
+            identity: e.identity,
+            region: e.region.clone(),
+        }
+    }
+
+    /// Whether grant `g` stays within this bound (fields, identity, region): what
+    /// `catalogue check` asks of a grant of an item another platform sends.
+    pub fn bounds(&self, g: &Grant) -> bool {
+        widening("", g, "", self).is_empty()
+    }
 }
 
 impl Grant {

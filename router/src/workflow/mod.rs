@@ -26,7 +26,7 @@ use sqlx::{PgPool, Row};
 use crate::{
     config::RouterConfig,
     pipeline::shared::Shared,
-    routing::catalogue::{Catalogue, Date, Grant, Identity, Item},
+    routing::catalogue::{field_within, Catalogue, Date, Grant, Identity, Item, SourceItem},
     routing::grants::ProjectionCache,
     workflow::workdays::Calendar,
 };
@@ -373,7 +373,7 @@ impl Workflow {
             identity,
             &req.legal_basis,
             &req.purpose,
-            today.max(item.shared_from.0),
+            first_day(cat, &req.item),
             req.valid_until,
         );
         candidate.region = region.clone();
@@ -743,11 +743,7 @@ impl Workflow {
         }
         let routing = self.shared.routing();
         let identity = Identity::from_stored(&app.identity);
-        let from = routing
-            .catalogue
-            .items
-            .get(&app.item)
-            .map_or(today, |(i, _)| today.max(i.shared_from.0));
+        let from = first_day(&routing.catalogue, &app.item);
         let mut g = grant_of(
             &format!("app-{}", app.id),
             &app.agency,
@@ -770,7 +766,9 @@ impl Workflow {
         if to_platform {
             keeps_division(&routing.catalogue, &g)?;
         }
-        let covering = covering(&routing.catalogue, &g).map(|c| c.id.clone());
+        let covering = to_platform
+            .then(|| covering(&routing.catalogue, &g).map(|c| c.id.clone()))
+            .flatten();
         drop(routing);
         let outcome = if fields.len() < app.fields.len() {
             "partially_granted"
@@ -795,7 +793,7 @@ impl Workflow {
             tx.rollback().await?;
             return Err(self.moved_on(app.id).await);
         }
-        if !(to_platform && covering.is_some()) {
+        if covering.is_none() {
             insert_grant(&mut tx, &g, app.id, !to_platform).await?;
         }
         let action = if by == "department" {
@@ -832,6 +830,14 @@ impl Workflow {
         }
         tx.commit().await?;
         tracing::info!(application = app.id, agency = %app.agency, item = %app.item, outcome, "grant approved; putting it in force");
+        self.put_in_force(app.id).await;
+        self.spawn_replay(app.id, app.agency.clone(), app.item.clone());
+        self.load(app.id).await
+    }
+
+    /// Reloads the routing tables with the grants stored now (one approved or confirmed
+    /// through application `id`).
+    async fn put_in_force(&self, id: i64) {
         if let Err(e) = crate::pipeline::reload::apply(
             &self.shared,
             &self.cfg.catalogue,
@@ -840,10 +846,8 @@ impl Workflow {
         )
         .await
         {
-            tracing::error!(error = %format!("{e:#}"), application = app.id, "the approved grant is stored but the catalogue could not be reloaded; it takes effect at the next reload");
+            tracing::error!(error = %format!("{e:#}"), application = id, "the approved grant is stored but the catalogue could not be reloaded; it takes effect at the next reload");
         }
-        self.spawn_replay(app.id, app.agency.clone(), app.item.clone());
-        self.load(app.id).await
     }
 
     /// Sends the agency the item's existing records under its new grant, and records it.
@@ -1057,12 +1061,7 @@ fn keeps_division(cat: &Catalogue, g: &Grant) -> Result<()> {
         return Ok(());
     };
     match (&g.region, &item.division_field) {
-        (Some(_), Some(df))
-            if !g
-                .fields
-                .iter()
-                .any(|f| f == df || df.starts_with(&format!("{f}."))) =>
-        {
+        (Some(_), Some(df)) if !field_within(df, &g.fields) => {
             Err(WorkflowError::Invalid(format!(
                 "a grant to platform `{}` is limited to its region: its fields must hold item `{}`'s division field `{df}`",
                 g.agency, g.item
@@ -1072,27 +1071,23 @@ fn keeps_division(cat: &Catalogue, g: &Grant) -> Result<()> {
     }
 }
 
-/// Whether grant `e` already gives everything `g` asks (same recipient and item).
-fn covers(e: &Grant, g: &Grant, today: NaiveDate) -> bool {
-    e.in_force(today)
-        && g.fields.iter().all(|f| {
-            e.fields
-                .iter()
-                .any(|b| b == f || f.split_once('.').is_some_and(|(top, _)| top == b))
-        })
-        && (e.identity == Identity::Full || g.identity == Identity::Pseudonym)
-        && e.region
-            .as_deref()
-            .is_none_or(|r| g.region.as_deref().is_some_and(|gr| gr.starts_with(r)))
-}
-
-/// A grant in force to `g`'s recipient for `g`'s item that already covers it.
+/// A grant in force to `g`'s recipient for `g`'s item that already gives everything `g`
+/// asks (fields, identity, region: the bound a grant of a sent item is checked against).
 fn covering<'c>(cat: &'c Catalogue, g: &Grant) -> Option<&'c Grant> {
     let today = today_in_shanghai();
     cat.grants_by_item
         .get(&g.item)?
         .iter()
-        .find(|e| e.agency == g.agency && covers(e, g, today))
+        .find(|e| e.agency == g.agency && e.in_force(today) && SourceItem::of_grant(e).bounds(g))
+}
+
+/// The first day a grant of `item` approved today is in force: today, or the item's first
+/// day of sharing if that is later.
+fn first_day(cat: &Catalogue, item: &str) -> NaiveDate {
+    let today = today_in_shanghai();
+    cat.items
+        .get(item)
+        .map_or(today, |(i, _)| today.max(i.shared_from.0))
 }
 
 /// A platform receives one projection of an item (what its source is decoded with): one that

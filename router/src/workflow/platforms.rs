@@ -22,8 +22,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{
-    grant_of, insert_grant, token::Actor, Application, ApplyRequest, Event, Result, Workflow,
-    WorkflowError, ANSWER_WORKING_DAYS,
+    first_day, grant_of, insert_grant, token::Actor, Application, ApplyRequest, Event, Result,
+    Workflow, WorkflowError, ANSWER_WORKING_DAYS,
 };
 use crate::{
     config::WorkflowConfig,
@@ -252,20 +252,6 @@ impl Workflow {
         self.load(id).await
     }
 
-    /// Reloads the routing tables with the grants stored now.
-    async fn put_in_force(&self, id: i64) {
-        if let Err(e) = crate::pipeline::reload::apply(
-            &self.shared,
-            &self.cfg.catalogue,
-            &self.cache,
-            &self.connector,
-        )
-        .await
-        {
-            tracing::error!(error = %format!("{e:#}"), application = id, "the grant is stored but the catalogue could not be reloaded; it takes effect at the next reload");
-        }
-    }
-
     /// Follows every application forwarded to another platform that is not settled here yet.
     pub async fn follow_forwarded(&self) {
         let open: Vec<(i64, i32)> = match sqlx::query_as(
@@ -445,13 +431,7 @@ impl Workflow {
                 .execute(&mut *tx)
                 .await?;
         }
-        let from = routing
-            .catalogue
-            .items
-            .get(&app.item)
-            .map_or(today_in_shanghai(), |(i, _)| {
-                today_in_shanghai().max(i.shared_from.0)
-            });
+        let from = first_day(&routing.catalogue, &app.item);
         let mut g = grant_of(
             &format!("app-{}", app.id),
             &app.agency,

@@ -16,6 +16,36 @@ pub const CITY_GRANTS: &str =
     r#"["citizen_id_number", "name", "sex", "status", "registered_town"]"#;
 pub const TIANHE_GRANTS: &str = r#"["citizen_id_number", "name", "registered_town"]"#;
 
+/// A catalogue's `[[agency]]` entry (example contacts).
+pub fn agency_entry(id: &str, name: &str) -> String {
+    format!(
+        r#"
+[[agency]]
+id = "{id}"
+name = "{name}"
+leader = {{ name = "分管领导(示例)" }}
+sharing_officer = {{ name = "共享专员(示例)" }}
+technical_officer = {{ name = "技术联系人(示例)" }}
+"#
+    )
+}
+
+/// A catalogue's `[[item]]` of enterprise registrations, `id`, kept by `department` (a
+/// department or a linked platform), region-limited by `division_code`.
+pub fn enterprise_item(id: &str, name: &str, department: &str) -> String {
+    format!(
+        r#"
+[[item]]
+id = "{id}"
+name = "{name}"
+record_type = "gov.gz.commerce.EnterpriseRegistration"
+departments = ["{department}"]
+shared_from = 2016-01-01
+division_field = "division_code"
+"#
+    )
+}
+
 /// The city: its household item region-limited by `registered_town`, and a grant of it to
 /// the Tianhe platform for division 440106.
 pub fn city_catalogue(city: &World) {
@@ -56,14 +86,7 @@ pub fn tianhe_catalogue(city: &World, grant_fields: &str, grant_region: &str) ->
     let (_, vhost) = host_and_vhost(&city.vhost.amqp_url);
     format!(
         r#"platform_id = "{DISTRICT}"
-
-[[agency]]
-id = "civil"
-name = "天河区民政局"
-leader = {{ name = "分管领导(示例)" }}
-sharing_officer = {{ name = "共享专员(示例)" }}
-technical_officer = {{ name = "技术联系人(示例)" }}
-
+{civil}
 [[item]]
 id = "household"
 name = "户籍登记信息"
@@ -99,6 +122,7 @@ region = "{grant_region}"
 "#,
         url = link_url(city),
         key = city_key.trim(),
+        civil = agency_entry("civil", "天河区民政局"),
     )
 }
 
