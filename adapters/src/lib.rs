@@ -38,7 +38,7 @@ use config::AdapterConfig;
 use mapping::{Mapper, Outcome};
 use message::Publisher;
 use pipeline::{Pipeline, Summary};
-use source::{csv::CsvSource, http::HttpSource, postgres::PostgresSource, Source, SourceConfig};
+use source::{http::HttpSource, postgres::PostgresSource, Source, SourceConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Everything built from the config before anything runs.
@@ -120,7 +120,8 @@ pub async fn run_from(
         )?);
     }
     match cfg.source.clone() {
-        SourceConfig::Csv(c) => go!(CsvSource::new(c, &cfg.state_dir)?),
+        SourceConfig::Csv(c) => go!(source::csv::source(c, &cfg.state_dir)?),
+        SourceConfig::Excel(c) => go!(source::excel::source(c, &cfg.state_dir)?),
         SourceConfig::Postgres(c) => go!(PostgresSource::new(c, &cfg.state_dir)?),
         SourceConfig::Http(c) => go!(HttpSource::new(c, &cfg.state_dir)?),
     }
@@ -181,7 +182,10 @@ pub async fn check(
         Ok(())
     }
     let result = match cfg.source.clone() {
-        SourceConfig::Csv(c) => show(CsvSource::new(c, &scratch)?, &mapper, limit, out).await,
+        SourceConfig::Csv(c) => show(source::csv::source(c, &scratch)?, &mapper, limit, out).await,
+        SourceConfig::Excel(c) => {
+            show(source::excel::source(c, &scratch)?, &mapper, limit, out).await
+        }
         SourceConfig::Postgres(c) => {
             show(PostgresSource::new(c, &scratch)?, &mapper, limit, out).await
         }

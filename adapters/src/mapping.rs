@@ -250,6 +250,16 @@ impl Mapper {
         &self.rt
     }
 
+    /// The source column a quarantined row's field came from: the column mapped to that schema
+    /// field, or the field itself when it names a column (the version column, say).
+    pub fn column_of<'a>(&'a self, field: &'a str) -> &'a str {
+        self.fields
+            .iter()
+            .find(|f| f.cfg.target == field)
+            .and_then(|f| f.cfg.column.as_deref())
+            .unwrap_or(field)
+    }
+
     /// Source columns the mapping reads (for header checks).
     pub fn columns(&self) -> Vec<&str> {
         let mut cols: Vec<&str> = self

@@ -96,8 +96,16 @@ impl Prep {
         let (msg, kind, source_time_ms, quarantine) = match outcome {
             Ok((msg, source_time_ms)) => (msg, Kind::Record, source_time_ms, None),
             Err((rule, field, reason)) => (
-                self.publisher
-                    .quarantine(&rec.row, &field, &reason, &rec.label),
+                self.publisher.quarantine(
+                    &rec.row,
+                    &field,
+                    &reason,
+                    // A sheet row names the cell of the field at fault.
+                    &rec.cells
+                        .as_ref()
+                        .and_then(|c| c.of(self.mapper.column_of(&field)))
+                        .unwrap_or_else(|| rec.label.clone()),
+                ),
                 Kind::Quarantine,
                 now_ms(),
                 Some((telemetry::reason_class(rule), field)),

@@ -3,17 +3,18 @@
 //! header row names the columns; quoted fields may hold newlines. A file moves to `done/` only
 //! when every row of it is confirmed or quarantined; a partly sent file resumes at its row.
 use std::{
-    collections::VecDeque,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
+use serde_json::Value as Json;
 
-use super::record::{now_ms, Row, Source, SourceError, SourceRecord};
-use crate::checkpoint::StateFile;
+use super::{
+    folder::{FileFormat, FileRow, FileRows, Folder, FolderSource},
+    record::{Row, SourceError},
+};
 
 /// `[source]` with `kind = "csv"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,27 +52,12 @@ fn default_poll_ms() -> u64 {
     1000
 }
 
-/// What the state file remembers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct CsvState {
-    /// The file being sent, with the index of the next row not yet confirmed.
-    file: Option<String>,
-    next: usize,
-    /// Files opened and not yet finished, with their version base: versions of their rows
-    /// (without a version column) are `base + row index`. Saved before a row is yielded, so a
-    /// re-read after a crash gives the same versions and so the same message ids.
-    bases: std::collections::BTreeMap<String, i64>,
-    /// The next file's version base is at least this (keeps versions monotone across files).
-    version_floor: i64,
-}
-
 /// A CSV row: its line, and its columns or why it cannot be read.
 pub type CsvRow = (u64, Result<Row, String>);
 
 /// A file being read: its decoded text, parsed one record at a time (memory stays about the
 /// size of the text, whatever the number of rows).
-struct OpenFile {
-    name: String,
+pub struct OpenFile {
     reader: ::csv::Reader<std::io::Cursor<Vec<u8>>>,
     headers: Arc<[String]>,
     total: usize,
@@ -79,7 +65,6 @@ struct OpenFile {
     index: usize,
     lines: LineCounter,
     record: ::csv::StringRecord,
-    version_base: i64,
 }
 
 /// Line numbers from byte offsets. The csv crate's own are one short after CRLF line ends (a
@@ -110,7 +95,7 @@ impl LineCounter {
 
 impl OpenFile {
     /// The next record as (line, columns or why it cannot be read); `None` at the end.
-    fn read(&mut self) -> Option<CsvRow> {
+    fn read_row(&mut self) -> Option<CsvRow> {
         if self.index >= self.total {
             return None;
         }
@@ -150,141 +135,69 @@ impl OpenFile {
 }
 
 /// The CSV folder source.
-pub struct CsvSource {
-    cfg: CsvConfig,
-    done_dir: PathBuf,
-    state_file: StateFile,
-    state: CsvState,
-    /// Files read (or being read) whose rows are not all committed yet, oldest first.
-    open: VecDeque<(String, usize, i64)>,
-    current: Option<OpenFile>,
+pub type CsvSource = FolderSource<CsvFormat>;
+
+/// How CSV files are read: their encoding and delimiter.
+#[derive(Debug, Clone)]
+pub struct CsvFormat {
+    encoding: String,
+    delimiter: u8,
 }
 
-impl CsvSource {
-    /// Opens the source, reading its saved position from `state_dir`.
-    pub fn new(cfg: CsvConfig, state_dir: &Path) -> anyhow::Result<Self> {
-        if !["auto", "utf-8", "utf8", "gb18030"].contains(&cfg.encoding.to_lowercase().as_str()) {
-            anyhow::bail!(
-                "source.encoding `{}` is not supported: use auto, utf-8 or gb18030",
-                cfg.encoding
-            );
-        }
-        if !cfg.delimiter.is_ascii() {
-            anyhow::bail!("source.delimiter must be one ASCII character");
-        }
-        if !cfg.path.is_dir() {
-            anyhow::bail!(
-                "source.path {} is not a folder; create it or fix the path",
-                cfg.path.display()
-            );
-        }
-        let done_dir = cfg
+/// Opens the source, reading its saved position from `state_dir`.
+pub fn source(cfg: CsvConfig, state_dir: &Path) -> anyhow::Result<CsvSource> {
+    let encoding = cfg.encoding.to_lowercase();
+    if !["auto", "utf-8", "utf8", "gb18030"].contains(&encoding.as_str()) {
+        anyhow::bail!(
+            "source.encoding `{}` is not supported: use auto, utf-8 or gb18030",
+            cfg.encoding
+        );
+    }
+    if !cfg.delimiter.is_ascii() {
+        anyhow::bail!("source.delimiter must be one ASCII character");
+    }
+    let folder = Folder {
+        done_dir: cfg
             .done_dir
             .clone()
-            .unwrap_or_else(|| cfg.path.join("done"));
-        std::fs::create_dir_all(&done_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", done_dir.display()))?;
-        let state_file = StateFile::new(state_dir, "csv-position.json")?;
-        let mut state: CsvState = state_file.load()?.unwrap_or_default();
-        // Files moved to done/ just before a crash, before the state was saved.
-        let gone: Vec<String> = state
-            .bases
-            .keys()
-            .filter(|f| !cfg.path.join(f).exists())
-            .cloned()
-            .collect();
-        for f in gone {
-            state.bases.remove(&f);
-            if state.file.as_deref() == Some(f.as_str()) {
-                state.file = None;
-                state.next = 0;
-            }
-        }
-        Ok(CsvSource {
-            cfg,
-            done_dir,
-            state_file,
-            state,
-            open: VecDeque::new(),
-            current: None,
+            .unwrap_or_else(|| cfg.path.join("done")),
+        path: cfg.path,
+        suffixes: vec![cfg.suffix],
+        poll: Duration::from_millis(cfg.poll_interval_ms),
+    };
+    let format = CsvFormat {
+        encoding,
+        delimiter: cfg.delimiter as u8,
+    };
+    FolderSource::new(folder, format, state_dir)
+}
+
+impl FileFormat for CsvFormat {
+    type Rows = OpenFile;
+    const WHAT: &'static str = "CSV";
+    const STATE_FILE: &'static str = "csv-position.json";
+
+    fn open(&self, path: &Path, _name: &str) -> Result<OpenFile, SourceError> {
+        open_csv(path, &self.encoding, self.delimiter)
+    }
+}
+
+impl FileRows for OpenFile {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn read(&mut self) -> Option<FileRow> {
+        let (line, row) = self.read_row()?;
+        Some(FileRow {
+            at: format!("line {line}"),
+            row,
+            cells: None,
         })
-    }
-
-    fn pending_files(&self) -> Result<Vec<String>, SourceError> {
-        let entries = std::fs::read_dir(&self.cfg.path).map_err(|e| {
-            SourceError::Fatal(format!("cannot list {}: {e}", self.cfg.path.display()))
-        })?;
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(&self.cfg.suffix) && !n.starts_with('.'))
-            .filter(|n| !self.open.iter().any(|(o, _, _)| o == n))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    async fn open_next(&mut self) -> Result<bool, SourceError> {
-        let Some(name) = self.pending_files()?.into_iter().next() else {
-            return Ok(false);
-        };
-        let path = self.cfg.path.join(&name);
-        let (encoding, delimiter) = (self.cfg.encoding.to_lowercase(), self.cfg.delimiter as u8);
-        let mut file = tokio::task::spawn_blocking(move || open_csv(&path, &encoding, delimiter))
-            .await
-            .map_err(|e| SourceError::Fatal(format!("reading {name} panicked: {e}")))??;
-        file.name = name.clone();
-        let start = if self.state.file.as_deref() == Some(name.as_str()) {
-            self.state.next
-        } else {
-            0
-        };
-        let base = match self.state.bases.get(&name) {
-            Some(&b) => b,
-            None => {
-                let b = now_ms().max(self.state.version_floor);
-                self.state.bases.insert(name.clone(), b);
-                self.state.version_floor = b + file.total as i64 + 1;
-                if self.state.file.is_none() {
-                    self.state.file = Some(name.clone());
-                    self.state.next = 0;
-                }
-                self.save()?;
-                b
-            }
-        };
-        file.version_base = base;
-        while file.index < start.min(file.total) {
-            file.read();
-        }
-        tracing::info!(file = %name, rows = file.total, resume_at = start, "reading CSV file");
-        self.open.push_back((name, file.total, base));
-        self.current = Some(file);
-        Ok(true)
-    }
-
-    fn save(&self) -> Result<(), SourceError> {
-        self.state_file
-            .save(&self.state)
-            .map_err(|e| SourceError::Fatal(format!("cannot save the CSV position: {e}")))
-    }
-
-    fn finish_file(&mut self, name: &str) -> Result<(), SourceError> {
-        let from = self.cfg.path.join(name);
-        let mut to = self.done_dir.join(name);
-        if to.exists() {
-            to = self.done_dir.join(format!("{}.{}", name, now_ms()));
-        }
-        std::fs::rename(&from, &to).map_err(|e| {
-            SourceError::Fatal(format!(
-                "cannot move {} to {}: {e}",
-                from.display(),
-                to.display()
-            ))
-        })?;
-        tracing::info!(file = %name, "file sent: every row confirmed or quarantined; moved to done");
-        Ok(())
     }
 }
 
@@ -306,7 +219,7 @@ pub fn parse_bytes(
 ) -> Result<(Vec<String>, Vec<CsvRow>), String> {
     let mut file = open_bytes(bytes, "input", encoding, delimiter).map_err(|e| e.to_string())?;
     let mut rows = Vec::with_capacity(file.total);
-    while let Some(row) = file.read() {
+    while let Some(row) = file.read_row() {
         rows.push(row);
     }
     Ok((file.headers.to_vec(), rows))
@@ -369,77 +282,13 @@ fn open_bytes(
         .collect();
     let headers: Arc<[String]> = headers.into();
     Ok(OpenFile {
-        name: String::new(),
         reader,
         headers,
         total,
         index: 0,
         lines: LineCounter::default(),
         record: ::csv::StringRecord::new(),
-        version_base: 0,
     })
-}
-
-impl Source for CsvSource {
-    async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError> {
-        loop {
-            if let Some(file) = &mut self.current {
-                let i = file.index;
-                if let Some((line, row)) = file.read() {
-                    let (row, problem) = match row {
-                        Ok(r) => (r, None),
-                        Err(p) => (Row::default(), Some(p)),
-                    };
-                    return Ok(Some(SourceRecord {
-                        row,
-                        position: json!({"file": file.name, "next": i + 1}),
-                        label: format!("{}:line {line}", file.name),
-                        fallback_version: file.version_base + i as i64,
-                        problem,
-                    }));
-                }
-                self.current = None;
-            }
-            if !self.open_next().await? {
-                return Ok(None);
-            }
-            // An empty file (header only, or resumed at its end) finishes at once.
-            if let Some(file) = &self.current {
-                if file.index >= file.total {
-                    let pos = json!({"file": file.name, "next": file.total});
-                    self.current = None;
-                    self.commit(&pos).await?;
-                }
-            }
-        }
-    }
-
-    async fn commit(&mut self, position: &Json) -> Result<(), SourceError> {
-        let file = position["file"].as_str().unwrap_or_default().to_string();
-        let next = position["next"].as_u64().unwrap_or(0) as usize;
-        // Files opened before this one are wholly committed; this one up to `next`.
-        while let Some((name, total, _)) = self.open.front().cloned() {
-            let done = name != file || next >= total;
-            if !done {
-                self.state.file = Some(name);
-                self.state.next = next;
-                break;
-            }
-            self.open.pop_front();
-            self.finish_file(&name)?;
-            self.state.bases.remove(&name);
-            self.state.file = self.open.front().map(|(n, _, _)| n.clone());
-            self.state.next = 0;
-            if name == file {
-                break;
-            }
-        }
-        self.save()
-    }
-
-    fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.cfg.poll_interval_ms)
-    }
 }
 
 #[cfg(test)]
@@ -460,7 +309,7 @@ mod tests {
         std::fs::write(dir.path().join("c.csv"), text.replace("\r\n", "\n")).unwrap();
         for f in ["a.csv", "b.csv", "c.csv"] {
             let mut file = open_csv(&dir.path().join(f), "auto", b',').unwrap();
-            let rows: Vec<_> = std::iter::from_fn(|| file.read()).collect();
+            let rows: Vec<_> = std::iter::from_fn(|| file.read_row()).collect();
             assert_eq!(rows.len(), 3, "{f}");
             let first = rows[0].1.as_ref().unwrap();
             assert_eq!(first["姓名"], "张伟");

@@ -313,6 +313,7 @@ impl HttpSource {
                 label: format!("page {} row {}", page.as_deref().unwrap_or("first"), i + 1),
                 fallback_version: base + i as i64,
                 problem,
+                cells: None,
             });
         }
         let got_new = count > self.read_skip;

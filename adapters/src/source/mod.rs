@@ -2,11 +2,13 @@
 //! `kind` in the `[source]` section. A source yields rows with their position; the pipeline
 //! hands a position back through `commit` only when every row up to it is confirmed by the
 //! broker or quarantined, so a restart resumes without losing anything.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub mod csv;
+pub mod excel;
+pub mod folder;
 pub mod http;
 pub mod postgres;
 pub mod record;
@@ -14,12 +16,14 @@ pub mod requeue;
 
 pub use record::{now_ms, Row, Source, SourceError, SourceRecord};
 
-/// The `[source]` section: `kind = "csv" | "postgres" | "http"` and that kind's settings.
+/// The `[source]` section: `kind = "csv" | "excel" | "postgres" | "mysql" | "http"` and that kind's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// CSV files dropped into a folder.
     Csv(csv::CsvConfig),
+    /// Excel workbooks dropped into a folder.
+    Excel(excel::ExcelConfig),
     /// A PostgreSQL query polled incrementally.
     Postgres(postgres::PostgresConfig),
     /// A JSON HTTP API polled page by page.
@@ -29,16 +33,8 @@ pub enum SourceConfig {
 impl SourceConfig {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         match self {
-            SourceConfig::Csv(c) => {
-                if c.path.is_relative() {
-                    c.path = base.join(&c.path);
-                }
-                if let Some(d) = &mut c.done_dir {
-                    if d.is_relative() {
-                        *d = base.join(&*d);
-                    }
-                }
-            }
+            SourceConfig::Csv(c) => rebase(base, &mut c.path, &mut c.done_dir),
+            SourceConfig::Excel(c) => rebase(base, &mut c.path, &mut c.done_dir),
             SourceConfig::Http(h) => h.resolve_paths(base),
             SourceConfig::Postgres(_) => {}
         }
@@ -48,8 +44,18 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Csv(_) => "csv",
+            SourceConfig::Excel(_) => "excel",
             SourceConfig::Postgres(_) => "postgres",
             SourceConfig::Http(_) => "http",
+        }
+    }
+}
+
+/// A folder source's paths, relative ones taken from `base` (the config file's folder).
+fn rebase(base: &Path, path: &mut PathBuf, done_dir: &mut Option<PathBuf>) {
+    for p in std::iter::once(path).chain(done_dir.as_mut()) {
+        if p.is_relative() {
+            *p = base.join(&*p);
         }
     }
 }

@@ -155,6 +155,7 @@ impl PostgresSource {
                 row: super::record::Row::from_map(row),
                 fallback_version,
                 problem: None,
+                cells: None,
             });
         }
         Ok(())

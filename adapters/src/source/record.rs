@@ -1,5 +1,6 @@
 //! What every source yields and does: rows with their position, and the `Source` trait.
 use std::{
+    collections::HashMap,
     future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -90,6 +91,26 @@ impl serde::Serialize for Row {
     }
 }
 
+/// How to name the cell of a column in one sheet row (`户籍.xlsx:Sheet1!C17`), so that a
+/// quarantined row names the cell at fault, not only the row.
+#[derive(Debug, Clone)]
+pub struct Cells {
+    /// `<file>:<sheet>!`
+    pub prefix: Arc<str>,
+    /// The row's number in the sheet (1-based, as Excel shows it).
+    pub row: u32,
+    /// Column name → column letters.
+    pub letters: Arc<HashMap<String, String>>,
+}
+
+impl Cells {
+    /// The cell of `column` in this row, if the sheet has that column.
+    pub fn of(&self, column: &str) -> Option<String> {
+        let l = self.letters.get(column)?;
+        Some(format!("{}{l}{}", self.prefix, self.row))
+    }
+}
+
 /// A source row with where it came from.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
@@ -105,6 +126,9 @@ pub struct SourceRecord {
     /// A row the source itself could not read (a CSV line with the wrong number of fields):
     /// it goes to quarantine with this reason.
     pub problem: Option<String>,
+    /// For a spreadsheet row: how to name the cell of a column, so that a quarantined row
+    /// names the cell at fault (`户籍.xlsx:Sheet1!C17`).
+    pub cells: Option<Cells>,
 }
 
 /// A source failure.

@@ -80,6 +80,7 @@ impl Source for RequeueSource {
                         label,
                         fallback_version: self.now,
                         problem: Some(format!("not a JSON line ({e}); fix it and requeue again")),
+                        cells: None,
                     }))
                 }
             };
@@ -93,6 +94,7 @@ impl Source for RequeueSource {
                     label,
                     fallback_version: self.now,
                     problem: Some("the line has no \"row\" object".into()),
+                    cells: None,
                 }));
             };
             let was = entry["source_position"].as_str().unwrap_or("unknown");
@@ -103,6 +105,7 @@ impl Source for RequeueSource {
                 // A correction is newer than what was quarantined.
                 fallback_version: self.now,
                 problem: None,
+                cells: None,
             }));
         }
     }
