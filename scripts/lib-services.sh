@@ -112,4 +112,34 @@ ensure_postgres() {
   say "PostgreSQL: $host:$port"
 }
 
+# MariaDB (or MySQL) for the adapter's MySQL source tests only (adapters/tests/mysql_source.rs):
+# GOVBUS__MYSQL__URL, else the local server, started if installed but stopped.
+ensure_mariadb() {
+  : "${GOVBUS__MYSQL__URL:=mysql://root@127.0.0.1:3306/test}"
+  export GOVBUS__MYSQL__URL
+  local host port
+  host=$(url_host "$GOVBUS__MYSQL__URL"); port=$(url_port "$GOVBUS__MYSQL__URL" 3306)
+  if ! port_open "$host" "$port"; then
+    if is_local "$host" && [ -x /usr/sbin/mariadbd ]; then
+      say "MariaDB is not running on $host:$port; starting the local server (/usr/sbin/mariadbd)"
+      start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+        || die "could not start /usr/sbin/mariadbd"
+      wait_port "$host" "$port" 60 || die "MariaDB did not start within 60 s"
+    else
+      compose_up_mariadb || die "no MariaDB at $host:$port. Install it (Debian: apt-get install mariadb-server) or Docker, or set GOVBUS__MYSQL__URL"
+      wait_port "$host" "$port" 90 || die "MariaDB did not come up on $host:$port"
+    fi
+  fi
+  say "MariaDB: $host:$port"
+}
+
+compose_up_mariadb() {
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    say "starting MariaDB with docker compose (profile tests)"
+    docker compose --profile tests up -d --wait mariadb || die "docker compose up -d mariadb failed"
+    return 0
+  fi
+  return 1
+}
+
 ensure_services() { ensure_rabbitmq; ensure_postgres; }

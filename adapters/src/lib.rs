@@ -38,7 +38,7 @@ use config::AdapterConfig;
 use mapping::{Mapper, Outcome};
 use message::Publisher;
 use pipeline::{Pipeline, Summary};
-use source::{http::HttpSource, postgres::PostgresSource, Source, SourceConfig};
+use source::{http::HttpSource, Source, SourceConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Everything built from the config before anything runs.
@@ -122,7 +122,8 @@ pub async fn run_from(
     match cfg.source.clone() {
         SourceConfig::Csv(c) => go!(source::csv::source(c, &cfg.state_dir)?),
         SourceConfig::Excel(c) => go!(source::excel::source(c, &cfg.state_dir)?),
-        SourceConfig::Postgres(c) => go!(PostgresSource::new(c, &cfg.state_dir)?),
+        SourceConfig::Postgres(c) => go!(source::postgres::source(c, &cfg.state_dir)?),
+        SourceConfig::Mysql(c) => go!(source::mysql::source(c, &cfg.state_dir)?),
         SourceConfig::Http(c) => go!(HttpSource::new(c, &cfg.state_dir)?),
     }
 }
@@ -187,7 +188,10 @@ pub async fn check(
             show(source::excel::source(c, &scratch)?, &mapper, limit, out).await
         }
         SourceConfig::Postgres(c) => {
-            show(PostgresSource::new(c, &scratch)?, &mapper, limit, out).await
+            show(source::postgres::source(c, &scratch)?, &mapper, limit, out).await
+        }
+        SourceConfig::Mysql(c) => {
+            show(source::mysql::source(c, &scratch)?, &mapper, limit, out).await
         }
         SourceConfig::Http(c) => show(HttpSource::new(c, &scratch)?, &mapper, limit, out).await,
     };

@@ -1,13 +1,9 @@
 //! The PostgreSQL source against the real PostgreSQL and RabbitMQ.
 mod common;
 
-use std::{collections::HashSet, time::Duration};
-
-use bus_schemas::wire;
 use common::*;
 use govbus_tests::{Services, TestDatabase};
 use sqlx::{Connection, PgConnection};
-use tokio_util::sync::CancellationToken;
 
 /// 10,000 rows with 100 invalid: exactly the valid ones published, the invalid quarantined;
 /// a rerun publishes nothing; afterwards only new, updated and deleted rows are published.
@@ -21,66 +17,17 @@ async fn keyset_polling_publishes_each_change_once() {
         p.url = db.url.clone();
         p.poll_interval_ms = 100;
     }
-    let s = adapters::run(cfg.clone(), CancellationToken::new(), true)
+    let changes = async {
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO enterprise_registration (uscc, name, updated_at) VALUES ('91440106MA59C0XK09', '改名后', now());
+             UPDATE enterprise_registration SET deleted = true, updated_at = now() WHERE uscc = '91440104MA59D1YL15';",
+        )
+        .execute(&mut conn)
         .await
         .unwrap();
-    assert_eq!((s.published, s.quarantined), (9_902, 100));
-    let s = adapters::run(cfg.clone(), CancellationToken::new(), true)
-        .await
-        .unwrap();
-    assert_eq!(
-        (s.published, s.quarantined),
-        (0, 0),
-        "a rerun publishes nothing"
-    );
-
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(
-        "INSERT INTO enterprise_registration (uscc, name, updated_at) VALUES ('91440106MA59C0XK09', '改名后', now());
-         UPDATE enterprise_registration SET deleted = true, updated_at = now() WHERE uscc = '91440104MA59D1YL15';",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let s = adapters::run(cfg, CancellationToken::new(), true)
-        .await
-        .unwrap();
-    assert_eq!((s.published, s.quarantined), (2, 0), "only the changes");
-
-    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
-    assert_eq!(got.len(), 9_904);
-    let by_key = check_records(
-        &got,
-        &env,
-        "commerce",
-        "enterprise",
-        "/unified_social_credit_code",
-    );
-    assert_eq!(
-        by_key.keys().cloned().collect::<HashSet<_>>(),
-        valid.iter().cloned().collect()
-    );
-    let ops: Vec<String> = got[9_902..]
-        .iter()
-        .map(|g| g.header_str(wire::header::OP))
-        .collect();
-    assert!(
-        ops.contains(&"delete".to_string()) && ops.contains(&"upsert".to_string()),
-        "{ops:?}"
-    );
-    let versions: Vec<i64> = got
-        .iter()
-        .filter(|g| g.body.len() > 10)
-        .map(|g| g.header_i64(wire::header::VERSION))
-        .collect();
-    assert!(
-        versions[..9_902].windows(2).all(|w| w[0] < w[1]),
-        "versions follow updated_at"
-    );
-    assert_eq!(
-        queue_count(&env.vhost, &wire::quarantine_queue("commerce")).await,
-        100
-    );
+    };
+    assert_keyset_polling(&env, cfg, &valid, changes).await;
 }
 
 /// Killed with SIGKILL mid-stream and started again: every row at least once, duplicates

@@ -5,7 +5,6 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use serde::Deserialize;
@@ -156,15 +155,12 @@ pub fn source(cfg: CsvConfig, state_dir: &Path) -> anyhow::Result<CsvSource> {
     if !cfg.delimiter.is_ascii() {
         anyhow::bail!("source.delimiter must be one ASCII character");
     }
-    let folder = Folder {
-        done_dir: cfg
-            .done_dir
-            .clone()
-            .unwrap_or_else(|| cfg.path.join("done")),
-        path: cfg.path,
-        suffixes: vec![cfg.suffix],
-        poll: Duration::from_millis(cfg.poll_interval_ms),
-    };
+    let folder = Folder::new(
+        cfg.path,
+        cfg.done_dir,
+        vec![cfg.suffix],
+        cfg.poll_interval_ms,
+    );
     let format = CsvFormat {
         encoding,
         delimiter: cfg.delimiter as u8,

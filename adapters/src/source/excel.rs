@@ -7,7 +7,7 @@
 //! cell (`户籍.xlsx:Sheet1!C17:D17`) or a formula error (`户籍.xlsx:Sheet1!F17`). A row that
 //! fails validation names the cell of the field at fault. Files move to `done/` and resume
 //! after a crash exactly as CSV files do (see `folder.rs`).
-use std::{collections::HashMap, path::Path, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, path::PathBuf, sync::Arc};
 
 use calamine::{Data, Dimensions, Range, Reader, Sheets};
 use serde::Deserialize;
@@ -84,15 +84,7 @@ pub fn source(cfg: ExcelConfig, state_dir: &Path) -> anyhow::Result<ExcelSource>
     if cfg.header_row == 0 {
         anyhow::bail!("source.header_row counts from 1, as Excel numbers rows");
     }
-    let folder = Folder {
-        done_dir: cfg
-            .done_dir
-            .clone()
-            .unwrap_or_else(|| cfg.path.join("done")),
-        path: cfg.path,
-        suffixes: cfg.suffixes,
-        poll: Duration::from_millis(cfg.poll_interval_ms),
-    };
+    let folder = Folder::new(cfg.path, cfg.done_dir, cfg.suffixes, cfg.poll_interval_ms);
     let format = ExcelFormat {
         sheet: cfg.sheet,
         sheet_index: cfg.sheet_index,

@@ -27,6 +27,24 @@ pub struct Folder {
     pub poll: Duration,
 }
 
+impl Folder {
+    /// `path`, finished files to `done_dir` (default `path/done`), files ending in one of
+    /// `suffixes`, looked for every `poll_ms` when idle.
+    pub fn new(
+        path: PathBuf,
+        done_dir: Option<PathBuf>,
+        suffixes: Vec<String>,
+        poll_ms: u64,
+    ) -> Folder {
+        Folder {
+            done_dir: done_dir.unwrap_or_else(|| path.join("done")),
+            path,
+            suffixes,
+            poll: Duration::from_millis(poll_ms),
+        }
+    }
+}
+
 /// One row of a file: where it is (`line 12`, `Sheet1!12:12`), its columns or why it cannot be
 /// read, and, for a sheet, how to name its cells.
 pub struct FileRow {

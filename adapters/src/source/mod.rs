@@ -10,6 +10,8 @@ pub mod csv;
 pub mod excel;
 pub mod folder;
 pub mod http;
+pub mod keyset;
+pub mod mysql;
 pub mod postgres;
 pub mod record;
 pub mod requeue;
@@ -26,6 +28,8 @@ pub enum SourceConfig {
     Excel(excel::ExcelConfig),
     /// A PostgreSQL query polled incrementally.
     Postgres(postgres::PostgresConfig),
+    /// A MySQL or MariaDB query polled incrementally.
+    Mysql(mysql::MysqlConfig),
     /// A JSON HTTP API polled page by page.
     Http(http::HttpSourceConfig),
 }
@@ -36,7 +40,7 @@ impl SourceConfig {
             SourceConfig::Csv(c) => rebase(base, &mut c.path, &mut c.done_dir),
             SourceConfig::Excel(c) => rebase(base, &mut c.path, &mut c.done_dir),
             SourceConfig::Http(h) => h.resolve_paths(base),
-            SourceConfig::Postgres(_) => {}
+            SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => {}
         }
     }
 
@@ -46,6 +50,7 @@ impl SourceConfig {
             SourceConfig::Csv(_) => "csv",
             SourceConfig::Excel(_) => "excel",
             SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
             SourceConfig::Http(_) => "http",
         }
     }

@@ -18,7 +18,7 @@ use bus_schemas::{
     Registry,
 };
 use govbus_tests::{Services, TestVhost};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, MySqlConnection, PgConnection};
 
 /// A test's own vhost with the govbus topology, a work directory and keys.
 pub struct Env {
@@ -372,20 +372,9 @@ pub async fn assert_each_record_arrived(
     got
 }
 
-/// Creates the example's table and fills it with `n` registrations, every `invalid_every`-th
-/// with a wrong credit-code check character. Returns the valid codes (with the example's two).
-pub async fn fill_commerce(
-    db: &govbus_tests::TestDatabase,
-    n: u64,
-    invalid_every: u64,
-) -> Vec<String> {
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    let schema =
-        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+/// `n` registrations, every `invalid_every`-th with a wrong credit-code check character:
+/// (credit codes, legal representatives' ID numbers, the valid codes with the examples' two).
+pub fn commerce_rows(n: u64, invalid_every: u64) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut valid = vec![
         "91440106MA59C0XK09".to_string(),
         "91440104MA59D1YL15".to_string(),
@@ -402,6 +391,23 @@ pub async fn fill_commerce(
         codes.push(code);
         ids.push(citizen_id(i));
     }
+    (codes, ids, valid)
+}
+
+/// Creates the example's table and fills it with [`commerce_rows`]. Returns the valid codes.
+pub async fn fill_commerce(
+    db: &govbus_tests::TestDatabase,
+    n: u64,
+    invalid_every: u64,
+) -> Vec<String> {
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let schema =
+        std::fs::read_to_string(example_dir("commerce-enterprise").join("schema.sql")).unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (codes, ids, valid) = commerce_rows(n, invalid_every);
     sqlx::query(
         "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id, division_code, established, updated_at)
          SELECT c, '示例企业' || o, '法人' || o, l, '440106', DATE '2016-01-01',
@@ -413,6 +419,178 @@ pub async fn fill_commerce(
     .execute(&mut conn)
     .await
     .unwrap();
+    conn.close().await.unwrap();
+    valid
+}
+
+/// What the database sources promise, for PostgreSQL and MariaDB alike: the table filled by
+/// `fill_commerce` (10,000 rows, 100 invalid) published exactly once and quarantined; a rerun
+/// publishes nothing; after `changes` (an insert of a new version of the first example
+/// enterprise and a delete of the second) only those two.
+pub async fn assert_keyset_polling(
+    env: &Env,
+    cfg: AdapterConfig,
+    valid: &[String],
+    changes: impl std::future::Future<Output = ()>,
+) {
+    use tokio_util::sync::CancellationToken;
+    let s = adapters::run(cfg.clone(), CancellationToken::new(), true)
+        .await
+        .unwrap();
+    assert_eq!((s.published, s.quarantined), (9_902, 100));
+    let s = adapters::run(cfg.clone(), CancellationToken::new(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.published, s.quarantined),
+        (0, 0),
+        "a rerun publishes nothing"
+    );
+
+    changes.await;
+    let s = adapters::run(cfg, CancellationToken::new(), true)
+        .await
+        .unwrap();
+    assert_eq!((s.published, s.quarantined), (2, 0), "only the changes");
+
+    let got = drain(&env.vhost, &wire::router_queue(0), Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 9_904);
+    let by_key = check_records(
+        &got,
+        env,
+        "commerce",
+        "enterprise",
+        "/unified_social_credit_code",
+    );
+    assert_eq!(
+        by_key.keys().cloned().collect::<HashSet<_>>(),
+        valid.iter().cloned().collect()
+    );
+    let ops: Vec<String> = got[9_902..]
+        .iter()
+        .map(|g| g.header_str(wire::header::OP))
+        .collect();
+    assert!(
+        ops.contains(&"delete".to_string()) && ops.contains(&"upsert".to_string()),
+        "{ops:?}"
+    );
+    let versions: Vec<i64> = got
+        .iter()
+        .filter(|g| g.body.len() > 10)
+        .map(|g| g.header_i64(wire::header::VERSION))
+        .collect();
+    assert!(
+        versions[..9_902].windows(2).all(|w| w[0] < w[1]),
+        "versions follow updated_at"
+    );
+    assert_eq!(
+        queue_count(&env.vhost, &wire::quarantine_queue("commerce")).await,
+        100
+    );
+}
+
+/// A test's own MariaDB (or MySQL) database, dropped afterwards. The server is found through
+/// `GOVBUS__MYSQL__URL` (default `mysql://root@127.0.0.1:3306/test`).
+pub struct MysqlDatabase {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl MysqlDatabase {
+    /// Creates a fresh database. Fails, saying how to start MariaDB, when it cannot.
+    pub async fn create() -> MysqlDatabase {
+        let admin = std::env::var("GOVBUS__MYSQL__URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+        let mut conn = MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to MariaDB at {admin} ({e}): run the suite with `scripts/test`, which finds or \
+                 starts MariaDB; by hand: `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` \
+                 (Debian: apt-get install mariadb-server); point the tests elsewhere with GOVBUS__MYSQL__URL"
+            )
+        });
+        let name = format!(
+            "govbus_test_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} CHARACTER SET utf8mb4"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        MysqlDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin,
+        }
+    }
+
+    /// A connection to the database.
+    pub async fn connect(&self) -> MySqlConnection {
+        MySqlConnection::connect(&self.url).await.unwrap()
+    }
+}
+
+static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Drop for MysqlDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        govbus_tests::clean_up(async move {
+            let mut conn = MySqlConnection::connect(&admin).await.ok()?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&mut conn)
+            .await
+            .ok()
+        });
+    }
+}
+
+/// Creates the MySQL example's table and fills it with [`commerce_rows`], as `fill_commerce`
+/// does in PostgreSQL. Returns the valid codes.
+pub async fn fill_commerce_mysql(db: &MysqlDatabase, n: u64, invalid_every: u64) -> Vec<String> {
+    let mut conn = db.connect().await;
+    let schema =
+        std::fs::read_to_string(example_dir("commerce-enterprise-mysql").join("schema.sql"))
+            .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (codes, ids, valid) = commerce_rows(n, invalid_every);
+    let start = chrono::NaiveDate::from_ymd_opt(2016, 6, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let rows: Vec<String> = codes
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(o, (c, l))| {
+            let t = start + chrono::Duration::seconds(o as i64 + 1);
+            // Generated codes and numbers: letters and digits only.
+            format!(
+                "('{c}', '示例企业{o}', '法人{o}', '{l}', '440106', DATE '2016-01-01', '{}')",
+                t.format("%Y-%m-%d %H:%M:%S")
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(2_000) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id, division_code, established, updated_at) VALUES {}",
+            chunk.join(", ")
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     conn.close().await.unwrap();
     valid
 }
