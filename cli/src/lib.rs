@@ -24,6 +24,7 @@ pub mod replay;
 pub mod report;
 pub mod schemas;
 pub mod status;
+pub mod subject_log;
 pub mod topology;
 pub mod workflow;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// After a pseudonym secret rotation: an agency's old → new tokens for the people in the
     /// records it was delivered.
     PseudonymMap(pseudonym::PseudonymMapArgs),
+    /// A citizen's data-use log for a written request: which agencies received the person's
+    /// records, which fields, under which grant, when (the ID number is read from stdin).
+    SubjectLog(subject_log::SubjectLogArgs),
     /// Rotate the platform id secret: rehash the router's database, write agencies' id maps.
     #[command(subcommand)]
     IdSecret(id_secret::IdSecretCommand),
@@ -99,5 +103,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Restore(args) => backup::restore(args),
         Command::PseudonymMap(args) => pseudonym::run(args),
         Command::IdSecret(cmd) => id_secret::run(cmd),
+        Command::SubjectLog(args) => subject_log::run(args),
     }
 }

@@ -162,7 +162,7 @@ pub enum WorkflowCommand {
         /// The platform's id secret (`platform.id_secret_file` of the router's config).
         #[arg(long)]
         platform_id_secret: Option<PathBuf>,
-        /// `coordinator`, `operator`, `agency` or `department`.
+        /// `coordinator`, `operator`, `agency`, `department`, `platform` or `portal`.
         #[arg(long)]
         role: Option<String>,
         /// Who: a name for the coordinator or an operator, else the agency or department id.
@@ -313,7 +313,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
         let role = role.as_deref().ok_or_else(|| missing("--role"))?;
         let subject = subject.as_deref().ok_or_else(|| missing("--subject"))?;
         let role = Role::parse(role).ok_or_else(|| {
-            anyhow::anyhow!("role `{role}`: use coordinator, operator, agency, department or platform (another platform's id)")
+            anyhow::anyhow!("role `{role}`: use coordinator, operator, agency, department, platform (another platform's id) or portal (the citizen portal, for the data-use log)")
         })?;
         anyhow::ensure!(*days >= 1, "--days must be at least 1");
         let secret = bus_schemas::keys::load_secret_as(platform_id_secret, "--platform-id-secret")?;

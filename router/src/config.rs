@@ -98,6 +98,10 @@ pub struct WorkflowConfig {
     /// the system's.
     #[serde(default)]
     pub platform_ca_file: Option<PathBuf>,
+    /// Queries of the citizen's data-use log (`POST /api/subject-log`) one portal token may
+    /// make a minute; more are answered 429 with `Retry-After`.
+    #[serde(default = "default_subject_log_per_minute")]
+    pub subject_log_per_minute: u32,
 }
 
 /// A token another platform issued; never printed.
@@ -115,6 +119,10 @@ fn default_deadline_check_secs() -> u64 {
     300
 }
 
+fn default_subject_log_per_minute() -> u32 {
+    60
+}
+
 impl Default for WorkflowConfig {
     fn default() -> Self {
         WorkflowConfig {
@@ -122,6 +130,7 @@ impl Default for WorkflowConfig {
             deadline_check_secs: default_deadline_check_secs(),
             platform_tokens: Default::default(),
             platform_ca_file: None,
+            subject_log_per_minute: default_subject_log_per_minute(),
         }
     }
 }

@@ -98,6 +98,7 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
             "platform.id_secret_file",
         )?),
         platforms: workflow::platforms::client(&cfg.workflow)?,
+        subject_log: ops::subject_log::SubjectLog::load(&cfg)?,
     });
     let http_stop = CancellationToken::new();
     let addr = http::serve(cfg.http.listen, shared.clone(), http_stop.clone()).await?;

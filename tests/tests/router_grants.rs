@@ -7,16 +7,11 @@ use std::{collections::HashMap, time::Duration};
 
 use bus_schemas::{
     split_header,
-    wire::{self, header, Signer},
+    wire::{header, Signer},
     RecordType, Registry,
 };
 use common::{citizen, uscc, Got, World};
 use govbus_tests::{python, Process};
-use lapin::{
-    options::BasicPublishOptions,
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties,
-};
 use serde_json::Value as Json;
 
 /// Decodes a delivery with the writer schema served at `/schemas/{fingerprint}`, read with the
@@ -67,57 +62,6 @@ fn by_item(got: &[Got]) -> HashMap<String, Vec<&Got>> {
     m
 }
 
-/// Publishes a record under `routing_key`, signed by `signer`, bypassing the adapter.
-async fn publish_raw(
-    w: &World,
-    routing_key: &str,
-    item: &str,
-    rt: &RecordType,
-    doc: Json,
-    signer: &Signer,
-) {
-    let body = rt.encode_json(&doc).unwrap();
-    let id = format!("raw-{routing_key}-{}", body.len());
-    let (dept, _) = routing_key.split_once('.').unwrap();
-    let mut h = FieldTable::default();
-    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
-    h.insert(header::DEPARTMENT.into(), s(dept));
-    h.insert(header::ITEM.into(), s(item));
-    h.insert(header::VERSION.into(), AMQPValue::LongLongInt(1));
-    h.insert(header::OP.into(), s("upsert"));
-    let mut m = bus_schemas::amqp::OutgoingMessage {
-        exchange: String::new(),
-        routing_key: String::new(),
-        body,
-        properties: BasicProperties::default()
-            .with_message_id(ShortString::from(id.as_str()))
-            .with_headers(h),
-    };
-    bus_schemas::amqp::seal::seal(signer, bus_schemas::batch::AUDIENCE_INGEST, [&mut m]).unwrap();
-    let (body, h) = (m.body, m.properties.headers().clone().unwrap());
-    let conn = w.vhost.connect().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    ch.basic_publish(
-        wire::INGEST_EXCHANGE.into(),
-        routing_key.into(),
-        BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        },
-        &body,
-        BasicProperties::default()
-            .with_message_id(ShortString::from(id.as_str()))
-            .with_delivery_mode(2)
-            .with_headers(h),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    conn.close(200, "ok".into()).await.unwrap();
-}
-
 /// Three departments, four agencies: each agency gets exactly the granted records and fields
 /// (pseudonyms where granted, its district only where region-limited, nothing from an expired
 /// grant); a wrongly signed record, a commerce item under the police key, an item nobody is
@@ -150,8 +94,7 @@ async fn each_agency_gets_exactly_its_grants() {
         .unwrap()
         .clone();
     let rogue = Signer::from_seed("police-2026", &[42u8; 32]);
-    publish_raw(
-        &w,
+    w.publish_raw(
         "police.household.7",
         "household",
         &household,
@@ -162,8 +105,7 @@ async fn each_agency_gets_exactly_its_grants() {
     let police_key =
         bus_schemas::keys::load_signer(&w.path("keys/police/police-2026.key"), "police-2026")
             .unwrap();
-    publish_raw(
-        &w,
+    w.publish_raw(
         "police.enterprise.7",
         "enterprise",
         &enterprise,
@@ -173,8 +115,7 @@ async fn each_agency_gets_exactly_its_grants() {
     .await;
 
     let permit = reg.get("gov.gz.migrant.ResidencePermit").unwrap().clone();
-    publish_raw(
-        &w,
+    w.publish_raw(
         "police.residence.7",
         "residence",
         &permit,
@@ -183,8 +124,7 @@ async fn each_agency_gets_exactly_its_grants() {
     )
     .await;
     // An item the catalogue does not list; an enterprise body under the household item.
-    publish_raw(
-        &w,
+    w.publish_raw(
         "police.weapons.7",
         "weapons",
         &permit,
@@ -192,8 +132,7 @@ async fn each_agency_gets_exactly_its_grants() {
         &police_key,
     )
     .await;
-    publish_raw(
-        &w,
+    w.publish_raw(
         "police.household.7",
         "household",
         &enterprise,

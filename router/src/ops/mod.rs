@@ -10,3 +10,4 @@ pub mod provision;
 pub mod replay;
 pub mod report;
 pub mod status;
+pub mod subject_log;

@@ -493,7 +493,11 @@ async fn prepare(
                 })
             }
             Outcome::Failed(reason) => Kind::Failed(dead_letter(&d, &reason), reason),
-            Outcome::Deliver { deliveries, .. } => {
+            Outcome::Deliver {
+                deliveries,
+                subjects,
+                ..
+            } => {
                 stored = deliveries.first().map(|p| store::LatestRecord {
                     item: p.entry.item.clone(),
                     key_hash: p.entry.key_hash.clone(),
@@ -502,6 +506,7 @@ async fn prepare(
                     ingest_id: p.entry.ingest_id.clone(),
                     headers: store::headers_json(d.properties.headers().as_ref()),
                     body: d.data.clone(),
+                    subjects,
                 });
                 let mut out = Vec::with_capacity(deliveries.len());
                 for p in deliveries {
@@ -754,6 +759,7 @@ async fn commit(
             store::insert_refusals(&mut tx, refusals).await?;
             store::counters::count_departments(&mut tx, departments).await?;
             store::keep_latest(&mut tx, latest).await?;
+            store::versions::index_subjects(&mut tx, latest).await?;
             crate::store::counters::count_timeliness(&mut tx, delivered).await?;
             tx.commit().await?;
             Ok::<usize, sqlx::Error>(rows)

@@ -8,3 +8,4 @@ pub mod platform;
 pub mod projection;
 pub mod pseudonym;
 pub mod route;
+pub mod subjects;

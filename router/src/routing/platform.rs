@@ -10,7 +10,7 @@ use chrono::DateTime;
 
 use crate::{
     config::{PlatformConfig, RouterConfig},
-    routing::pseudonym::Pseudonymizer,
+    routing::{pseudonym::Pseudonymizer, subjects::SubjectKey},
 };
 
 /// The platform's keys: signing deliveries, keyed ids and hashes, pseudonyms.
@@ -21,6 +21,8 @@ pub struct Platform {
     pub ids: IdKey,
     /// Pseudonyms.
     pub pseudonyms: Pseudonymizer,
+    /// The subject index's keyed hashes (from the current pseudonym secret).
+    pub subjects: SubjectKey,
     /// The keys `GET /keys` serves (current and previous, with endorsements).
     pub published_keys: Vec<Listed>,
     /// The router partitions (`router.partitions`): a delivery's ledger chain is the
@@ -36,6 +38,10 @@ impl Platform {
             &cfg.platform.key_id,
             "platform.key_file",
         )?;
+        let pseudonym_secret = keys::load_secret_as(
+            &cfg.platform.pseudonym_secret_file,
+            "platform.pseudonym_secret_file",
+        )?;
         Ok(Platform {
             partitions: cfg.router.partitions,
             published_keys: published(&cfg.platform, &signer)?,
@@ -44,13 +50,8 @@ impl Platform {
                 &cfg.platform.id_secret_file,
                 "platform.id_secret_file",
             )?),
-            pseudonyms: Pseudonymizer::versioned(
-                &keys::load_secret_as(
-                    &cfg.platform.pseudonym_secret_file,
-                    "platform.pseudonym_secret_file",
-                )?,
-                cfg.platform.pseudonym_version,
-            ),
+            pseudonyms: Pseudonymizer::versioned(&pseudonym_secret, cfg.platform.pseudonym_version),
+            subjects: SubjectKey::from_pseudonym_secret(&pseudonym_secret),
         })
     }
 }

@@ -92,6 +92,8 @@ pub enum Outcome {
         deliveries: Vec<Planned>,
         /// When the source changed the record (ms), for the latency histogram.
         source_time_ms: Option<i64>,
+        /// The keyed hash of each person the record names (the subject index).
+        subjects: Vec<crate::routing::subjects::SubjectHash>,
     },
     /// Cannot be processed (goes to `govbus.router.dlq`).
     Failed(String),
@@ -178,6 +180,40 @@ pub fn replace_ids(
             }
         }
     }
+}
+
+/// The ID documents of every person a record names, as (ID type, number): each Subject role
+/// with a number, and each top-level citizen ID number field (type `111`). The same places a
+/// pseudonym grant replaces ([`replace_ids`]).
+pub fn persons(value: &Value, subjects: &[String], id_fields: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Value::Record(fields) = value else {
+        return out;
+    };
+    for (name, v) in fields {
+        if subjects.iter().any(|s| s == name) {
+            if let Value::Record(sub) = strip_union(v) {
+                let text = |field: &str| {
+                    sub.iter()
+                        .find(|(n, _)| n == field)
+                        .and_then(|(_, v)| match strip_union(v) {
+                            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                            _ => None,
+                        })
+                };
+                if let Some(number) = text("id_number") {
+                    out.push((text("id_type").unwrap_or_default(), number));
+                }
+            }
+        } else if id_fields.iter().any(|f| f == name) {
+            if let Value::String(number) = strip_union(v) {
+                if !number.trim().is_empty() {
+                    out.push((crate::routing::subjects::RESIDENT_ID.into(), number.clone()));
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Platform {
@@ -372,9 +408,14 @@ impl Platform {
                 format!("no grant of item `{rk_item}` is in force on {today} for this record"),
             );
         }
+        let subjects = persons(&value, &item.subjects, &item.id_fields)
+            .iter()
+            .map(|(t, n)| self.subjects.hash(t, n))
+            .collect();
         Outcome::Deliver {
             deliveries,
             source_time_ms,
+            subjects,
         }
     }
 

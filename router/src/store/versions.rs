@@ -71,6 +71,48 @@ pub struct LatestRecord {
     pub headers: Json,
     /// The signed ingest body.
     pub body: Vec<u8>,
+    /// The keyed hash of each person the record names (`routing::subjects`).
+    pub subjects: Vec<[u8; 16]>,
+}
+
+/// Indexes each record version by the persons it names (one statement): the citizen's
+/// data-use log joins this with the ledger. A version indexed before (a redelivery, a replay)
+/// is left as it is.
+pub async fn index_subjects(
+    tx: &mut Transaction<'_, Postgres>,
+    records: &[LatestRecord],
+) -> sqlx::Result<()> {
+    let mut rows: Vec<(&[u8], &str, &str, i64)> = records
+        .iter()
+        .flat_map(|r| {
+            r.subjects.iter().map(move |s| {
+                (
+                    s.as_slice(),
+                    r.item.as_str(),
+                    r.key_hash.as_str(),
+                    r.version,
+                )
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // In key order, as every shared row here: concurrent routers never deadlock on it.
+    rows.sort_unstable();
+    rows.dedup();
+    sqlx::query(
+        "INSERT INTO subject_index (subject, item, key_hash, version)
+         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Keeps the newest version of each record (one statement; older versions leave it).

@@ -11,6 +11,8 @@
 //! - `POST /api/disputes` (agency): dispute a delivered record by `message_id`.
 //!   `GET /api/disputes`, `GET /api/disputes/{id}` (with its steps and report).
 //! - `POST /api/disputes/{id}/finding` (operator): `technical`, `data` or `unfounded`.
+//! - `POST /api/subject-log` (citizen portal): a citizen's data-use log
+//!   (see [`crate::ops::subject_log`]).
 //! - `POST /api/contacts` (agency): register or change its three contacts;
 //!   `GET /api/contacts`: the agency its own, the coordinator and operators all.
 use std::sync::Arc;
@@ -165,6 +167,48 @@ async fn report_contacts(
         .into_response())
 }
 
+async fn subject_log(
+    State(wf): Wf,
+    h: HeaderMap,
+    body: Result<
+        Json<crate::ops::subject_log::SubjectLogRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Response, WorkflowError> {
+    use crate::ops::subject_log::SubjectLogError;
+    let actor = wf.authenticate(bearer(&h)).await?;
+    if actor.role != super::token::Role::Portal {
+        return Err(WorkflowError::Forbidden(
+            "the data-use log answers the citizen portal's token (role portal); an operator answers a written request with `govbus subject-log`".into(),
+        ));
+    }
+    let Json(req) = body.map_err(|e| WorkflowError::Invalid(e.body_text()))?;
+    let answer = match wf.subject_log.admit(&actor.subject) {
+        Ok(()) => {
+            wf.subject_log
+                .query(
+                    wf.pool(),
+                    &wf.shared.routing().catalogue,
+                    &actor.subject,
+                    &req,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(log) => Ok(Json(log).into_response()),
+        Err(e @ SubjectLogError::RateLimited { retry_after, .. }) => Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after.to_string())],
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response()),
+        Err(SubjectLogError::Invalid(why)) => Err(WorkflowError::Invalid(why)),
+        Err(e @ SubjectLogError::Database(_)) => Err(WorkflowError::Unavailable(e.to_string())),
+    }
+}
+
 /// The `/api` routes.
 pub fn routes(wf: Arc<Workflow>) -> Router {
     Router::new()
@@ -178,5 +222,6 @@ pub fn routes(wf: Arc<Workflow>) -> Router {
         .route("/api/contacts", get(contacts).post(report_contacts))
         .route("/api/disputes/{id}", get(one_dispute))
         .route("/api/disputes/{id}/finding", post(finding))
+        .route("/api/subject-log", post(subject_log))
         .with_state(wf)
 }

@@ -130,15 +130,16 @@ impl Workflow {
 
     /// Recorded contacts, newest first: an agency its own, the coordinator and operators all.
     pub async fn contacts(&self, actor: &Actor) -> Result<Vec<Contacts>> {
-        let agency =
-            match actor.role {
-                Role::Agency => Some(actor.subject.as_str()),
-                Role::Coordinator | Role::Operator => None,
-                Role::Department | Role::Platform => return Err(WorkflowError::Forbidden(
+        let agency = match actor.role {
+            Role::Agency => Some(actor.subject.as_str()),
+            Role::Coordinator | Role::Operator => None,
+            Role::Department | Role::Platform | Role::Portal => {
+                return Err(WorkflowError::Forbidden(
                     "agencies' contacts are for the agency itself, the coordinator and operators"
                         .into(),
-                )),
-            };
+                ))
+            }
+        };
         let rows = sqlx::query("SELECT id, agency, leader, sharing_officer, technical_officer, changed_on, reported_on, report_due, late FROM agency_contacts WHERE ($1::text IS NULL OR agency = $1) ORDER BY id DESC")
             .bind(agency)
             .fetch_all(self.pool())

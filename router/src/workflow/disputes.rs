@@ -118,7 +118,7 @@ fn may_see(actor: &Actor, d: &Dispute) -> bool {
         Role::Agency => d.agency == actor.subject,
         Role::Department => d.department == actor.subject,
         Role::Coordinator | Role::Operator => true,
-        Role::Platform => false,
+        Role::Platform | Role::Portal => false,
     }
 }
 

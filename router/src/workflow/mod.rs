@@ -229,6 +229,8 @@ pub struct Workflow {
     pub tokens: TokenKey,
     /// The client other platforms' workflow APIs are called with ([`platforms::client`]).
     pub platforms: reqwest::Client,
+    /// The citizen's data-use log (keys and the portals' rate limit).
+    pub subject_log: crate::ops::subject_log::SubjectLog,
 }
 
 impl Workflow {
@@ -982,6 +984,7 @@ fn may_see(actor: &Actor, app: &Application) -> bool {
         Role::Agency | Role::Platform => app.agency == actor.subject,
         Role::Department => app.departments.contains(&actor.subject),
         Role::Coordinator | Role::Operator => true,
+        Role::Portal => false,
     }
 }
 

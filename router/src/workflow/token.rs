@@ -27,6 +27,9 @@ pub enum Role {
     /// Another platform (subject: its id in this catalogue's `[[platform]]`): forwards its
     /// agencies' applications for this platform's items (article 37) and follows them.
     Platform,
+    /// The citizen portal (subject: its name): asks a citizen's data-use log
+    /// (`POST /api/subject-log`) for the citizen it vouches for, and nothing else.
+    Portal,
 }
 
 impl Role {
@@ -38,6 +41,7 @@ impl Role {
             Role::Coordinator => "coordinator",
             Role::Operator => "operator",
             Role::Platform => "platform",
+            Role::Portal => "portal",
         }
     }
 
@@ -49,6 +53,7 @@ impl Role {
             "coordinator" => Role::Coordinator,
             "operator" => Role::Operator,
             "platform" => Role::Platform,
+            "portal" => Role::Portal,
             _ => return None,
         })
     }

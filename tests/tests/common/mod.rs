@@ -1357,3 +1357,64 @@ pub async fn publish_refused(conn: &Connection, key: &str) -> bool {
         }
     }
 }
+
+impl World {
+    /// Publishes a record under `routing_key`, signed by `signer`, bypassing the adapter.
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        item: &str,
+        rt: &bus_schemas::RecordType,
+        doc: serde_json::Value,
+        signer: &bus_schemas::wire::Signer,
+    ) {
+        let body = rt.encode_json(&doc).unwrap();
+        // Distinct bodies under one routing key get distinct ids.
+        let id = format!(
+            "raw-{routing_key}-{}",
+            hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&body)[..8])
+        );
+        let (dept, _) = routing_key.split_once('.').unwrap();
+        let mut h = FieldTable::default();
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        h.insert(bus_schemas::wire::header::DEPARTMENT.into(), s(dept));
+        h.insert(bus_schemas::wire::header::ITEM.into(), s(item));
+        h.insert(
+            bus_schemas::wire::header::VERSION.into(),
+            AMQPValue::LongLongInt(1),
+        );
+        h.insert(bus_schemas::wire::header::OP.into(), s("upsert"));
+        let mut m = bus_schemas::amqp::OutgoingMessage {
+            exchange: String::new(),
+            routing_key: String::new(),
+            body,
+            properties: BasicProperties::default()
+                .with_message_id(lapin::types::ShortString::from(id.as_str()))
+                .with_headers(h),
+        };
+        bus_schemas::amqp::seal::seal(signer, bus_schemas::batch::AUDIENCE_INGEST, [&mut m])
+            .unwrap();
+        let (body, h) = (m.body, m.properties.headers().clone().unwrap());
+        let conn = self.vhost.connect().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        ch.basic_publish(
+            bus_schemas::wire::INGEST_EXCHANGE.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &body,
+            BasicProperties::default()
+                .with_message_id(lapin::types::ShortString::from(id.as_str()))
+                .with_delivery_mode(2)
+                .with_headers(h),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        conn.close(200, "ok".into()).await.unwrap();
+    }
+}
