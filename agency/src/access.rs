@@ -74,6 +74,56 @@ pub struct Access {
     pub checkpoints: Option<PathBuf>,
 }
 
+/// The agency's env file (`--env-file`, else `provisioned/agencies/<agency>.env` if there),
+/// checked to be this agency's, with its path.
+fn env_of(args: &AgencyArgs) -> anyhow::Result<(HashMap<String, String>, PathBuf)> {
+    let explicit = args.env_file.is_some();
+    let path = args.env_file.clone().unwrap_or_else(|| {
+        PathBuf::from("provisioned/agencies").join(format!("{}.env", args.agency))
+    });
+    let env = match envfile::read(&path) {
+        Ok(e) => e,
+        Err(e) if explicit => {
+            anyhow::bail!("cannot read --env-file {}: {e}", path.display())
+        }
+        Err(_) => HashMap::new(),
+    };
+    if let Some(a) = env.get("GOVBUS_AGENCY") {
+        anyhow::ensure!(
+            a == &args.agency,
+            "{} is agency {a}'s file, not {}'s",
+            path.display(),
+            args.agency
+        );
+    }
+    Ok((env, path))
+}
+
+/// The platform's workflow API and the agency's token: the flags, else `GOVBUS_API_URL` and
+/// `GOVBUS_API_TOKEN` of the env file (written by `govbus provision --platform-id-secret`).
+pub fn api_access(
+    args: &AgencyArgs,
+    api_url: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let (env, path) = env_of(args)?;
+    let pick = |flag: Option<&str>, key: &str, name: &str| {
+        flag.map(String::from)
+            .or_else(|| env.get(key).cloned())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no {name}: pass --{}, or the env file `govbus provision --platform-id-secret` wrote for this agency (looked for {key} in {})",
+                    name.replace(' ', "-"),
+                    path.display()
+                )
+            })
+    };
+    Ok((
+        pick(api_url, "GOVBUS_API_URL", "api url")?,
+        pick(token, "GOVBUS_API_TOKEN", "api token")?,
+    ))
+}
+
 impl Access {
     /// Resolves flags over the env file. Names the file and the missing setting when one is absent.
     pub fn resolve(args: &AgencyArgs) -> anyhow::Result<Self> {
@@ -82,25 +132,7 @@ impl Access {
             "--agency {:?} is not an id (lowercase letters, digits and _)",
             args.agency
         );
-        let explicit = args.env_file.is_some();
-        let path = args.env_file.clone().unwrap_or_else(|| {
-            PathBuf::from("provisioned/agencies").join(format!("{}.env", args.agency))
-        });
-        let env = match envfile::read(&path) {
-            Ok(e) => e,
-            Err(e) if explicit => {
-                anyhow::bail!("cannot read --env-file {}: {e}", path.display())
-            }
-            Err(_) => HashMap::new(),
-        };
-        if let Some(a) = env.get("GOVBUS_AGENCY") {
-            anyhow::ensure!(
-                a == &args.agency,
-                "{} is agency {a}'s file, not {}'s",
-                path.display(),
-                args.agency
-            );
-        }
+        let (env, path) = env_of(args)?;
         let missing = |what: &str, flag: &str| {
             anyhow::anyhow!(
                 "no {what}: pass {flag}, or the env file `govbus provision` wrote for this agency \

@@ -23,6 +23,7 @@ pub mod access;
 pub mod consume;
 pub mod decode;
 pub mod pseudonym_map;
+pub mod purge;
 pub mod sink;
 pub mod tail;
 

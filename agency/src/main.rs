@@ -86,6 +86,16 @@ struct SinkArgs {
         conflicts_with = "webhook"
     )]
     apply_pseudonym_map: Option<PathBuf>,
+    /// Instead of consuming: delete the `--table` rows of items whose grants to this agency
+    /// all ended (the platform's `GET /api/grants` says which), in one transaction, then exit.
+    #[arg(long, requires = "postgres", conflicts_with_all = ["webhook", "apply_pseudonym_map"])]
+    purge_ended: bool,
+    /// The platform's API (default: `GOVBUS_API_URL` of the env file), for `--purge-ended`.
+    #[arg(long, env = "GOVBUS_API_URL")]
+    api_url: Option<String>,
+    /// The agency's API token (default: `GOVBUS_API_TOKEN` of the env file), for `--purge-ended`.
+    #[arg(long, env = "GOVBUS_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -144,6 +154,9 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let (true, Some(url)) = (args.purge_ended, &args.postgres) {
+        return purge_ended(&args, url);
+    }
     let access = Access::resolve(&args.agency)?;
     runtime()?.block_on(async {
         let stop = bus_schemas::amqp::process::stop_on_signals();
@@ -184,4 +197,31 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `govbus-agency sink --purge-ended`.
+fn purge_ended(args: &SinkArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let tables = Tables::parse(&args.table)?;
+    let (api_url, token) = agency::access::api_access(
+        &args.agency,
+        args.api_url.as_deref(),
+        args.api_token.as_deref(),
+    )?;
+    let p = runtime()?.block_on(async {
+        let keep = agency::purge::items_still_granted(&api_url, &token).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to the agency database: {e}"))?;
+        agency::purge::purge(&pool, &tables, &keep).await
+    })?;
+    println!(
+        "{} rows deleted from {} (items whose grants ended: {}); items still granted: {}",
+        p.rows,
+        tables.names().join(", "),
+        p.items.iter().cloned().collect::<Vec<_>>().join(", "),
+        p.kept.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
 }

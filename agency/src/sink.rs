@@ -91,7 +91,7 @@ fn quote(ident: &str) -> String {
 }
 
 /// The table that remembers deletes of `table`'s records.
-pub(crate) fn tombstones(table: &str) -> String {
+pub fn tombstones(table: &str) -> String {
     format!("{table}_deleted")
 }
 

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod partitions;
 pub mod provision;
 pub mod pseudonym;
+pub mod purge;
 pub mod quarantine;
 pub mod replay;
 pub mod report;
@@ -76,6 +77,9 @@ pub enum Command {
     /// After a pseudonym secret rotation: an agency's old → new tokens for the people in the
     /// records it was delivered.
     PseudonymMap(pseudonym::PseudonymMapArgs),
+    /// Purge now what the platform keeps of records whose sharing period or grant ended
+    /// (the router does it itself every `retention.purge_check_secs`).
+    Purge(purge::PurgeArgs),
     /// A citizen's data-use log for a written request: which agencies received the person's
     /// records, which fields, under which grant, when (the ID number is read from stdin).
     SubjectLog(subject_log::SubjectLogArgs),
@@ -104,5 +108,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::PseudonymMap(args) => pseudonym::run(args),
         Command::IdSecret(cmd) => id_secret::run(cmd),
         Command::SubjectLog(args) => subject_log::run(args),
+        Command::Purge(args) => purge::run(args),
     }
 }

@@ -37,6 +37,39 @@ pub struct RouterConfig {
     /// The status page and the workflow's `/api`: a listener of their own, over TLS.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Purging what is kept of records no longer shared (articles 30, 38).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// The `[retention]` section (`ops::purge`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days after an item's sharing period or a grant ends before what the platform keeps of
+    /// its records is purged (time to correct a mistaken end date).
+    #[serde(default = "default_purge_grace_days")]
+    pub purge_grace_days: u32,
+    /// How often to look for ended items and grants, in seconds.
+    #[serde(default = "default_purge_check_secs")]
+    pub purge_check_secs: u64,
+}
+
+fn default_purge_grace_days() -> u32 {
+    30
+}
+
+fn default_purge_check_secs() -> u64 {
+    3600
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            purge_grace_days: default_purge_grace_days(),
+            purge_check_secs: default_purge_check_secs(),
+        }
+    }
 }
 
 /// The `[api]` section: where the status page (`/`, `/status`) and the sharing workflow's
@@ -405,6 +438,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "workflow",
     "api",
+    "retention",
 ];
 
 impl RouterConfig {

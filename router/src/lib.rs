@@ -157,6 +157,12 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         std::time::Duration::from_secs(cfg.workflow.deadline_check_secs.max(1)),
         background.clone(),
     ));
+    let purges = tokio::spawn(ops::purge::every(
+        shared.clone(),
+        cfg.retention.purge_grace_days,
+        std::time::Duration::from_secs(cfg.retention.purge_check_secs.max(1)),
+        background.clone(),
+    ));
     let links = tokio::spawn(ops::links::watch(
         shared.clone(),
         ops::provision::Management::for_amqp(&cfg.amqp)
@@ -183,7 +189,8 @@ pub async fn run(cfg: RouterConfig, stop: CancellationToken) -> anyhow::Result<(
         checkpoints,
         deadlines,
         database,
-        links
+        links,
+        purges
     );
     draining.abort();
     http_stop.cancel();

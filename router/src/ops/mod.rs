@@ -7,6 +7,7 @@ pub mod id_secret;
 pub mod links;
 pub mod partitions;
 pub mod provision;
+pub mod purge;
 pub mod replay;
 pub mod report;
 pub mod status;

@@ -91,6 +91,19 @@ pub struct ContactUpdates {
     pub late: i64,
 }
 
+/// What was purged of an item in the year at the end of its sharing (articles 30, 38).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ItemPurges {
+    /// Item.
+    pub item: String,
+    /// Latest records (bodies kept for replays) purged.
+    pub latest_records: i64,
+    /// Kept deliveries purged.
+    pub kept_deliveries: i64,
+    /// Refused messages' bodies purged.
+    pub refused_bodies: i64,
+}
+
 /// A year's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -106,6 +119,8 @@ pub struct Report {
     pub applications: Vec<Applications>,
     /// Contact updates.
     pub contacts: Vec<ContactUpdates>,
+    /// Purged at the end of sharing periods (the whole platform's, even for one agency).
+    pub purges: Vec<ItemPurges>,
 }
 
 /// The delay an item's update frequency allows (ms), where the catalogue says one we know.
@@ -367,9 +382,27 @@ pub async fn build(
         late: r.get(2),
     })
     .collect();
+    let purges = sqlx::query(
+        "SELECT item, sum(latest_records)::bigint, sum(kept_deliveries)::bigint, sum(refused_bodies)::bigint
+           FROM purges WHERE purged_at >= to_timestamp($1::bigint / 1e6) AND purged_at < to_timestamp($2::bigint / 1e6)
+          GROUP BY 1 ORDER BY 1",
+    )
+    .bind(from_us)
+    .bind(to_us)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| ItemPurges {
+        item: r.get(0),
+        latest_records: r.get(1),
+        kept_deliveries: r.get(2),
+        refused_bodies: r.get(3),
+    })
+    .collect();
     Ok(Report {
         year,
         contacts,
+        purges,
         agency: agency.map(String::from),
         agencies,
         departments: departments.into_values().collect(),
@@ -442,6 +475,15 @@ pub fn csv(r: &Report) -> anyhow::Result<String> {
             ("contact_reports_late", c.late),
         ] {
             w.write_record(["contacts", &c.agency, "", "", m, &v.to_string()])?;
+        }
+    }
+    for p in &r.purges {
+        for (m, v) in [
+            ("purged_latest_records", p.latest_records),
+            ("purged_kept_deliveries", p.kept_deliveries),
+            ("purged_refused_bodies", p.refused_bodies),
+        ] {
+            w.write_record(["purges", "", "", &p.item, m, &v.to_string()])?;
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -586,6 +628,16 @@ Delays are from the change in the department's system to the delivery, in bucket
             esc(&c.agency),
             c.reports,
             c.late
+        ));
+    }
+    h.push_str("</table>\n<h2>Purged at the end of sharing (articles 30, 38)</h2>\n<table id=\"purges\"><tr><th>item</th><th>latest records</th><th>kept deliveries</th><th>refused bodies</th></tr>\n");
+    for p in &r.purges {
+        h.push_str(&format!(
+            "<tr data-item=\"{0}\"><td>{0}</td><td data-measure=\"purged_latest_records\">{1}</td><td data-measure=\"purged_kept_deliveries\">{2}</td><td data-measure=\"purged_refused_bodies\">{3}</td></tr>\n",
+            esc(&p.item),
+            p.latest_records,
+            p.kept_deliveries,
+            p.refused_bodies
         ));
     }
     h.push_str("</table></body></html>\n");

@@ -21,6 +21,8 @@ pub enum Job {
     Deadlines = 3,
     /// A replay of records to an agency.
     Replay = 4,
+    /// Purging what is kept of records no longer shared (`ops::purge`).
+    Purge = 5,
 }
 
 /// Runs `work` if no other router holds `job` now; `None` when one does.

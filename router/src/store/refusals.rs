@@ -25,7 +25,7 @@ pub struct Refusal {
     pub body: Vec<u8>,
     /// The whole body's length.
     pub body_bytes: i32,
-    /// Keyed hash of the whole body, when it was cut.
+    /// Keyed hash of the whole body, when it was cut (or, later, purged: `ops::purge`).
     pub body_hmac: Option<String>,
 }
 

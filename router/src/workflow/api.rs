@@ -11,6 +11,9 @@
 //! - `POST /api/disputes` (agency): dispute a delivered record by `message_id`.
 //!   `GET /api/disputes`, `GET /api/disputes/{id}` (with its steps and report).
 //! - `POST /api/disputes/{id}/finding` (operator): `technical`, `data` or `unfounded`.
+//! - `GET /api/grants` (agency, another platform: its own; coordinator, operator: all): the
+//!   grants in the catalogue now, each with whether it is in force and whether it ended
+//!   (`govbus-agency sink --purge-ended` asks it).
 //! - `POST /api/subject-log` (citizen portal): a citizen's data-use log
 //!   (see [`crate::ops::subject_log`]).
 //! - `POST /api/contacts` (agency): register or change its three contacts;
@@ -167,6 +170,42 @@ async fn report_contacts(
         .into_response())
 }
 
+async fn grants(State(wf): Wf, h: HeaderMap) -> Result<Response, WorkflowError> {
+    use super::token::Role;
+    let actor = wf.authenticate(bearer(&h)).await?;
+    let only = match actor.role {
+        Role::Agency | Role::Platform => Some(actor.subject.as_str()),
+        Role::Coordinator | Role::Operator => None,
+        Role::Department | Role::Portal => {
+            return Err(WorkflowError::Forbidden(
+                "grants are listed to their agency, the coordinator and operators".into(),
+            ))
+        }
+    };
+    let routing = wf.shared.routing();
+    let today = bus_schemas::validate::today_in_shanghai();
+    let mut out = Vec::new();
+    for (item_id, grants) in &routing.catalogue.grants_by_item {
+        let item_ended = routing
+            .catalogue
+            .items
+            .get(item_id)
+            .and_then(|(i, _)| i.shared_until.as_ref())
+            .is_some_and(|u| u.0 < today);
+        for g in grants.iter().filter(|g| only.is_none_or(|a| g.agency == a)) {
+            let ended = item_ended || g.valid_until.as_ref().is_some_and(|u| u.0 < today);
+            out.push(json!({
+                "id": g.id, "revision": g.revision, "agency": g.agency, "item": g.item,
+                "fields": g.fields, "identity": g.identity.as_str(),
+                "valid_from": g.valid_from.0, "valid_until": g.valid_until.as_ref().map(|u| u.0),
+                "in_force": !ended && g.in_force(today), "ended": ended,
+            }));
+        }
+    }
+    out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Json(json!({ "today": today, "grants": out })).into_response())
+}
+
 async fn subject_log(
     State(wf): Wf,
     h: HeaderMap,
@@ -223,5 +262,6 @@ pub fn routes(wf: Arc<Workflow>) -> Router {
         .route("/api/disputes/{id}", get(one_dispute))
         .route("/api/disputes/{id}/finding", post(finding))
         .route("/api/subject-log", post(subject_log))
+        .route("/api/grants", get(grants))
         .with_state(wf)
 }
