@@ -5,10 +5,10 @@ mod common;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{citizen, World};
+use common::{citizen, wait_for, World};
 use lapin::{options::BasicPublishOptions, types::FieldTable, BasicProperties};
 
 async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
@@ -16,19 +16,6 @@ async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap_or(0)
-}
-
-/// Waits until `check` holds, failing with `what` after `secs`.
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    secs: u64,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} (waited {secs} s)");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A record the agency's own database refuses (here its CHECK constraint) is tried a few

@@ -5,10 +5,10 @@
 //! the item and keeps those of items it still holds.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bus_schemas::wire::Signer;
-use common::{citizen, World};
+use common::{citizen, wait_for, World};
 use govbus_tests::Process;
 use serde_json::json;
 
@@ -35,18 +35,6 @@ async fn kept(pool: &sqlx::PgPool) -> (i64, i64, i64) {
         )
         .await,
     )
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    secs: u64,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} (waited {secs} s)");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Ends the household item's sharing period, and its two grants, on `day`.
@@ -81,23 +69,7 @@ fn end_household(w: &World, day: &str, was: Option<&str>) {
 }
 
 fn purge_due(w: &World, grace: u32) -> String {
-    let out = Process::command("govbus")
-        .args([
-            "purge",
-            "--dry-run",
-            "--grace-days",
-            &grace.to_string(),
-            "--config",
-        ])
-        .arg(w.path("router.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    w.govbus_with_config(&["purge", "--dry-run", "--grace-days", &grace.to_string()])
 }
 
 /// Household records delivered (civil's queue full, so some are kept for it), one refused
@@ -225,22 +197,7 @@ async fn a_sharing_period_that_ended_is_purged_after_the_grace() {
     w.verify_ledger();
 
     // The report counts what was purged.
-    let out = Process::command("govbus")
-        .args([
-            "report",
-            "--year",
-            &today.format("%Y").to_string(),
-            "--config",
-        ])
-        .arg(w.path("router.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let csv = w.govbus_with_config(&["report", "--year", &today.format("%Y").to_string()]);
     assert!(
         csv.contains(&format!(
             "purges,,,household,purged_latest_records,{HOUSEHOLDS}"

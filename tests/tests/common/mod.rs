@@ -949,6 +949,22 @@ listen = "127.0.0.1:0"
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// `govbus <args> --config <this world's router.toml>`, which must succeed: its output.
+    pub fn govbus_with_config(&self, args: &[&str]) -> String {
+        let out = Process::command("govbus")
+            .args(args)
+            .arg("--config")
+            .arg(self.path("router.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "govbus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `govbus ledger verify` passes.
     pub fn verify_ledger(&self) {
         let out = Process::command("govbus")
@@ -1416,5 +1432,18 @@ impl World {
         .await
         .unwrap();
         conn.close(200, "ok".into()).await.unwrap();
+    }
+}
+
+/// Waits until `check` holds, failing with `what` after `secs`.
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} (waited {secs} s)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
