@@ -208,20 +208,28 @@ fn purge_ended(args: &SinkArgs, url: &str) -> anyhow::Result<ExitCode> {
         args.api_token.as_deref(),
     )?;
     let p = runtime()?.block_on(async {
-        let keep = agency::purge::items_still_granted(&api_url, &token).await?;
+        let granted = agency::purge::grants(&api_url, &token).await?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to the agency database: {e}"))?;
-        agency::purge::purge(&pool, &tables, &keep).await
+        agency::purge::purge(&pool, &tables, &granted).await
     })?;
+    let list =
+        |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
     println!(
-        "{} rows deleted from {} (items whose grants ended: {}); items still granted: {}",
+        "{} rows deleted from {} (items whose grants all ended: {})",
         p.rows,
         tables.names().join(", "),
-        p.items.iter().cloned().collect::<Vec<_>>().join(", "),
-        p.kept.iter().cloned().collect::<Vec<_>>().join(", ")
+        list(&p.items)
     );
+    if !p.unlisted.is_empty() {
+        eprintln!(
+            "kept the rows of {}: the platform lists no grant of them to {} (a grant taken out of the catalogue instead of given an end date?); ask the platform's operator",
+            list(&p.unlisted),
+            args.agency.agency
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -209,7 +209,15 @@ async fn a_sharing_period_that_ended_is_purged_after_the_grace() {
         before.1
     )));
 
-    // The agency deletes its rows of the ended item, and only those.
+    // The agency deletes its rows of the ended item, and only those: a row of an item the
+    // platform lists no grant of (put there by hand here) is named and kept.
+    sqlx::query(
+        "INSERT INTO health_records (govbus_item, govbus_key, govbus_version, govbus_message_id)
+         VALUES ('adoption', 'k-1', 1, 'by-hand')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let token = w.api_token("agency", "health");
     let api = w.api_url("");
     let mut args: Vec<std::ffi::OsString> = vec!["sink".into()];
@@ -245,7 +253,15 @@ async fn a_sharing_period_that_ended_is_purged_after_the_grace() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(left, [("enterprise".to_string(), 10)]);
+    assert_eq!(
+        left,
+        [("adoption".to_string(), 1), ("enterprise".to_string(), 10)]
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kept the rows of adoption"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A wrong token is named, and deletes nothing.
     let out = Process::command("govbus-agency")
         .args(&args)
