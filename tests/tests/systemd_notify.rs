@@ -28,7 +28,10 @@ async fn the_router_tells_systemd_when_it_is_ready_and_when_it_stops() {
     let n = socket.recv(&mut buf).expect("READY=1 within 60 s");
     assert_eq!(&buf[..n], b"READY=1");
     let ready = reqwest::get(w.url("/readyz")).await.unwrap().status();
-    assert!(ready.is_success(), "READY=1 told while /readyz said {ready}");
+    assert!(
+        ready.is_success(),
+        "READY=1 told while /readyz said {ready}"
+    );
     let status = router.terminate();
     let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
     assert_eq!(&buf[..n], b"STOPPING=1");

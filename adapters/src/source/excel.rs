@@ -382,6 +382,40 @@ impl FileRows for SheetRows {
 mod tests {
     use super::*;
 
+    /// An old-format `.xls` (tests/fixtures/household.xls, written by Python's xlwt): a merged
+    /// title above the header in row 2, a date cell, a bare serial in a `date_columns` column,
+    /// and a merged cell in a data row, quarantined naming its cells.
+    #[test]
+    fn an_xls_workbook_reads_like_an_xlsx() {
+        let format = ExcelFormat {
+            sheet: Some("户籍".into()),
+            sheet_index: None,
+            header_row: 2,
+            date_columns: vec!["注销日期".to_string()].into(),
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/household.xls");
+        let mut rows = format.open(&path, "household.xls").unwrap();
+        assert_eq!(rows.total(), 4);
+        let got: Vec<FileRow> = std::iter::from_fn(|| rows.read()).collect();
+        let ok = |i: usize| got[i].row.as_ref().unwrap();
+        assert_eq!(got[0].at, "户籍!3:3");
+        assert_eq!(ok(0)["姓名"], "王芳");
+        assert_eq!(ok(0)["公民身份号码"], "440106196001010012");
+        assert_eq!(ok(0)["注销日期"], "");
+        assert_eq!(ok(1)["注销日期"], "2016-05-17", "a date cell");
+        assert_eq!(ok(2)["注销日期"], "2016-05-17", "a serial in a date column");
+        assert_eq!(got[3].at, "户籍!D6:E6");
+        let why = got[3].row.as_ref().unwrap_err();
+        assert!(
+            why.contains("household.xls:户籍!D6:E6 is a merged cell"),
+            "{why}"
+        );
+        assert_eq!(
+            got[0].cells.as_ref().unwrap().of("公民身份号码").as_deref(),
+            Some("household.xls:户籍!B3")
+        );
+    }
+
     /// Column letters past Z, serials to dates (1900 system, Excel's leap-year bug included),
     /// numbers without a spurious fraction.
     #[test]
