@@ -250,28 +250,33 @@ async fn tail_verifies_batches_and_dead_letters_every_forgery() {
     let real = w.drain("agency.civil", Duration::from_millis(300)).await;
     assert_eq!(real.len(), 5);
     let cases = w.publish_batch_cases("civil", &real[0]).await;
-    // The router's own five, sent again after the cases.
+    // The router's own five, sent again after the cases, with confirms: without them a close
+    // right after the publishes could lose some, and the tail below would wait for them in vain
+    // (this test timed out that way in two suite runs).
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
     for g in &real {
         let mut headers = FieldTable::default();
         for (k, v) in &g.headers {
             headers.insert(k.as_str().into(), v.clone());
         }
-        ch.basic_publish(
-            "govbus.deliver".into(),
-            "civil".into(),
-            BasicPublishOptions::default(),
-            &g.body,
-            BasicProperties::default()
-                .with_message_id(g.message_id.as_str().into())
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        let confirm = ch
+            .basic_publish(
+                "govbus.deliver".into(),
+                "civil".into(),
+                BasicPublishOptions::default(),
+                &g.body,
+                BasicProperties::default()
+                    .with_message_id(g.message_id.as_str().into())
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the broker took {}", g.message_id);
     }
     let _ = conn.close(200, "ok".into()).await;
     let all = w

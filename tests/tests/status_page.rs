@@ -41,6 +41,8 @@ async fn status_page_matches_the_ledger_and_the_queues() {
     // A message the router refuses (not signed), so refusals show.
     let conn = w.vhost.connect().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
+    // Confirmed before the connection closes: otherwise the close may lose it.
+    ch.confirm_select(Default::default()).await.unwrap();
     ch.basic_publish(
         "govbus.ingest".into(),
         "police.household.7".into(),
