@@ -185,7 +185,11 @@ pub fn replace_ids(
 /// The ID documents of every person a record names, as (ID type, number): each Subject role
 /// with a number, and each top-level citizen ID number field (type `111`). The same places a
 /// pseudonym grant replaces ([`replace_ids`]).
-pub fn persons(value: &Value, subjects: &[String], id_fields: &[String]) -> Vec<(String, String)> {
+pub fn persons<'v>(
+    value: &'v Value,
+    subjects: &[String],
+    id_fields: &[String],
+) -> Vec<(&'v str, &'v str)> {
     let mut out = Vec::new();
     let Value::Record(fields) = value else {
         return out;
@@ -197,7 +201,7 @@ pub fn persons(value: &Value, subjects: &[String], id_fields: &[String]) -> Vec<
                     sub.iter()
                         .find(|(n, _)| n == field)
                         .and_then(|(_, v)| match strip_union(v) {
-                            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                            Value::String(s) if !s.trim().is_empty() => Some(s.as_str()),
                             _ => None,
                         })
                 };
@@ -208,7 +212,7 @@ pub fn persons(value: &Value, subjects: &[String], id_fields: &[String]) -> Vec<
         } else if id_fields.iter().any(|f| f == name) {
             if let Value::String(number) = strip_union(v) {
                 if !number.trim().is_empty() {
-                    out.push((crate::routing::subjects::RESIDENT_ID.into(), number.clone()));
+                    out.push((crate::routing::subjects::RESIDENT_ID, number.as_str()));
                 }
             }
         }
@@ -410,7 +414,7 @@ impl Platform {
         }
         let subjects = persons(&value, &item.subjects, &item.id_fields)
             .iter()
-            .map(|(t, n)| self.subjects.hash(t, n))
+            .map(|&(t, n)| self.subjects.hash(t, n))
             .collect();
         Outcome::Deliver {
             deliveries,
